@@ -1,0 +1,200 @@
+"""A size-class arena: lock-free allocation of variable-size blocks inside one shared segment.
+
+Any number of processes may allocate and free concurrently. Fresh space comes from a bump pointer
+(one fetch-add); freed blocks go to one Treiber stack per size class, whose head word carries a
+32-bit tag against ABA. Blocks are never split or merged, so an offset that was once a block start
+stays one: a reader holding a stale reference always lands on a block header, never mid-block.
+
+Arena header (int64 words; hot words on their own 64-byte lines)::
+
+    word  0  DATA_BYTES      bytes in the data region
+    word  1  NCLASSES        number of size classes in use (<= 64)
+    word  8  BUMP            next never-used byte offset (fetch-add)
+    word 16  USED_BYTES      bytes held by live blocks (statistics)
+    word 17  ALLOCS          allocations (statistics)
+    word 18  FREES           frees (statistics)
+    word 24  CLASS_SIZE[64]  block size of each class, ascending, header included
+    word 88  FREE_HEAD[c]    at 88 + 8*c: tag << 32 | (offset >> 4) of the top free block, 0 = empty
+
+Block (16-byte aligned, offset 0 is never a block, so a unit index of 0 means "none")::
+
+    +0   gen (low 32 bits) | class << 32     gen grows on every free: stale references fail
+    +8   key_len (low 32)  | val_len << 32   written by the allocating writer before publishing
+    +16  payload (value bytes, then key bytes); while free, its first word links the next free block
+
+A reference is ``(gen & 0xFFFFFF) << 40 | offset >> 4``; it is never 0 because offset >= 16.
+"""
+
+import numpy as np
+
+from nt_memory.kernels._jit import jit
+from nt_memory.kernels.atomics import cas, fetch_add, load_acquire
+from nt_memory.kernels.status import CORRUPT, FULL, OK
+
+ARENA_DATA_BYTES_IDX = 0
+ARENA_NCLASSES_IDX = 1
+ARENA_BUMP_IDX = 8
+ARENA_USED_BYTES_IDX = 16
+ARENA_ALLOCS_IDX = 17
+ARENA_FREES_IDX = 18
+ARENA_CLASS_SIZE_IDX = 24
+ARENA_MAX_CLASSES = 64
+ARENA_FREE_HEAD_IDX = 88
+ARENA_FREE_HEAD_STRIDE = 8  # one 64-byte line per head: allocators of different classes do not collide
+ARENA_HDR_WORDS = ARENA_FREE_HEAD_IDX + ARENA_FREE_HEAD_STRIDE * ARENA_MAX_CLASSES
+ARENA_HDR_BYTES = ARENA_HDR_WORDS * 8
+
+BLOCK_HDR_BYTES = 16
+BLOCK_ALIGN_BYTES = 16
+FIRST_BLOCK_OFFSET = 16
+# How far up the classes an allocation may go when its own class has no free block and the bump
+# region is used up: trades internal waste for success once the arena is full of freed blocks.
+CLASS_FALLBACK = 4
+
+_U32 = 0xFFFFFFFF
+_GEN_MASK = 0xFFFFFF
+_REF_OFFSET_MASK = (1 << 40) - 1
+
+
+def class_sizes(max_block_bytes):
+    """The block sizes of the classes (ascending, multiples of 16) up to ``max_block_bytes``.
+
+    16-byte steps up to 128, then four classes per doubling, so a block wastes under 25 %.
+    """
+    sizes = list(range(32, 129, 16))
+    step = 32
+    while sizes[-1] < max_block_bytes:
+        for _ in range(4):
+            sizes.append(sizes[-1] + step)
+        step *= 2
+    if len(sizes) > ARENA_MAX_CLASSES:
+        raise ValueError(f"max_block_bytes={max_block_bytes} needs more than {ARENA_MAX_CLASSES} classes")
+    return np.array(sizes, dtype=np.int64)
+
+
+@jit
+def ref_offset(ref):
+    return (ref & _REF_OFFSET_MASK) << 4
+
+
+@jit
+def ref_gen(ref):
+    return (ref >> 40) & _GEN_MASK
+
+
+@jit
+def make_ref(gen, offset):
+    return ((gen & _GEN_MASK) << 40) | (offset >> 4)
+
+
+@jit
+def arena_class_for(hdr, nbytes):
+    """The smallest class whose blocks hold ``nbytes`` (header included), or -1 if none does."""
+    n = hdr[ARENA_NCLASSES_IDX]
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if hdr[ARENA_CLASS_SIZE_IDX + mid] < nbytes:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < n else -1
+
+
+@jit
+def arena_block_ok(hdr, ref):
+    """True when ``ref`` points at a block that lies wholly inside the data region."""
+    off = ref_offset(ref)
+    if off < FIRST_BLOCK_OFFSET or off + BLOCK_HDR_BYTES > hdr[ARENA_DATA_BYTES_IDX]:
+        return False
+    return True
+
+
+@jit
+def arena_alloc(hdr, data, nbytes):
+    """Allocate a block for ``nbytes`` of payload. Many callers, lock-free.
+
+    ``hdr`` is the arena header words, ``data`` the data region as int64 words. Returns a reference
+    (> 0), FULL when no class that fits has a block, or CORRUPT on an impossible free-list link.
+    The block's key/value lengths are left for the caller to write.
+    """
+    need = nbytes + BLOCK_HDR_BYTES
+    c = arena_class_for(hdr, need)
+    if c < 0:
+        return FULL
+    data_bytes = hdr[ARENA_DATA_BYTES_IDX]
+    ncls = hdr[ARENA_NCLASSES_IDX]
+    last = min(c + CLASS_FALLBACK, ncls - 1)
+    for cc in range(c, last + 1):
+        head_idx = ARENA_FREE_HEAD_IDX + ARENA_FREE_HEAD_STRIDE * cc
+        while True:
+            head = load_acquire(hdr, head_idx)
+            unit = head & _U32
+            if unit == 0:
+                break
+            off = unit << 4
+            if off < FIRST_BLOCK_OFFSET or off + 3 * 8 > data_bytes:
+                return CORRUPT
+            # May be garbage if another allocator popped this block meanwhile; then the tagged
+            # CAS below fails and the value is never used.
+            nxt = data[(off >> 3) + 2] & _U32
+            new_head = ((((head >> 32) + 1) & _U32) << 32) | nxt
+            if cas(hdr, head_idx, head, new_head) == head:
+                size = hdr[ARENA_CLASS_SIZE_IDX + cc]
+                fetch_add(hdr, ARENA_USED_BYTES_IDX, size)
+                fetch_add(hdr, ARENA_ALLOCS_IDX, 1)
+                return make_ref(data[off >> 3] & _U32, off)
+        if cc == c:
+            size = hdr[ARENA_CLASS_SIZE_IDX + c]
+            off = fetch_add(hdr, ARENA_BUMP_IDX, size)
+            if off + size <= data_bytes:
+                data[off >> 3] = 1 | (c << 32)
+                fetch_add(hdr, ARENA_USED_BYTES_IDX, size)
+                fetch_add(hdr, ARENA_ALLOCS_IDX, 1)
+                return make_ref(1, off)
+    return FULL
+
+
+@jit
+def arena_free(hdr, data, ref):
+    """Return the block of ``ref`` to its class's free list. Many callers, lock-free, idempotent.
+
+    Freeing a reference whose generation is already past (freed before, maybe reused since) does
+    nothing: crash recovery may replay a free. Returns OK, or CORRUPT for an impossible reference.
+    """
+    if not arena_block_ok(hdr, ref):
+        return CORRUPT
+    off = ref_offset(ref)
+    w = load_acquire(data, off >> 3)
+    c = (w >> 32) & 0xFFFF
+    if c >= hdr[ARENA_NCLASSES_IDX]:
+        return CORRUPT
+    gen = w & _U32
+    if (gen & _GEN_MASK) != ref_gen(ref):
+        return OK
+    new_gen = (gen + 1) & _U32
+    if new_gen == 0:
+        new_gen = 1
+    if cas(data, off >> 3, w, new_gen | (c << 32)) != w:
+        return OK  # someone else freed it first
+    head_idx = ARENA_FREE_HEAD_IDX + ARENA_FREE_HEAD_STRIDE * c
+    while True:
+        head = load_acquire(hdr, head_idx)
+        data[(off >> 3) + 2] = head & _U32
+        new_head = ((((head >> 32) + 1) & _U32) << 32) | (off >> 4)
+        if cas(hdr, head_idx, head, new_head) == head:
+            break
+    fetch_add(hdr, ARENA_USED_BYTES_IDX, -hdr[ARENA_CLASS_SIZE_IDX + c])
+    fetch_add(hdr, ARENA_FREES_IDX, 1)
+    return OK
+
+
+def arena_init(hdr, data_bytes, max_block_bytes):
+    """Lay out a fresh arena header (creator only, before the segment is published)."""
+    sizes = class_sizes(max_block_bytes)
+    hdr[:ARENA_HDR_WORDS] = 0
+    hdr[ARENA_DATA_BYTES_IDX] = data_bytes
+    hdr[ARENA_NCLASSES_IDX] = len(sizes)
+    hdr[ARENA_CLASS_SIZE_IDX : ARENA_CLASS_SIZE_IDX + len(sizes)] = sizes
+    hdr[ARENA_BUMP_IDX] = FIRST_BLOCK_OFFSET

@@ -1,0 +1,175 @@
+"""One POSIX shared-memory segment: create, attach, close, unlink.
+
+A segment crosses processes as its name alone (``/ntm.<system>.<part>``). The creator reserves every
+page up front (``posix_fallocate``), so a full ``/dev/shm`` is a :class:`CapacityError` at create
+instead of a SIGBUS when a page is first touched later. The segment owns its numpy views and drops
+them before unmapping; ``close()`` may be called twice, ``unlink()`` before or after ``close()``.
+Python's ``multiprocessing.resource_tracker`` is never involved (it would unlink segments that other
+processes still use).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import time
+
+import numpy as np
+import posix_ipc
+
+from nt_memory.errors import CapacityError, CorruptSegment, LayoutMismatch, SegmentExists, SegmentNotFound
+from nt_memory.shm import layout as L
+
+
+class Segment:
+    """A mapped segment. ``buf`` (uint8) and ``words`` (int64) view all of it; ``address`` is the
+    base address kernels receive."""
+
+    def __init__(self, shm_name: str, mm: mmap.mmap):
+        self.shm_name = shm_name
+        self.size = len(mm)
+        self._mm = mm
+        self.buf = np.frombuffer(mm, dtype=np.uint8)
+        self.words = self.buf.view(np.int64)
+        self.address = self.buf.ctypes.data
+        self.closed = False
+
+    # -------------------------------------------------------------------------------- lifecycle
+    @classmethod
+    def create(
+        cls, shm_name: str, kind: int, size: int, params=(), mode: int = 0o600, state: int = L.STATE_READY
+    ) -> Segment:
+        """Create and map a new segment of ``size`` bytes with a fresh header; fails if it exists."""
+        if size < L.HEADER_BYTES:
+            raise ValueError(f"segment size {size} is smaller than its header ({L.HEADER_BYTES} bytes)")
+        try:
+            shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=0)
+        except posix_ipc.ExistentialError:
+            raise SegmentExists(f"shared-memory segment {shm_name!r} already exists") from None
+        try:
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(shm.fd, 0, size)
+                else:  # macOS: no reservation possible
+                    os.ftruncate(shm.fd, size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
+                    raise CapacityError(
+                        f"cannot reserve {size:,} bytes of shared memory for {shm_name!r}: {exc.strerror} "
+                        "(is /dev/shm too small? Docker's default is 64 MB: use --shm-size)"
+                    ) from exc
+                raise
+            mm = mmap.mmap(shm.fd, size)
+        except BaseException:
+            shm.close_fd()
+            _unlink_quietly(shm_name)
+            raise
+        shm.close_fd()
+        seg = cls(shm_name, mm)
+        w = seg.words
+        w[L.MAGIC_IDX] = L.MAGIC
+        w[L.VERSION_KIND_IDX] = L.LAYOUT_VERSION | (kind << 32)
+        w[L.TOTAL_BYTES_IDX] = size
+        w[L.HEADER_BYTES_IDX] = L.HEADER_BYTES
+        w[L.CREATOR_PID_IDX] = os.getpid()
+        w[L.CREATED_NS_IDX] = time.time_ns()
+        w[L.STATE_IDX] = state
+        params = list(params)
+        if len(params) > L.N_PARAMS:
+            raise ValueError(f"at most {L.N_PARAMS} header params, got {len(params)}")
+        w[L.PARAMS_IDX : L.PARAMS_IDX + L.N_PARAMS] = params + [0] * (L.N_PARAMS - len(params))
+        w[L.CHECKSUM_IDX] = L.header_checksum(w)
+        return seg
+
+    @classmethod
+    def attach(cls, shm_name: str, kind: int) -> Segment:
+        """Map an existing segment and validate its header (magic, version, kind, size, checksum)."""
+        try:
+            shm = posix_ipc.SharedMemory(shm_name)
+        except posix_ipc.ExistentialError:
+            raise SegmentNotFound(f"no shared-memory segment named {shm_name!r}") from None
+        try:
+            size = os.fstat(shm.fd).st_size
+            if size < L.HEADER_BYTES:
+                raise CorruptSegment(
+                    f"segment {shm_name!r} is truncated: {size} bytes, shorter than its {L.HEADER_BYTES}-byte header"
+                )
+            mm = mmap.mmap(shm.fd, size)
+        finally:
+            shm.close_fd()
+        seg = cls(shm_name, mm)
+        try:
+            seg._validate(kind)
+        except BaseException:
+            seg.close()
+            raise
+        return seg
+
+    def _validate(self, kind: int) -> None:
+        w = self.words
+        name = self.shm_name
+        if int(w[L.MAGIC_IDX]) != L.MAGIC:
+            raise CorruptSegment(f"segment {name!r} is not an nt-memory segment (bad magic)")
+        version = int(w[L.VERSION_KIND_IDX]) & 0xFFFFFFFF
+        seg_kind = int(w[L.VERSION_KIND_IDX]) >> 32
+        if int(w[L.CHECKSUM_IDX]) != L.header_checksum(w):
+            raise CorruptSegment(f"segment {name!r} has a damaged header (checksum mismatch)")
+        if version != L.LAYOUT_VERSION:
+            raise LayoutMismatch(
+                f"segment {name!r} has layout version {version}; this nt-memory reads version {L.LAYOUT_VERSION}"
+            )
+        if seg_kind != kind:
+            raise LayoutMismatch(
+                f"segment {name!r} is a {L.KIND_NAMES.get(seg_kind, seg_kind)!r} segment, "
+                f"expected {L.KIND_NAMES.get(kind, kind)!r}"
+            )
+        if int(w[L.TOTAL_BYTES_IDX]) != self.size or int(w[L.HEADER_BYTES_IDX]) != L.HEADER_BYTES:
+            raise CorruptSegment(
+                f"segment {name!r} is {self.size:,} bytes but its header says {int(w[L.TOTAL_BYTES_IDX]):,}"
+            )
+
+    @property
+    def params(self) -> list[int]:
+        return [int(x) for x in self.words[L.PARAMS_IDX : L.PARAMS_IDX + L.N_PARAMS]]
+
+    @property
+    def creator_pid(self) -> int:
+        return int(self.words[L.CREATOR_PID_IDX])
+
+    @property
+    def created_ns(self) -> int:
+        return int(self.words[L.CREATED_NS_IDX])
+
+    def region(self, offset: int, nbytes: int, dtype=np.uint8) -> np.ndarray:
+        """A view of ``nbytes`` at ``offset``; refuses a region outside the segment."""
+        if offset < L.HEADER_BYTES or nbytes < 0 or offset + nbytes > self.size:
+            raise CorruptSegment(
+                f"segment {self.shm_name!r}: region [{offset}, {offset + nbytes}) lies outside its {self.size:,} bytes"
+            )
+        return self.buf[offset : offset + nbytes].view(dtype)
+
+    def close(self) -> None:
+        """Unmap. Safe to call twice. If a caller still holds a zero-copy view, the mapping stays
+        until that view is gone (unmapping under it would crash the process)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.buf = self.words = None
+        self.address = 0
+        try:
+            self._mm.close()
+        except BufferError:
+            pass  # exported views alive: the mmap is released when they are collected
+
+    def unlink(self) -> None:
+        """Remove the name; processes that have it mapped keep their mapping."""
+        _unlink_quietly(self.shm_name)
+
+
+def _unlink_quietly(shm_name: str) -> bool:
+    try:
+        posix_ipc.unlink_shared_memory(shm_name)
+        return True
+    except posix_ipc.ExistentialError:
+        return False

@@ -1,0 +1,391 @@
+"""A *system*: the named set of segments that make one memory system, found through its root.
+
+Root segment (kind ROOT)::
+
+    header                     STATE: INITIALIZING -> READY, published last by the creator
+    directory  DIR_CAPACITY x 64 bytes: part name (40 bytes, NUL-padded) | kind | size | flags
+    config     8-byte length + UTF-8 JSON: what attachers need to know (sizes, limits, paths)
+    members    MAX_MEMBERS x 128 bytes: see members.py
+
+Root params: MAX_MEMBERS, DIR_CAPACITY, CONFIG_BYTES, DIR_OFFSET, CONFIG_OFFSET, MEMBERS_OFFSET, NPARTS.
+
+Create/attach race: the creator makes the root with O_CREAT|O_EXCL (state INITIALIZING), creates and
+initialises every part, then publishes READY with a release store. Attachers wait (bounded) for
+READY; a creator that died before publishing is reported, and ``gc`` removes what it left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from nt_memory.errors import ConfigError, CorruptSegment, SegmentError, SegmentNotFound
+from nt_memory.kernels.words import word_load, word_store
+from nt_memory.shm import layout as L
+from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
+from nt_memory.shm.segment import Segment, _unlink_quietly
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+SHM_DIR = "/dev/shm"
+PREFIX = "ntm."
+DIR_CAPACITY = 64
+DIR_ENTRY_BYTES = 64
+DIR_NAME_BYTES = 40
+CONFIG_BYTES = 8192
+DEFAULT_MAX_MEMBERS = 256
+
+P_MAX_MEMBERS = 0
+P_DIR_CAPACITY = 1
+P_CONFIG_BYTES = 2
+P_DIR_OFFSET = 3
+P_CONFIG_OFFSET = 4
+P_MEMBERS_OFFSET = 5
+P_NPARTS = 6
+
+
+def validate_name(name) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"name={name!r} is not a valid system name: use 1 to 32 characters from A-Z a-z 0-9 _ -")
+    return name
+
+
+def shm_name(name: str, part: str) -> str:
+    return f"/{PREFIX}{name}.{part}"
+
+
+@dataclasses.dataclass
+class PartSpec:
+    """A part to create: its name, kind, size, header params and an initialiser for its payload."""
+
+    part: str
+    kind: int
+    size: int
+    params: Sequence[int] = ()
+    init: Callable[[Segment], None] | None = None
+
+
+def _root_layout(max_members: int) -> L.Layout:
+    lay = L.Layout()
+    lay.add("dir", DIR_CAPACITY * DIR_ENTRY_BYTES)
+    lay.add("config", CONFIG_BYTES)
+    lay.add("members", max_members * MEMBER_BYTES)
+    return lay
+
+
+class System:
+    """An open system: its root, its parts by name, and this handle's member registration."""
+
+    def __init__(self, name: str, root: Segment, parts: dict[str, Segment], register: bool, label: str):
+        self.name = name
+        self.root = root
+        self.parts = parts
+        p = root.params
+        self.config = _read_config(root, p[P_CONFIG_OFFSET], p[P_CONFIG_BYTES])
+        self.members = MemberTable(
+            root.region(p[P_MEMBERS_OFFSET], p[P_MAX_MEMBERS] * MEMBER_BYTES, np.int64),
+            root.address + p[P_MEMBERS_OFFSET],
+            p[P_MAX_MEMBERS],
+        )
+        self.shm_names = [root.shm_name] + [s.shm_name for s in parts.values()]
+        self.slot = -1
+        self.owner = 0
+        self._last_beat = 0
+        if register:
+            self.slot, self.owner = self.members.register(label or _default_label())
+            self._last_beat = time.time_ns()
+        self.closed = False
+
+    # ----------------------------------------------------------------------------- create / attach
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        parts: Sequence[PartSpec],
+        config: dict,
+        *,
+        mode: int = 0o600,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+        label: str = "",
+    ) -> System:
+        """Create every segment of a new system and publish it READY. Fails with
+        ``SegmentExists`` if the name is taken; on any failure removes what it made."""
+        validate_name(name)
+        if len(parts) > DIR_CAPACITY:
+            raise ConfigError(f"{len(parts)} parts exceed the directory's {DIR_CAPACITY}")
+        blob = json.dumps(config, sort_keys=True).encode()
+        if len(blob) + 8 > CONFIG_BYTES:
+            raise ConfigError(f"configuration is {len(blob)} bytes of JSON; the root holds {CONFIG_BYTES - 8}")
+        lay = _root_layout(max_members)
+        params = [
+            max_members,
+            DIR_CAPACITY,
+            CONFIG_BYTES,
+            lay.offset("dir"),
+            lay.offset("config"),
+            lay.offset("members"),
+            len(parts),
+        ]
+        root = Segment.create(
+            shm_name(name, "root"), L.KIND_ROOT, lay.total_bytes, params, mode, state=L.STATE_INITIALIZING
+        )
+        made: dict[str, Segment] = {}
+        try:
+            cfg = root.region(lay.offset("config"), CONFIG_BYTES)
+            cfg[:8] = np.frombuffer(len(blob).to_bytes(8, "little"), np.uint8)
+            cfg[8 : 8 + len(blob)] = np.frombuffer(blob, np.uint8)
+            dirv = root.region(lay.offset("dir"), DIR_CAPACITY * DIR_ENTRY_BYTES)
+            for i, spec in enumerate(parts):
+                if not re.match(r"^[a-z0-9_.]{1,39}$", spec.part) or spec.part == "root":
+                    raise ConfigError(f"part name {spec.part!r} is invalid")
+                seg = Segment.create(shm_name(name, spec.part), spec.kind, spec.size, spec.params, mode)
+                made[spec.part] = seg
+                if spec.init is not None:
+                    spec.init(seg)
+                entry = dirv[i * DIR_ENTRY_BYTES : (i + 1) * DIR_ENTRY_BYTES]
+                entry[:DIR_NAME_BYTES] = np.frombuffer(spec.part.encode().ljust(DIR_NAME_BYTES, b"\0"), np.uint8)
+                entry[DIR_NAME_BYTES:].view(np.int64)[:3] = [spec.kind, spec.size, 0]
+            system = cls(name, root, made, register=True, label=label)
+        except BaseException:
+            for seg in made.values():
+                seg.unlink()
+                seg.close()
+            root.unlink()
+            root.close()
+            raise
+        word_store(root.address + L.STATE_IDX * 8, L.STATE_READY)
+        return system
+
+    @classmethod
+    def attach(cls, name: str, *, timeout: float = 5.0, register: bool = True, label: str = "") -> System:
+        """Attach to an existing system by name. Waits up to ``timeout`` seconds for a creator that
+        is still laying it out. Raises ``SegmentNotFound`` if there is no such system and a
+        ``SegmentError`` if it is damaged or was abandoned half-made."""
+        validate_name(name)
+        try:
+            root = Segment.attach(shm_name(name, "root"), L.KIND_ROOT)
+        except SegmentNotFound:
+            raise SegmentNotFound(f"no nt-memory system named {name!r} (no {SHM_DIR}/{PREFIX}{name}.root)") from None
+        try:
+            _wait_ready(root, name, timeout)
+            p = root.params
+            lay = _root_layout(p[P_MAX_MEMBERS])
+            if (
+                p[P_DIR_CAPACITY] != DIR_CAPACITY
+                or p[P_CONFIG_BYTES] != CONFIG_BYTES
+                or p[P_DIR_OFFSET] != lay.offset("dir")
+                or p[P_CONFIG_OFFSET] != lay.offset("config")
+                or p[P_MEMBERS_OFFSET] != lay.offset("members")
+                or lay.total_bytes != root.size
+                or not 0 <= p[P_NPARTS] <= DIR_CAPACITY
+            ):
+                raise CorruptSegment(f"system {name!r}: the root's layout parameters are inconsistent")
+            parts: dict[str, Segment] = {}
+            try:
+                for part, kind, size in _read_dir(root, p[P_DIR_OFFSET], p[P_NPARTS]):
+                    try:
+                        seg = Segment.attach(shm_name(name, part), kind)
+                    except SegmentNotFound:
+                        raise SegmentError(
+                            f"system {name!r} is incomplete: part {part!r} is missing (run `nt-memory gc`)"
+                        ) from None
+                    parts[part] = seg
+                    if seg.size != size:
+                        raise CorruptSegment(f"system {name!r}: part {part!r} is {seg.size} bytes, expected {size}")
+                return cls(name, root, parts, register=register, label=label)
+            except BaseException:
+                for seg in parts.values():
+                    seg.close()
+                raise
+        except BaseException:
+            root.close()
+            raise
+
+    # ----------------------------------------------------------------------------------- lifetime
+    def heartbeat(self, now_ns: int) -> None:
+        if self.slot >= 0 and now_ns - self._last_beat > 0:
+            self._last_beat = now_ns
+            self.members.heartbeat(self.slot, now_ns)
+
+    def owner_alive(self, owner: int) -> bool:
+        if owner == self.owner:
+            return True
+        return self.members.owner_alive(owner)
+
+    def close(self) -> None:
+        """Leave the member table and unmap every segment. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.slot >= 0:
+            self.members.unregister(self.owner)
+        self.members = None
+        for seg in self.parts.values():
+            seg.close()
+        self.root.close()
+
+    def unlink(self) -> None:
+        """Remove every segment's name (works before or after ``close``). Processes still attached
+        keep their mappings until they close."""
+        for n in self.shm_names:
+            _unlink_quietly(n)
+
+    def __repr__(self) -> str:
+        return f"<System {self.name!r} parts={list(self.parts)} {'closed' if self.closed else 'open'}>"
+
+
+def _default_label() -> str:
+    import sys
+
+    return f"{os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'python'}"
+
+
+def _wait_ready(root: Segment, name: str, timeout: float) -> None:
+    state_addr = root.address + L.STATE_IDX * 8
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while True:
+        state = word_load(state_addr)
+        if state == L.STATE_READY:
+            return
+        if state != L.STATE_INITIALIZING:
+            raise CorruptSegment(f"system {name!r}: root state word is {state}, not INITIALIZING or READY")
+        creator = root.creator_pid
+        if not pid_alive(creator, 0):
+            raise SegmentError(
+                f"system {name!r} was never finished: its creator (pid {creator}) died while creating it; "
+                "`nt-memory gc` removes it"
+            )
+        if time.monotonic() >= deadline:
+            raise SegmentError(f"system {name!r} is still being created by pid {creator} after {timeout}s")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
+def _read_config(root: Segment, offset: int, nbytes: int) -> dict:
+    region = root.region(offset, nbytes)
+    n = int(region[:8].view(np.int64)[0])
+    if not 0 <= n <= nbytes - 8:
+        raise CorruptSegment(f"segment {root.shm_name!r}: configuration length {n} is impossible")
+    try:
+        return json.loads(region[8 : 8 + n].tobytes())
+    except ValueError as exc:
+        raise CorruptSegment(f"segment {root.shm_name!r}: configuration is not valid JSON") from exc
+
+
+def _read_dir(root: Segment, offset: int, nparts: int) -> list[tuple[str, int, int]]:
+    region = root.region(offset, DIR_CAPACITY * DIR_ENTRY_BYTES)
+    out = []
+    for i in range(nparts):
+        entry = region[i * DIR_ENTRY_BYTES : (i + 1) * DIR_ENTRY_BYTES]
+        raw = entry[:DIR_NAME_BYTES].tobytes().rstrip(b"\0")
+        try:
+            part = raw.decode("ascii")
+        except UnicodeDecodeError:
+            part = ""
+        if not re.match(r"^[a-z0-9_.]{1,39}$", part) or part == "root":
+            raise CorruptSegment(f"segment {root.shm_name!r}: directory entry {i} has an invalid part name {raw!r}")
+        kind, size = (int(x) for x in entry[DIR_NAME_BYTES:].view(np.int64)[:2])
+        out.append((part, kind, size))
+    return out
+
+
+# ----------------------------------------------------------------------------- host-wide listing
+
+
+def list_systems() -> list[str]:
+    """Names of the systems whose root segment exists on this host."""
+    try:
+        files = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted(f[len(PREFIX) : -len(".root")] for f in files if f.startswith(PREFIX) and f.endswith(".root"))
+
+
+def system_files(name: str) -> list[str]:
+    """Every segment file of a system, the root included, whether or not its directory lists it."""
+    try:
+        files = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted(f for f in files if f.startswith(f"{PREFIX}{name}."))
+
+
+@dataclasses.dataclass
+class SystemInfo:
+    name: str
+    ok: bool
+    error: str
+    creator_pid: int
+    created_ns: int
+    parts: dict[str, int]
+    members: list[MemberInfo]
+    config: dict
+
+    @property
+    def live_members(self) -> list[MemberInfo]:
+        return [m for m in self.members if m.alive]
+
+
+def describe(name: str) -> SystemInfo:
+    """Attach as an observer (no member slot taken) and describe a system."""
+    try:
+        system = System.attach(name, timeout=0.0, register=False)
+    except SegmentNotFound:
+        raise
+    except SegmentError as exc:
+        return SystemInfo(name, False, str(exc), 0, 0, {}, [], {})
+    try:
+        return SystemInfo(
+            name=name,
+            ok=True,
+            error="",
+            creator_pid=system.root.creator_pid,
+            created_ns=system.root.created_ns,
+            parts={"root": system.root.size} | {p: s.size for p, s in system.parts.items()},
+            members=system.members.members(),
+            config=system.config,
+        )
+    finally:
+        system.close()
+
+
+def remove_system(name: str) -> list[str]:
+    """Unlink every segment file of ``name``. Returns the files removed."""
+    removed = []
+    for f in system_files(name):
+        part = f[len(PREFIX) + len(name) + 1 :]
+        if _unlink_quietly(shm_name(name, part)):
+            removed.append(f)
+    return removed
+
+
+def gc() -> list[str]:
+    """Remove systems that no live process is attached to (and leftovers of failed creations).
+    A system still being created by a live process is left alone. Returns the names removed."""
+    removed = []
+    names = set(list_systems())
+    try:
+        orphans = {f[len(PREFIX) :].split(".", 1)[0] for f in os.listdir(SHM_DIR) if f.startswith(PREFIX)} - names
+    except OSError:
+        orphans = set()
+    for name in sorted(names):
+        try:
+            info = describe(name)
+        except SegmentNotFound:
+            continue
+        if info.ok and info.live_members:
+            continue
+        if not info.ok and "still being created" in info.error:
+            continue
+        if remove_system(name):
+            removed.append(name)
+    for name in sorted(orphans):
+        if remove_system(name):
+            removed.append(name)
+    return removed

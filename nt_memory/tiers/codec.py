@@ -1,0 +1,144 @@
+"""Values as bytes: one tag byte, then the payload. Never pickle.
+
+========  ===========================================================================
+tag       payload
+========  ===========================================================================
+0x01      raw ``bytes`` (``bytearray`` and ``memoryview`` are stored as bytes)
+0x02      numpy array: u16 data offset | u8 ndim | pad | u64 shape[ndim] | dtype descr (ASCII:
+          ``dtype.str``, or JSON for structured dtypes) | zero pad to 8 | data (C order)
+0x03      JSON (UTF-8) of any JSON-able object (dict, list, str, int, float, bool, None);
+          tuples come back as lists
+========  ===========================================================================
+
+Array data starts on an 8-byte boundary of the value, and values start on a 16-byte boundary in
+the arena, so a reader (``@njit`` code included, see :func:`array_data_offset`) can view the data
+in place. Object arrays are refused: storing them would need pickle, and a process that can write
+the segment must never be able to make a reader execute code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from nt_memory.errors import CodecError
+from nt_memory.kernels._jit import jit
+
+TAG_BYTES = 0x01
+TAG_ARRAY = 0x02
+TAG_JSON = 0x03
+TAGS = {TAG_BYTES: "bytes", TAG_ARRAY: "ndarray", TAG_JSON: "json"}
+
+_ARRAY_FIXED = 4  # tag, u16 data offset, ndim
+_BYTES_TAG = bytes([TAG_BYTES])
+_JSON_TAG = bytes([TAG_JSON])
+
+
+def encode(value) -> bytes:
+    """Encode ``value`` with its tag. Raises :class:`CodecError` naming the type it cannot store."""
+    t = type(value)
+    if t is bytes:
+        return _BYTES_TAG + value
+    if t is np.ndarray or isinstance(value, np.ndarray):
+        return _encode_array(value)
+    if t is bytearray or t is memoryview:
+        return _BYTES_TAG + bytes(value)
+    try:
+        return _JSON_TAG + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise CodecError(
+            f"cannot store a value of type {t.__name__}: use bytes, a numpy array or a JSON-able object ({exc})"
+        ) from None
+
+
+def _encode_array(arr: np.ndarray) -> bytes:
+    if arr.dtype.hasobject:
+        raise CodecError(f"cannot store a numpy array of dtype {arr.dtype}: object arrays would need pickle")
+    if arr.ndim > 32:
+        raise CodecError(f"cannot store a numpy array with {arr.ndim} dimensions (limit 32)")
+    if arr.dtype.fields is None and arr.dtype.subdtype is None:
+        descr = arr.dtype.str.encode("ascii")
+    else:
+        descr = b"J" + json.dumps(np.lib.format.dtype_to_descr(arr.dtype)).encode("ascii")
+    head = _ARRAY_FIXED + 8 * arr.ndim + len(descr)
+    data_off = (head + 7) // 8 * 8
+    if data_off > 0xFFFF:
+        raise CodecError(f"cannot store a numpy array whose dtype description is {len(descr)} bytes long")
+    prefix = bytearray(data_off)
+    prefix[0] = TAG_ARRAY
+    prefix[1:3] = data_off.to_bytes(2, "little")
+    prefix[3] = arr.ndim
+    prefix[_ARRAY_FIXED : _ARRAY_FIXED + 8 * arr.ndim] = np.asarray(arr.shape, dtype="<u8").tobytes()
+    prefix[_ARRAY_FIXED + 8 * arr.ndim : head] = descr
+    return bytes(prefix) + np.ascontiguousarray(arr).tobytes()
+
+
+def decode(buf, copy: bool = True):
+    """Decode an encoded value (``bytes`` or a ``memoryview`` of one).
+
+    With ``copy=False`` an array is returned as a read-only view into ``buf`` (zero-copy), valid as
+    long as ``buf`` is.
+    """
+    if len(buf) == 0:
+        raise CodecError("cannot decode an empty value (no tag byte)")
+    tag = buf[0]
+    if tag == TAG_BYTES:
+        return bytes(buf[1:])
+    if tag == TAG_JSON:
+        try:
+            return json.loads(bytes(buf[1:]))
+        except ValueError as exc:
+            raise CodecError(f"stored JSON value is damaged: {exc}") from None
+    if tag == TAG_ARRAY:
+        return _decode_array(buf, copy)
+    raise CodecError(f"unknown value tag 0x{tag:02x}")
+
+
+def _decode_array(buf, copy: bool) -> np.ndarray:
+    mv = memoryview(buf)
+    if len(mv) < _ARRAY_FIXED:
+        raise CodecError("stored array value is truncated")
+    data_off = int.from_bytes(mv[1:3], "little")
+    ndim = mv[3]
+    head = _ARRAY_FIXED + 8 * ndim
+    if not head <= data_off <= len(mv):
+        raise CodecError("stored array header is damaged")
+    shape = tuple(int(x) for x in np.frombuffer(mv[_ARRAY_FIXED:head], dtype="<u8"))
+    descr = bytes(mv[head:data_off]).rstrip(b"\0")
+    try:
+        if descr.startswith(b"J"):
+            dtype = np.lib.format.descr_to_dtype(_tuplify(json.loads(descr[1:])))
+        else:
+            dtype = np.dtype(descr.decode("ascii"))
+    except (ValueError, TypeError) as exc:
+        raise CodecError(f"stored array dtype {descr!r} is not understood: {exc}") from None
+    if dtype.hasobject:
+        raise CodecError("stored array has an object dtype: refused")
+    count = 1
+    for n in shape:
+        count *= n
+    nbytes = count * dtype.itemsize
+    if data_off + nbytes != len(mv):
+        raise CodecError(f"stored array has {len(mv) - data_off} data bytes, shape {shape} needs {nbytes}")
+    arr = np.frombuffer(mv, dtype=dtype, count=count, offset=data_off).reshape(shape)
+    if copy:
+        return arr.copy()
+    arr.flags.writeable = False
+    return arr
+
+
+def _tuplify(descr):
+    if isinstance(descr, list):
+        return [tuple(_tuplify(x) for x in item) if isinstance(item, list) else item for item in descr]
+    return descr
+
+
+@jit
+def array_data_offset(buf):
+    """In ``@njit`` code: where an encoded array's data starts in ``buf`` (a uint8 array holding
+    the encoded value), or -1 if ``buf`` does not hold an array. View it with
+    ``buf[off:n].view(np.float64)`` (``n`` the value length)."""
+    if len(buf) < _ARRAY_FIXED or buf[0] != TAG_ARRAY:
+        return -1
+    return np.int64(buf[1]) | (np.int64(buf[2]) << 8)

@@ -1,0 +1,626 @@
+"""L1: the hot table in shared memory, shared by every process that attaches the system by name.
+
+Reads take no lock (a seqlock per slot; see kernels/table.py). A Python ``get`` is one xxh3 hash and
+one compiled call with integer and bytes arguments; ``@njit`` code calls :func:`l1_lookup` directly
+and never leaves nopython mode::
+
+    import numba, numpy as np
+    from nt_memory.tiers.l1 import HotCache, l1_lookup
+    from nt_memory.tiers.codec import array_data_offset
+
+    cache = HotCache.attach("desk1")
+    handle = cache.njit_handle()                   # int64 array: this handle's addresses
+    h, key = cache.key_hash("agent_1", "position"), cache.key_array("agent_1", "position")
+    out = np.empty(cache.max_value_bytes, np.uint8)
+
+    @numba.njit
+    def on_tick(handle, h, key, out, price):
+        r = l1_lookup(handle, h, key, out)         # len << 8 | tag, or a negative status
+        if r < 0:
+            return 0.0
+        n = r >> 8
+        pos = out[array_data_offset(out):n].view(np.float64)   # stored as a float64 array
+        return pos[0] * price
+
+The handle is valid until ``cache.close()``; after it, ``l1_lookup`` returns ``status.CLOSED``. Do
+not close a cache while another thread is still inside ``@njit`` code that uses its handle.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import xxhash
+
+from nt_memory.errors import (
+    CapacityError,
+    ConfigError,
+    CorruptSegment,
+    InvalidKey,
+    LockTimeout,
+    SegmentClosed,
+    SegmentError,
+    ValueTooLarge,
+)
+from nt_memory.kernels import status as S
+from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
+from nt_memory.kernels.arena import (
+    ARENA_BUMP_IDX,
+    ARENA_DATA_BYTES_IDX,
+    ARENA_HDR_WORDS,
+    ARENA_USED_BYTES_IDX,
+    BLOCK_HDR_BYTES,
+)
+from nt_memory.kernels.table import (
+    CTX_ACCESS_IDX,
+    CTX_ARENA_BYTES_IDX,
+    CTX_ARENA_DATA_IDX,
+    CTX_ARENA_IDX,
+    CTX_MEMBER_IDX,
+    CTX_NSLOTS_IDX,
+    CTX_NSTRIPES_IDX,
+    CTX_OPEN_IDX,
+    CTX_OUT_BYTES_IDX,
+    CTX_OUT_IDX,
+    CTX_OWNER_IDX,
+    CTX_SLOTS_IDX,
+    CTX_STRIPES_IDX,
+    CTX_TABLE_IDX,
+    CTX_WORDS,
+    HDR_COUNT_IDX,
+    HDR_DEFAULT_TTL_IDX,
+    HDR_DELETES_IDX,
+    HDR_EVICTIONS_IDX,
+    HDR_EXPIRATIONS_IDX,
+    HDR_HASH_MASK_IDX,
+    HDR_INSERTS_IDX,
+    HDR_MAX_ENTRIES_IDX,
+    HDR_MAX_KEY_IDX,
+    HDR_MAX_VALUE_IDX,
+    HDR_REHASHES_IDX,
+    HDR_REPAIRS_IDX,
+    HDR_RETIRED_HITS_IDX,
+    HDR_RETIRED_MISSES_IDX,
+    HDR_TOMBS_IDX,
+    HDR_TRACK_ACCESS_IDX,
+    HDR_UPDATES_IDX,
+    MEMBER_HITS_IDX,
+    MEMBER_MISSES_IDX,
+    RESERVED_HASHES,
+    TABLE_HDR_BYTES,
+    table_contains,
+    table_delete,
+    table_get,
+    table_lookup,
+    table_put,
+    table_recover,
+    table_rehash,
+    table_stripe_owners,
+)
+from nt_memory.kernels.words import word_fetch_add
+from nt_memory.shm import layout as L
+from nt_memory.shm.l1_layout import MAX_ARENA_BYTES, ArenaLayout, L1Layout
+from nt_memory.shm.system import PartSpec, System
+from nt_memory.tiers.codec import TAG_BYTES, decode, encode
+
+MAX_ENTRIES_LIMIT = 1 << 30
+MAX_KEY_BYTES_LIMIT = 64 * 1024
+MAX_VALUE_BYTES_LIMIT = 1 << 20
+DEFAULT_MAX_KEY_BYTES = 256
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024
+DEFAULT_BYTES_PER_ENTRY = 256
+WRITE_TIMEOUT_S = 10.0
+_PREFIX_CACHE_LIMIT = 4096
+
+_xxh = xxhash.xxh3_64_intdigest
+
+
+class _Kernels:
+    """The table kernels' compiled entry points, bound on first use (compiling or loading them
+    from numba's cache is the cold-start cost; see the README)."""
+
+    get = contains = put = delete = None
+
+    @classmethod
+    def load(cls) -> None:
+        if cls.get is None:
+            cls.contains = entry_point(table_contains, INT, INT, BYTES)
+            cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT)
+            cls.delete = entry_point(table_delete, INT, INT, BYTES)
+            cls.get = entry_point(table_get, INT, INT, BYTES)
+
+
+@jit
+def l1_lookup(handle, h, key, out):
+    """Look a key up from ``@njit`` code (or Python). ``handle`` is :meth:`HotCache.njit_handle`,
+    ``h`` :meth:`HotCache.key_hash`, ``key`` :meth:`HotCache.key_array` (or any uint8 array / bytes
+    holding ``namespace \\0 key``), ``out`` a uint8 array receiving the encoded value.
+
+    Returns ``length << 8 | tag`` (>= 0), or a negative :mod:`nt_memory.kernels.status` code:
+    NOT_FOUND, EXPIRED, BUSY (a writer stalled: retry, or let Python recover a dead one),
+    OUT_TOO_SMALL, CLOSED. No lock is taken; the value is never torn.
+    """
+    return table_lookup(handle.ctypes.data, h, key, out, True)
+
+
+def _positive_int(name: str, value, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if not 1 <= value <= limit:
+        raise ConfigError(f"{name}={value} is out of range: must be between 1 and {limit:,}")
+    return int(value)
+
+
+def ttl_to_ns(ttl, name: str = "ttl") -> int:
+    """Seconds (int or float, > 0) to nanoseconds; ``None`` -> 0 (no expiry)."""
+    if ttl is None:
+        return 0
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float | np.integer | np.floating):
+        raise ConfigError(f"{name} must be a number of seconds, got {type(ttl).__name__} {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ConfigError(f"{name}={ttl!r} must be a finite number of seconds greater than 0")
+    return max(1, int(ttl * 1e9))
+
+
+class HotCache:
+    """The L1 hot table of a system. Thread- and process-safe; reads never take a lock.
+
+    >>> cache = HotCache.create("desk1", max_entries=100_000)      # doctest: +SKIP
+    >>> cache.put("agent_1", "position", {"qty": 10})               # doctest: +SKIP
+    >>> cache.get("agent_1", "position")                            # doctest: +SKIP
+    {'qty': 10}
+    """
+
+    PARTS = ("l1", "arena")
+
+    # ------------------------------------------------------------------------------- construction
+    @staticmethod
+    def part_specs(
+        max_entries: int = 100_000,
+        arena_bytes: int | None = None,
+        ttl=None,
+        *,
+        max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        track_access: bool = True,
+        hash_bits: int = 64,
+    ) -> tuple[list[PartSpec], dict]:
+        """Validate the L1 settings and describe its two segments (for ``System.create``)."""
+        max_entries = _positive_int("max_entries", max_entries, MAX_ENTRIES_LIMIT)
+        max_key_bytes = _positive_int("max_key_bytes", max_key_bytes, MAX_KEY_BYTES_LIMIT)
+        max_value_bytes = _positive_int("max_value_bytes", max_value_bytes, MAX_VALUE_BYTES_LIMIT)
+        hash_bits = _positive_int("hash_bits", hash_bits, 64)
+        ttl_ns = ttl_to_ns(ttl)
+        max_block = BLOCK_HDR_BYTES + max_key_bytes + max_value_bytes
+        if arena_bytes is None:
+            arena_bytes = max(max_entries * DEFAULT_BYTES_PER_ENTRY, 4 * max_block, 1 << 20)
+        arena_bytes = _positive_int("arena_bytes", arena_bytes, MAX_ARENA_BYTES)
+        if arena_bytes < 2 * max_block:
+            raise ConfigError(
+                f"arena_bytes={arena_bytes:,} is too small: it must hold at least two of the largest "
+                f"values ({2 * max_block:,} bytes with max_key_bytes={max_key_bytes}, "
+                f"max_value_bytes={max_value_bytes})"
+            )
+        hash_mask = (1 << min(hash_bits, 63)) - 1  # slot words are int64: hashes keep 63 bits
+        table = L1Layout.for_capacity(max_entries)
+        arena = ArenaLayout.for_size(arena_bytes, max_block)
+
+        def init_table(seg):
+            table.init(
+                seg,
+                max_entries=max_entries,
+                max_key=max_key_bytes,
+                max_value=max_value_bytes + 1,  # + the codec's tag byte
+                track_access=track_access,
+                hash_mask=hash_mask,
+                default_ttl_ns=ttl_ns,
+            )
+
+        specs = [
+            PartSpec("l1", L.KIND_L1, table.total_bytes, table.params, init_table),
+            PartSpec("arena", L.KIND_ARENA, arena.total_bytes, arena.params, arena.init),
+        ]
+        config = {
+            "l1": {
+                "max_entries": max_entries,
+                "arena_bytes": arena.data_bytes,
+                "max_key_bytes": max_key_bytes,
+                "max_value_bytes": max_value_bytes,
+                "ttl_ns": ttl_ns,
+                "track_access": bool(track_access),
+            }
+        }
+        return specs, config
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        max_entries: int = 100_000,
+        arena_bytes: int | None = None,
+        ttl=None,
+        *,
+        max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        track_access: bool = True,
+        mode: int = 0o600,
+        label: str = "",
+        _hash_bits: int = 64,
+    ) -> HotCache:
+        """Create a new system named ``name`` holding an L1 table of ``max_entries`` entries.
+
+        ``arena_bytes`` is the shared value storage (default 256 bytes per entry, reserved up front);
+        ``ttl`` (seconds) is the default stay of an entry; ``max_key_bytes`` bounds
+        ``len(namespace) + 1 + len(key)`` in UTF-8 and ``max_value_bytes`` an encoded value.
+        ``_hash_bits`` truncates the hash (a test hook that forces collisions).
+
+        Raises ``SegmentExists`` if the name is taken, ``ConfigError`` for a bad setting,
+        ``CapacityError`` if ``/dev/shm`` cannot hold it.
+        """
+        specs, config = cls.part_specs(
+            max_entries,
+            arena_bytes,
+            ttl,
+            max_key_bytes=max_key_bytes,
+            max_value_bytes=max_value_bytes,
+            track_access=track_access,
+            hash_bits=_hash_bits,
+        )
+        return cls(System.create(name, specs, config, mode=mode, label=label))
+
+    @classmethod
+    def attach(cls, name: str, *, timeout: float = 5.0, label: str = "") -> HotCache:
+        """Attach to the L1 table of an existing system by name (``SegmentNotFound`` if none)."""
+        return cls(System.attach(name, timeout=timeout, label=label))
+
+    def __init__(self, system: System, owns_system: bool = True):
+        missing = [p for p in self.PARTS if p not in system.parts]
+        if missing:
+            raise SegmentError(f"system {system.name!r} has no L1 table (missing parts {missing})")
+        self.system = system
+        self.name = system.name
+        self._owns_system = owns_system
+        tseg = system.parts["l1"]
+        aseg = system.parts["arena"]
+        tl = L1Layout.from_segment(tseg)
+        al = ArenaLayout.from_segment(aseg)
+        al.validate_header(aseg)
+        self._hdr = tseg.region(tl.table_offset, TABLE_HDR_BYTES, np.int64)
+        self._ahdr = aseg.region(al.arena_offset, ARENA_HDR_WORDS * 8, np.int64)
+        if int(self._hdr[0]) != tl.nslots or int(self._ahdr[ARENA_DATA_BYTES_IDX]) != al.data_bytes:
+            raise CorruptSegment(f"system {self.name!r}: L1 headers disagree with their layouts")
+        self.max_key_bytes = int(self._hdr[HDR_MAX_KEY_IDX])
+        self.max_value_bytes = int(self._hdr[HDR_MAX_VALUE_IDX])  # encoded, tag included
+        self.max_entries = int(self._hdr[HDR_MAX_ENTRIES_IDX])
+        self.default_ttl_ns = int(self._hdr[HDR_DEFAULT_TTL_IDX])
+        self._mask = int(self._hdr[HDR_HASH_MASK_IDX])
+        self._out = np.zeros(self.max_value_bytes + 8, np.uint8)  # + room for word-wise copies
+        self._outmv = memoryview(self._out)
+        ctx = np.zeros(CTX_WORDS, np.int64)
+        ctx[CTX_TABLE_IDX] = tseg.address + tl.table_offset
+        ctx[CTX_STRIPES_IDX] = tseg.address + tl.stripes_offset
+        ctx[CTX_SLOTS_IDX] = tseg.address + tl.slots_offset
+        ctx[CTX_ACCESS_IDX] = tseg.address + tl.access_offset
+        ctx[CTX_NSLOTS_IDX] = tl.nslots
+        ctx[CTX_NSTRIPES_IDX] = tl.nstripes
+        ctx[CTX_ARENA_IDX] = aseg.address + al.arena_offset
+        ctx[CTX_ARENA_DATA_IDX] = aseg.address + al.data_offset
+        ctx[CTX_ARENA_BYTES_IDX] = al.data_bytes
+        ctx[CTX_OUT_IDX] = self._out.ctypes.data
+        ctx[CTX_OUT_BYTES_IDX] = len(self._out)
+        ctx[CTX_OWNER_IDX] = system.owner
+        if system.slot >= 0:
+            ctx[CTX_MEMBER_IDX] = system.members.stats_address(system.slot)
+        else:  # an observer: its counters go to a private scratch word pair
+            self._observer_stats = np.zeros(2, np.int64)
+            ctx[CTX_MEMBER_IDX] = self._observer_stats.ctypes.data
+        ctx[CTX_OPEN_IDX] = 1
+        self._ctx = ctx
+        self._ctx_addr = int(ctx.ctypes.data)
+        self._nstripes = tl.nstripes
+        self._nslots = tl.nslots
+        self._prefixes: dict = {}
+        self._beat_at = 0
+        _Kernels.load()
+        self._k_get = _Kernels.get
+        self._k_put = _Kernels.put
+
+    # ------------------------------------------------------------------------------------- keys
+    def _prefix(self, ns) -> bytes:
+        if type(ns) is str:
+            raw = ns.encode("utf-8")
+        elif type(ns) is bytes:
+            raw = ns
+        else:
+            raise InvalidKey(f"namespace must be str or bytes, got {type(ns).__name__}")
+        if not raw or b"\0" in raw:
+            raise InvalidKey(f"namespace {ns!r} must be non-empty and contain no NUL character")
+        if len(self._prefixes) >= _PREFIX_CACHE_LIMIT:
+            self._prefixes.clear()
+        prefix = self._prefixes[ns] = raw + b"\0"
+        return prefix
+
+    def key_bytes(self, ns, key) -> bytes:
+        """The stored form of a key: ``namespace \\0 key`` in UTF-8."""
+        prefix = self._prefixes.get(ns) or self._prefix(ns)
+        t = type(key)
+        if t is str:
+            kb = prefix + key.encode("utf-8")
+        elif t is bytes:
+            kb = prefix + key
+        else:
+            raise InvalidKey(f"key must be str or bytes, got {t.__name__}")
+        if len(kb) == len(prefix):
+            raise InvalidKey("key must not be empty")
+        return kb
+
+    def hash_bytes(self, kb: bytes) -> int:
+        h = _xxh(kb) & self._mask
+        return h + RESERVED_HASHES if h < RESERVED_HASHES else h
+
+    def key_hash(self, ns, key) -> int:
+        """The table hash of a key, for :func:`l1_lookup` (xxh3-64, remapped above markers)."""
+        return self.hash_bytes(self.key_bytes(ns, key))
+
+    def key_array(self, ns, key) -> np.ndarray:
+        """The stored key bytes as a uint8 array, for :func:`l1_lookup`."""
+        return np.frombuffer(self.key_bytes(ns, key), dtype=np.uint8).copy()
+
+    def njit_handle(self) -> np.ndarray:
+        """This handle's context (an int64 array of addresses) for :func:`l1_lookup`."""
+        return self._ctx
+
+    # ------------------------------------------------------------------------------------- reads
+    def get(self, ns, key, default=None):
+        """The value stored under ``(ns, key)``, or ``default`` if absent or expired. No lock."""
+        prefix = self._prefixes.get(ns)
+        if prefix is not None and type(key) is str and key:
+            kb = prefix + key.encode()
+        else:
+            kb = self.key_bytes(ns, key)
+        h = _xxh(kb) & self._mask
+        if h < RESERVED_HASHES:
+            h += RESERVED_HASHES
+        r = self._k_get(self._ctx_addr, h, kb)
+        if r >= 0:
+            if r & 0xFF == TAG_BYTES:
+                return self._outmv[1 : r >> 8].tobytes()
+            return decode(self._outmv[: r >> 8])
+        return self._read_slow(r, h, kb, default)
+
+    def get_encoded(self, kb: bytes, h: int):
+        """The encoded value (tag first) under stored key ``kb``/hash ``h``: bytes, or a negative
+        status (NOT_FOUND / EXPIRED) — for the tiers above, which decode themselves."""
+        r = self._k_get(self._ctx_addr, h, kb)
+        if r >= 0:
+            return self._outmv[: r >> 8].tobytes()
+        if r in (S.NOT_FOUND, S.EXPIRED):
+            return r
+        out = self._read_slow(r, h, kb, r, raw=True)
+        return out
+
+    def _read_slow(self, r: int, h: int, kb: bytes, default, raw: bool = False):
+        deadline = None
+        while True:
+            if r == S.NOT_FOUND or r == S.EXPIRED:
+                return default
+            if r >= 0:
+                if raw:
+                    return self._outmv[: r >> 8].tobytes()
+                return decode(self._outmv[: r >> 8])
+            if r != S.BUSY:
+                self._raise_for(r, kb, None)
+            if deadline is None:
+                deadline = time.monotonic() + WRITE_TIMEOUT_S
+            self._wait_busy(deadline, "read")
+            r = _Kernels.get(self._ctx_addr, h, kb)
+
+    def __contains__(self, item) -> bool:
+        ns, key = item
+        kb = self.key_bytes(ns, key)
+        h = self.hash_bytes(kb)
+        deadline = None
+        while True:
+            r = _Kernels.contains(self._ctx_addr, h, kb)
+            if r >= 0:
+                return True
+            if r in (S.NOT_FOUND, S.EXPIRED):
+                return False
+            if r != S.BUSY:
+                self._raise_for(r, kb, None)
+            if deadline is None:
+                deadline = time.monotonic() + WRITE_TIMEOUT_S
+            self._wait_busy(deadline, "read")
+
+    def __len__(self) -> int:
+        """Entries in the table (expired ones not yet removed included)."""
+        self._check_open()
+        return int(self._hdr[HDR_COUNT_IDX])
+
+    # ------------------------------------------------------------------------------------ writes
+    def put(self, ns, key, value, ttl=None) -> None:
+        """Store ``value`` (bytes, numpy array or JSON-able) under ``(ns, key)``.
+
+        ``ttl`` (seconds) overrides the table's default for this entry. At capacity the least
+        recently used entries are evicted (CLOCK). Raises ``ValueTooLarge`` (key or value over the
+        limit; nothing stored), ``InvalidKey``, ``CodecError``, ``CapacityError``.
+        """
+        kb = self.key_bytes(ns, key)
+        vb = encode(value)
+        now = time.time_ns()
+        if ttl is None:
+            expiry = now + self.default_ttl_ns if self.default_ttl_ns else 0
+        else:
+            expiry = now + ttl_to_ns(ttl)
+        self.put_encoded(kb, self.hash_bytes(kb), vb, expiry)
+        if now - self._beat_at > 1_000_000_000:
+            self._beat_at = now
+            self.system.heartbeat(now)
+
+    def put_encoded(self, kb: bytes, h: int, vb: bytes, expiry_ns: int) -> None:
+        """Store an already encoded value with an absolute expiry (wall ns, 0 = never)."""
+        st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns)
+        if st == S.OK:
+            return
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while st != S.OK:
+            if st == S.NEEDS_REHASH:
+                self._rehash(deadline)
+            elif st == S.BUSY:
+                self._wait_busy(deadline, "write")
+            else:
+                self._raise_for(st, kb, vb)
+            st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns)
+
+    def delete(self, ns, key) -> bool:
+        """Remove ``(ns, key)``; returns whether a live entry was removed."""
+        kb = self.key_bytes(ns, key)
+        return self.delete_encoded(kb, self.hash_bytes(kb))
+
+    def delete_encoded(self, kb: bytes, h: int) -> bool:
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while True:
+            st = _Kernels.delete(self._ctx_addr, h, kb)
+            if st == S.OK:
+                return True
+            if st == S.NOT_FOUND:
+                return False
+            if st != S.BUSY:
+                self._raise_for(st, kb, None)
+            self._wait_busy(deadline, "write")
+
+    def rehash(self) -> None:
+        """Drop every tombstone now (normally automatic)."""
+        self._rehash(time.monotonic() + WRITE_TIMEOUT_S, force=True)
+
+    def _rehash(self, deadline: float, force: bool = False) -> None:
+        while True:
+            st = table_rehash(self._ctx_addr, force)
+            if st == S.OK:
+                return
+            if st != S.BUSY:
+                self._raise_for(st, b"", None)
+            self._wait_busy(deadline, "rehash")
+
+    # --------------------------------------------------------------------------- dead owners
+    def recover(self) -> int:
+        """Repair what dead writers left: take their stripes, replay their intents. Returns the
+        number of stripes repaired. Runs automatically when a read or write finds a stripe held
+        too long; call it from Python when ``l1_lookup`` keeps returning BUSY."""
+        self._check_open()
+        owners = np.zeros(self._nstripes + 1, np.int64)
+        n = table_stripe_owners(self._ctx_addr, owners)
+        repaired = 0
+        for owner in {int(o) for o in owners[:n]} - {0}:
+            if not self.system.owner_alive(owner):
+                repaired += max(0, table_recover(self._ctx_addr, owner))
+        return repaired
+
+    def _wait_busy(self, deadline: float, what: str) -> None:
+        if self.recover():
+            return
+        if time.monotonic() > deadline:
+            raise LockTimeout(
+                f"L1 {what} in system {self.name!r}: a write stripe stayed locked by a live process "
+                f"for over {WRITE_TIMEOUT_S}s"
+            )
+        os.sched_yield() if hasattr(os, "sched_yield") else time.sleep(0)
+
+    def _raise_for(self, st: int, kb: bytes, vb) -> None:
+        if st == S.KEY_TOO_LARGE:
+            raise ValueTooLarge(
+                f"key is {len(kb)} bytes (namespace + NUL + key, UTF-8); "
+                f"the limit is max_key_bytes={self.max_key_bytes}"
+            )
+        if st == S.VALUE_TOO_LARGE:
+            raise ValueTooLarge(
+                f"value is {len(vb) - 1:,} bytes encoded; the limit is max_value_bytes={self.max_value_bytes - 1:,}"
+            )
+        if st == S.FULL:
+            raise CapacityError(
+                f"L1 arena of system {self.name!r} is full ({int(self._ahdr[ARENA_DATA_BYTES_IDX]):,} bytes) and "
+                "nothing could be evicted; create it with a larger arena_bytes"
+            )
+        if st == S.CLOSED:
+            raise SegmentClosed(f"HotCache {self.name!r} is closed")
+        if st == S.CORRUPT:
+            raise CorruptSegment(f"system {self.name!r}: the L1 arena holds an impossible reference")
+        if st == S.OUT_TOO_SMALL:
+            raise CorruptSegment(f"system {self.name!r}: a stored value exceeds the table's value limit")
+        raise SegmentError(f"L1 kernel returned status {S.NAMES.get(st, st)}")
+
+    # ------------------------------------------------------------------------------------ stats
+    def stats(self) -> dict:
+        """Counters of the table (shared by every process) and fill levels."""
+        self._check_open()
+        h = self._hdr
+        hits = int(h[HDR_RETIRED_HITS_IDX])
+        misses = int(h[HDR_RETIRED_MISSES_IDX])
+        for m in self.system.members.members():
+            hits += m.l1_hits
+            misses += m.l1_misses
+        if self.system.slot < 0:
+            hits += int(self._observer_stats[0])
+            misses += int(self._observer_stats[1])
+        a = self._ahdr
+        return {
+            "entries": int(h[HDR_COUNT_IDX]),
+            "max_entries": self.max_entries,
+            "slots": self._nslots,
+            "tombstones": int(h[HDR_TOMBS_IDX]),
+            "hits": hits,
+            "misses": misses,
+            "hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
+            "inserts": int(h[HDR_INSERTS_IDX]),
+            "updates": int(h[HDR_UPDATES_IDX]),
+            "deletes": int(h[HDR_DELETES_IDX]),
+            "evictions": int(h[HDR_EVICTIONS_IDX]),
+            "expirations": int(h[HDR_EXPIRATIONS_IDX]),
+            "rehashes": int(h[HDR_REHASHES_IDX]),
+            "repairs": int(h[HDR_REPAIRS_IDX]),
+            "arena_bytes": int(a[ARENA_DATA_BYTES_IDX]),
+            "arena_used_bytes": int(a[ARENA_USED_BYTES_IDX]),
+            "arena_touched_bytes": min(int(a[ARENA_BUMP_IDX]), int(a[ARENA_DATA_BYTES_IDX])),
+            "track_access": bool(h[HDR_TRACK_ACCESS_IDX]),
+            "shm_bytes": sum(s.size for s in self.system.parts.values() if s.shm_name.rsplit(".", 1)[-1] in self.PARTS),
+        }
+
+    # -------------------------------------------------------------------------------- lifetime
+    def _check_open(self) -> None:
+        if self._ctx[CTX_OPEN_IDX] != 1:
+            raise SegmentClosed(f"HotCache {self.name!r} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._ctx[CTX_OPEN_IDX] != 1
+
+    def close(self) -> None:
+        """Detach (safe to call twice). The segments stay for other processes; see ``unlink``."""
+        if self._ctx[CTX_OPEN_IDX] != 1:
+            return
+        self._ctx[CTX_OPEN_IDX] = 0
+        if self.system.slot >= 0:
+            stats = self.system.members.words[self.system.slot * 16 + 5 :]
+            hits_addr = self._ctx[CTX_TABLE_IDX] + HDR_RETIRED_HITS_IDX * 8
+            word_fetch_add(int(hits_addr), int(stats[MEMBER_HITS_IDX]))
+            word_fetch_add(int(hits_addr) + 8, int(stats[MEMBER_MISSES_IDX]))
+        self._hdr = self._ahdr = None
+        if self._owns_system:
+            self.system.close()
+
+    def unlink(self) -> None:
+        """Remove the system's segments by name (before or after ``close``)."""
+        self.system.unlink()
+
+    def __enter__(self) -> HotCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self)} entries"
+        return f"<HotCache {self.name!r} {state}>"
