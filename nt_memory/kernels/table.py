@@ -555,7 +555,9 @@ def table_put(ctx_addr, h, key, value, expiry):
     stripes[sb + STRIPE_EXPIRY_IDX] = expiry
     store_release(stripes, sb + STRIPE_PHASE_IDX, PHASE_COMMITTED)
     _write_slot(slots, base, h, ref, expiry)
-    access[slot] = 1
+    # A new entry starts unreferenced (it must be read to earn a second chance), so a burst of
+    # one-off inserts evicts itself before it evicts the working set; an update counts as a use.
+    access[slot] = 1 if found >= 0 else 0
     if found >= 0:
         fetch_add(hdr, HDR_UPDATES_IDX, 1)
         arena_free(ahdr, data_w, stripes[sb + STRIPE_OLD_REF_IDX])

@@ -1,0 +1,63 @@
+"""Shared fixtures: unique system names, guaranteed cleanup, and a leak check over /dev/shm."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+
+from nt_memory.shm.system import PREFIX, SHM_DIR, remove_system
+
+TEST_PREFIX = "t"
+
+
+def unique_name(tag: str = "") -> str:
+    return f"{TEST_PREFIX}{tag}{os.getpid()}{secrets.token_hex(3)}"
+
+
+def _ours() -> set[str]:
+    try:
+        return {f for f in os.listdir(SHM_DIR) if f.startswith(f"{PREFIX}{TEST_PREFIX}")}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_segments():
+    """Fail the run if any test left a segment of a test system behind."""
+    before = _ours()
+    yield
+    leaked = _ours() - before
+    for f in leaked:
+        try:
+            os.unlink(os.path.join(SHM_DIR, f))
+        except OSError:
+            pass
+    assert not leaked, f"tests leaked shared-memory segments: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_kernels():
+    """Compile (or load from cache) the kernels once, before any test spawns processes."""
+    from nt_memory.tiers.l1 import HotCache
+
+    name = unique_name("w")
+    cache = HotCache.create(name, max_entries=64)
+    try:
+        cache.put("w", "k", b"v")
+        cache.get("w", "k")
+        cache.delete("w", "k")
+        cache.rehash()
+        cache.recover()
+    finally:
+        cache.close()
+        cache.unlink()
+
+
+@pytest.fixture
+def name():
+    """A unique system name; every segment of it is removed after the test, pass or fail."""
+    n = unique_name()
+    yield n
+    remove_system(n)

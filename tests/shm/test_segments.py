@@ -1,0 +1,133 @@
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from nt_memory.errors import CorruptSegment, LayoutMismatch, SegmentError, SegmentNotFound
+from nt_memory.shm import layout as L
+from nt_memory.shm.segment import Segment
+from nt_memory.shm.system import System, describe, gc, list_systems
+from nt_memory.tiers.l1 import HotCache
+
+
+def _root_path(name):
+    return f"/dev/shm/ntm.{name}.root"
+
+
+def _tamper(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_attach_missing_system(name):
+    with pytest.raises(SegmentNotFound, match=name):
+        HotCache.attach(name)
+
+
+@pytest.mark.parametrize(
+    "where, data, error",
+    [
+        (0, b"GARBAGE!", CorruptSegment),  # magic
+        (L.PARAMS_IDX * 8, b"\x07", CorruptSegment),  # params under the checksum
+        (L.CHECKSUM_IDX * 8, b"\x01\x02", CorruptSegment),
+    ],
+)
+def test_garbage_header_is_refused(name, where, data, error):
+    HotCache.create(name, max_entries=10).close()
+    _tamper(_root_path(name), where, data)
+    with pytest.raises(error):
+        HotCache.attach(name)
+
+
+def test_garbage_part_header_is_refused(name):
+    HotCache.create(name, max_entries=10).close()
+    _tamper(f"/dev/shm/ntm.{name}.l1", 0, os.urandom(128))
+    with pytest.raises(SegmentError):
+        HotCache.attach(name)
+
+
+def test_truncated_segment_is_refused(name):
+    HotCache.create(name, max_entries=10).close()
+    os.truncate(f"/dev/shm/ntm.{name}.arena", 64)
+    with pytest.raises(CorruptSegment, match="truncated"):
+        HotCache.attach(name)
+    os.truncate(f"/dev/shm/ntm.{name}.arena", 8192)
+    with pytest.raises(CorruptSegment):
+        HotCache.attach(name)
+
+
+def test_foreign_file_is_refused(name):
+    with open(_root_path(name), "wb") as f:
+        f.write(os.urandom(64 * 1024))
+    with pytest.raises(CorruptSegment, match="not an nt-memory segment"):
+        HotCache.attach(name)
+
+
+def test_wrong_kind_is_a_layout_mismatch(name):
+    seg = Segment.create(f"/ntm.{name}.root", L.KIND_ARENA, 4096)
+    seg.close()
+    with pytest.raises(LayoutMismatch, match="expected 'root'"):
+        HotCache.attach(name)
+
+
+def test_missing_part_is_reported(name):
+    HotCache.create(name, max_entries=10).close()
+    os.unlink(f"/dev/shm/ntm.{name}.arena")
+    with pytest.raises(SegmentError, match="missing"):
+        HotCache.attach(name)
+
+
+def test_attacher_waits_for_ready_and_abandoned_creation_is_reported(name):
+    root = Segment.create(f"/ntm.{name}.root", L.KIND_ROOT, 4096, state=L.STATE_INITIALIZING)
+    root.words[L.CREATOR_PID_IDX] = 2**22 + 12345  # a pid that does not exist
+    root.words[L.CHECKSUM_IDX] = L.header_checksum(root.words)
+    root.close()
+    with pytest.raises(SegmentError, match="never finished"):
+        System.attach(name, timeout=1.0)
+    assert name in gc()
+    assert name not in list_systems()
+
+
+def test_concurrent_attach_sees_ready_system(name):
+    errors = []
+    cache = HotCache.create(name, max_entries=10)
+
+    def attach():
+        try:
+            HotCache.attach(name).close()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attach) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    cache.close()
+    assert not errors
+
+
+def test_member_table_lists_and_frees_slots(name):
+    first = HotCache.create(name, max_entries=10, label="first")
+    second = HotCache.attach(name, label="second")
+    info = describe(name)
+    assert sorted(m.label for m in info.live_members) == ["first", "second"]
+    assert all(m.pid == os.getpid() for m in info.members)
+    second.close()
+    assert [m.label for m in describe(name).live_members] == ["first"]
+    first.close()
+    assert describe(name).live_members == []
+    assert name in gc()
+
+
+def test_region_outside_segment_is_refused(name):
+    seg = Segment.create(f"/ntm.{name}.root", L.KIND_ROOT, 4096)
+    try:
+        with pytest.raises(CorruptSegment):
+            seg.region(4000, 200)
+        assert seg.region(L.HEADER_BYTES, 8, np.int64).shape == (1,)
+    finally:
+        seg.close()
+        seg.unlink()
