@@ -1,0 +1,44 @@
+"""nt-memory: a shared-memory, zero-copy memory engine for co-located agent processes."""
+
+from nt_memory.errors import (
+    CapacityError,
+    CodecError,
+    ConfigError,
+    ConsensusError,
+    CorruptSegment,
+    InvalidKey,
+    LayoutMismatch,
+    LockTimeout,
+    NtMemoryError,
+    SegmentClosed,
+    SegmentError,
+    SegmentExists,
+    SegmentNotFound,
+    StaleToken,
+    TierError,
+    ValueTooLarge,
+)
+from nt_memory.tiers.l1 import HotCache, l1_lookup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CapacityError",
+    "CodecError",
+    "ConfigError",
+    "ConsensusError",
+    "CorruptSegment",
+    "HotCache",
+    "InvalidKey",
+    "LayoutMismatch",
+    "LockTimeout",
+    "NtMemoryError",
+    "SegmentClosed",
+    "SegmentError",
+    "SegmentExists",
+    "SegmentNotFound",
+    "StaleToken",
+    "TierError",
+    "ValueTooLarge",
+    "l1_lookup",
+]

@@ -19,6 +19,8 @@ the segment must never be able to make a reader execute code.
 from __future__ import annotations
 
 import json
+import math
+import struct
 
 import numpy as np
 
@@ -31,6 +33,7 @@ TAG_JSON = 0x03
 TAGS = {TAG_BYTES: "bytes", TAG_ARRAY: "ndarray", TAG_JSON: "json"}
 
 _ARRAY_FIXED = 4  # tag, u16 data offset, ndim
+_ARRAY_HEAD = struct.Struct("<HB")
 _BYTES_TAG = bytes([TAG_BYTES])
 _JSON_TAG = bytes([TAG_JSON])
 
@@ -95,33 +98,43 @@ def decode(buf, copy: bool = True):
     raise CodecError(f"unknown value tag 0x{tag:02x}")
 
 
-def _decode_array(buf, copy: bool) -> np.ndarray:
-    mv = memoryview(buf)
-    if len(mv) < _ARRAY_FIXED:
-        raise CodecError("stored array value is truncated")
-    data_off = int.from_bytes(mv[1:3], "little")
-    ndim = mv[3]
-    head = _ARRAY_FIXED + 8 * ndim
-    if not head <= data_off <= len(mv):
-        raise CodecError("stored array header is damaged")
-    shape = tuple(int(x) for x in np.frombuffer(mv[_ARRAY_FIXED:head], dtype="<u8"))
-    descr = bytes(mv[head:data_off]).rstrip(b"\0")
+_DTYPES: dict[bytes, np.dtype] = {}
+_DTYPES_LIMIT = 1024
+
+
+def _dtype_of(descr: bytes) -> np.dtype:
+    dtype = _DTYPES.get(descr)
+    if dtype is not None:
+        return dtype
     try:
         if descr.startswith(b"J"):
             dtype = np.lib.format.descr_to_dtype(_tuplify(json.loads(descr[1:])))
         else:
             dtype = np.dtype(descr.decode("ascii"))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CodecError(f"stored array dtype {descr!r} is not understood: {exc}") from None
     if dtype.hasobject:
         raise CodecError("stored array has an object dtype: refused")
-    count = 1
-    for n in shape:
-        count *= n
-    nbytes = count * dtype.itemsize
-    if data_off + nbytes != len(mv):
-        raise CodecError(f"stored array has {len(mv) - data_off} data bytes, shape {shape} needs {nbytes}")
-    arr = np.frombuffer(mv, dtype=dtype, count=count, offset=data_off).reshape(shape)
+    if len(_DTYPES) < _DTYPES_LIMIT:
+        _DTYPES[descr] = dtype
+    return dtype
+
+
+def _decode_array(buf, copy: bool) -> np.ndarray:
+    if len(buf) < _ARRAY_FIXED:
+        raise CodecError("stored array value is truncated")
+    data_off, ndim = _ARRAY_HEAD.unpack_from(buf, 1)
+    head = _ARRAY_FIXED + 8 * ndim
+    if not head <= data_off <= len(buf):
+        raise CodecError("stored array header is damaged")
+    shape = struct.unpack_from(f"<{ndim}Q", buf, _ARRAY_FIXED)
+    dtype = _dtype_of(bytes(buf[head:data_off]).rstrip(b"\0"))
+    count = math.prod(shape)
+    if data_off + count * dtype.itemsize != len(buf):
+        raise CodecError(
+            f"stored array has {len(buf) - data_off} data bytes, shape {shape} needs {count * dtype.itemsize}"
+        )
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=data_off).reshape(shape)
     if copy:
         return arr.copy()
     arr.flags.writeable = False

@@ -327,6 +327,7 @@ class HotCache:
         _Kernels.load()
         self._k_get = _Kernels.get
         self._k_put = _Kernels.put
+        self._bind_get()
 
     # ------------------------------------------------------------------------------------- keys
     def _prefix(self, ns) -> bytes:
@@ -375,21 +376,45 @@ class HotCache:
 
     # ------------------------------------------------------------------------------------- reads
     def get(self, ns, key, default=None):
-        """The value stored under ``(ns, key)``, or ``default`` if absent or expired. No lock."""
-        prefix = self._prefixes.get(ns)
-        if prefix is not None and type(key) is str and key:
-            kb = prefix + key.encode()
-        else:
-            kb = self.key_bytes(ns, key)
-        h = _xxh(kb) & self._mask
-        if h < RESERVED_HASHES:
-            h += RESERVED_HASHES
-        r = self._k_get(self._ctx_addr, h, kb)
-        if r >= 0:
-            if r & 0xFF == TAG_BYTES:
-                return self._outmv[1 : r >> 8].tobytes()
-            return decode(self._outmv[: r >> 8])
-        return self._read_slow(r, h, kb, default)
+        """The value stored under ``(ns, key)``, or ``default`` if absent or expired. No lock.
+
+        Raises ``InvalidKey`` for a key that is not str/bytes, ``ValueTooLarge`` for one over
+        ``max_key_bytes``, ``SegmentClosed`` after ``close()``.
+        """
+        return self._get(ns, key, default)  # replaced per instance by _bind_get's closure
+
+    def _bind_get(self) -> None:
+        # The fast path as a closure over locals: each attribute lookup it avoids is ~20 ns of a
+        # ~600 ns call. Semantics are exactly those of ``get``'s docstring.
+        prefixes = self._prefixes
+        key_bytes = self.key_bytes
+        mask = self._mask
+        k_get = self._k_get
+        ctx_addr = self._ctx_addr
+        outmv = self._outmv
+        read_slow = self._read_slow
+        xxh = _xxh
+        reserved = RESERVED_HASHES
+        tag_bytes = TAG_BYTES
+
+        def get(ns, key, default=None):
+            prefix = prefixes.get(ns)
+            if prefix is not None and type(key) is str and key:
+                kb = prefix + key.encode()
+            else:
+                kb = key_bytes(ns, key)
+            h = xxh(kb) & mask
+            if h < reserved:
+                h += reserved
+            r = k_get(ctx_addr, h, kb)
+            if r >= 0:
+                if r & 0xFF == tag_bytes:
+                    return outmv[1 : r >> 8].tobytes()
+                return decode(outmv[: r >> 8])
+            return read_slow(r, h, kb, default)
+
+        get.__doc__ = HotCache.get.__doc__
+        self.get = self._get = get
 
     def get_encoded(self, kb: bytes, h: int):
         """The encoded value (tag first) under stored key ``kb``/hash ``h``: bytes, or a negative

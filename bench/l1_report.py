@@ -1,0 +1,185 @@
+"""L1 latency report: per-call p50/p99/p999 of HotCache.get/put and of the @njit lookup, beside
+a plain dict, multiprocessing.Manager().dict() and LMDB measured in the same run.
+
+    python -m bench.l1_report [--keys 100000] [--calls 200000] [--json PATH]
+
+Every figure is a per-call ``time.perf_counter_ns`` pair (its own cost, measured empty, is printed
+and not subtracted). Keys are drawn uniformly from the whole table, so most lookups miss the CPU
+caches; the ``hot16`` rows repeat 16 keys, the case of a tick handler watching its own positions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import secrets
+import tempfile
+import time
+
+import lmdb
+import numba
+import numpy as np
+
+from nt_memory.kernels.atomics import clock_ns
+from nt_memory.tiers.l1 import HotCache, l1_lookup
+
+TARGET_GET_P99_NS = 1000
+TARGET_NJIT_P99_NS = 100
+
+
+def percentiles(lat: np.ndarray) -> dict:
+    p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+    return {"p50_ns": float(p50), "p99_ns": float(p99), "p999_ns": float(p999), "n": int(len(lat))}
+
+
+def time_calls(fn, args_list) -> np.ndarray:
+    clock = time.perf_counter_ns
+    lat = np.empty(len(args_list), np.int64)
+    for i, a in enumerate(args_list):
+        t0 = clock()
+        fn(*a)
+        lat[i] = clock() - t0
+    return lat
+
+
+@numba.njit(cache=True, nogil=True)
+def _njit_timed(handle, hashes, keys, key_lens, order, out, lat):
+    """Per-lookup latency inside nopython code: a pair of clock reads per lookup (vDSO)."""
+    found = 0
+    for j in range(len(order)):
+        i = order[j]
+        t0 = clock_ns()
+        r = l1_lookup(handle, hashes[i], keys[i, : key_lens[i]], out)
+        lat[j] = clock_ns() - t0
+        found += r >= 0
+    return found
+
+
+@numba.njit(cache=True, nogil=True)
+def _njit_batch(handle, hashes, keys, key_lens, order, out):
+    found = 0
+    for j in range(len(order)):
+        i = order[j]
+        found += l1_lookup(handle, hashes[i], keys[i, : key_lens[i]], out) >= 0
+    return found
+
+
+@numba.njit(cache=True, nogil=True)
+def _njit_clock_pair(n, lat):
+    for j in range(n):
+        t0 = clock_ns()
+        lat[j] = clock_ns() - t0
+
+
+def run(nkeys: int, calls: int) -> dict:
+    rng = np.random.default_rng(7)
+    name = f"bench{secrets.token_hex(3)}"
+    value = b"v" * 32
+    cache = HotCache.create(name, max_entries=nkeys)
+    results: dict = {"keys": nkeys, "calls": calls, "value_bytes": len(value)}
+    try:
+        keys = [f"key{i}" for i in range(nkeys)]
+        for k in keys:
+            cache.put("agent", k, value)
+        order = rng.integers(0, nkeys, calls)
+        uniform = [("agent", keys[i]) for i in order]
+        hot = [("agent", keys[i % 16]) for i in range(calls)]
+        results["timer_pair"] = percentiles(time_calls(lambda: None, [()] * calls))
+
+        get = cache.get
+        time_calls(get, uniform[:10_000])
+        results["l1_get_uniform"] = percentiles(time_calls(get, uniform))
+        results["l1_get_hot16"] = percentiles(time_calls(get, hot))
+        d = {("agent", k): value for k in keys}
+        results["dict_get_uniform"] = percentiles(time_calls(lambda ns, k: d.get((ns, k)), uniform))
+        results["dict_get_hot16"] = percentiles(time_calls(lambda ns, k: d.get((ns, k)), hot))
+
+        with tempfile.TemporaryDirectory() as tmp:
+            env = lmdb.open(tmp, map_size=1 << 30, sync=False, metasync=False)
+            with env.begin(write=True) as txn:
+                for k in keys:
+                    txn.put(b"agent\0" + k.encode(), value)
+            with env.begin() as txn:
+                results["lmdb_get_uniform"] = percentiles(
+                    time_calls(lambda ns, k: txn.get(ns.encode() + b"\0" + k.encode()), uniform)
+                )
+            env.close()
+
+        with mp.get_context("spawn").Manager() as manager:
+            md = manager.dict()
+            md.update({f"agent/{k}": value for k in keys[: min(nkeys, 10_000)]})
+            sample = [(f"agent/{keys[i % min(nkeys, 10_000)]}",) for i in order[: min(calls, 20_000)]]
+            results["manager_dict_get"] = percentiles(time_calls(md.get, sample))
+
+        puts = [("agent", keys[i], value) for i in order[: min(calls, 100_000)]]
+        results["l1_put"] = percentiles(time_calls(cache.put, puts))
+        results["dict_set"] = percentiles(time_calls(lambda ns, k, v: d.__setitem__((ns, k), v), puts))
+
+        handle = cache.njit_handle()
+        kb = [cache.key_array("agent", k) for k in keys]
+        kmax = max(len(k) for k in kb)
+        karr = np.zeros((nkeys, kmax), np.uint8)
+        klen = np.array([len(k) for k in kb], np.int64)
+        for i, k in enumerate(kb):
+            karr[i, : len(k)] = k
+        hashes = np.array([cache.key_hash("agent", k) for k in keys], np.int64)
+        out = np.zeros(cache.max_value_bytes + 8, np.uint8)
+        lat = np.zeros(calls, np.int64)
+        hot_order = (np.arange(calls) % 16).astype(np.int64)
+        _njit_clock_pair(calls, lat)
+        results["njit_clock_pair"] = percentiles(lat.copy())
+        _njit_timed(handle, hashes, karr, klen, order, out, lat)
+        results["njit_lookup_uniform"] = percentiles(lat.copy())
+        _njit_timed(handle, hashes, karr, klen, hot_order, out, lat)
+        results["njit_lookup_hot16"] = percentiles(lat.copy())
+        big = rng.integers(0, nkeys, 2_000_000)
+        _njit_batch(handle, hashes, karr, klen, big[:1000], out)
+        t0 = time.perf_counter()
+        _njit_batch(handle, hashes, karr, klen, big, out)
+        results["njit_batch_lookups_per_s"] = len(big) / (time.perf_counter() - t0)
+    finally:
+        cache.close()
+        cache.unlink()
+    return results
+
+
+def report(r: dict) -> str:
+    lines = [f"L1 latency, {r['keys']:,} keys, {r['value_bytes']}-byte values, {r['calls']:,} timed calls each"]
+    lines.append(f"{'operation':28} {'p50 ns':>10} {'p99 ns':>10} {'p999 ns':>10}")
+    for k, v in r.items():
+        if isinstance(v, dict):
+            lines.append(f"{k:28} {v['p50_ns']:10.0f} {v['p99_ns']:10.0f} {v['p999_ns']:10.0f}")
+    g = r["l1_get_uniform"]
+    lines.append("")
+    lines.append(
+        f"l1 get p99 {g['p99_ns']:.0f} ns vs seed target < {TARGET_GET_P99_NS} ns: "
+        f"{'PASS' if g['p99_ns'] < TARGET_GET_P99_NS else 'MISS'}; "
+        f"p50 ratio to dict.get {g['p50_ns'] / r['dict_get_uniform']['p50_ns']:.1f}x, "
+        f"to Manager().dict() 1/{r['manager_dict_get']['p50_ns'] / g['p50_ns']:.0f}, "
+        f"to LMDB get {g['p50_ns'] / r['lmdb_get_uniform']['p50_ns']:.2f}x"
+    )
+    n = r["njit_lookup_hot16"]
+    lines.append(
+        f"njit lookup p99 {n['p99_ns']:.0f} ns (hot16), {r['njit_lookup_uniform']['p99_ns']:.0f} ns (uniform) "
+        f"vs seed target < {TARGET_NJIT_P99_NS} ns (clock pair alone: {r['njit_clock_pair']['p50_ns']:.0f} ns)"
+    )
+    lines.append(f"njit batch lookups: {r['njit_batch_lookups_per_s'] / 1e6:.1f} M/s (uniform keys)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--calls", type=int, default=200_000)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    r = run(args.keys, args.calls)
+    print(report(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

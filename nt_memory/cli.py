@@ -1,0 +1,121 @@
+"""The ``nt-memory`` command: ls, inspect, gc, demo."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from nt_memory.errors import NtMemoryError, SegmentNotFound
+
+
+def _when(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+
+
+def cmd_ls(args) -> int:
+    from nt_memory.shm.system import describe, list_systems
+
+    names = list_systems()
+    if not names:
+        print("no nt-memory systems on this host")
+        return 0
+    for name in names:
+        try:
+            info = describe(name)
+        except SegmentNotFound:
+            continue
+        if not info.ok:
+            print(f"{name}  BROKEN: {info.error}")
+            continue
+        size = sum(info.parts.values())
+        live = info.live_members
+        pids = ", ".join(f"{m.pid}({m.label})" for m in live) or "-"
+        dead = len(info.members) - len(live)
+        extra = f", {dead} dead" if dead else ""
+        print(f"{name}  {size / 2**20:.1f} MiB  members: {len(live)} live{extra}  pids: {pids}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from nt_memory.shm.system import System, describe
+    from nt_memory.tiers.l1 import HotCache
+
+    info = describe(args.name)
+    if not info.ok:
+        print(f"nt-memory: system {args.name!r} is damaged: {info.error}", file=sys.stderr)
+        return 1
+    print(f"system: {info.name}")
+    print(f"created: {_when(info.created_ns)} by pid {info.creator_pid}")
+    for part, size in info.parts.items():
+        print(f"segment: ntm.{info.name}.{part}  {size:,} bytes")
+    for m in info.members:
+        state = "alive" if m.alive else "DEAD"
+        print(
+            f"member: slot={m.slot} pid={m.pid} label={m.label} {state} attached={_when(m.attached_ns)} "
+            f"heartbeat={_when(m.heartbeat_ns)} l1_hits={m.l1_hits} l1_misses={m.l1_misses}"
+        )
+    if "l1" in info.parts:
+        system = System.attach(args.name, timeout=0.5, register=False)
+        cache = HotCache(system)
+        try:
+            s = cache.stats()
+        finally:
+            cache.close()
+        fill = s["entries"] / s["max_entries"] if s["max_entries"] else 0
+        print(f"l1_entries: {s['entries']} / {s['max_entries']} ({fill:.1%})  slots: {s['slots']}")
+        print(f"l1_arena: {s['arena_used_bytes']:,} / {s['arena_bytes']:,} bytes used")
+        for k in ("hits", "misses", "evictions", "expirations", "inserts", "updates", "deletes", "tombstones"):
+            print(f"l1_{k}: {s[k]}")
+        print(f"l1_hit_ratio: {s['hit_ratio']:.3f}  rehashes: {s['rehashes']}  repairs: {s['repairs']}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from nt_memory.shm.system import gc
+
+    removed = gc()
+    for name in removed:
+        print(f"removed: {name}")
+    if not removed:
+        print("nothing to remove")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from nt_memory.demo import run
+
+    return run(agents=args.agents, seconds=args.seconds, name=args.name, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nt-memory", description="Shared-memory memory engine for co-located agents.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("ls", help="list systems on this host and their members").set_defaults(func=cmd_ls)
+    sp = sub.add_parser("inspect", help="sizes, fill and counters of one system")
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_inspect)
+    sub.add_parser("gc", help="remove systems that no live process is attached to").set_defaults(func=cmd_gc)
+    sp = sub.add_parser("demo", help="spawn agent processes that share one system by name")
+    sp.add_argument("--agents", type=int, default=4, help="agent processes (default 4)")
+    sp.add_argument("--seconds", type=float, default=5.0, help="how long they run (default 5)")
+    sp.add_argument("--name", default=None, help="system name (default: random)")
+    sp.add_argument("--keep", action="store_true", help="leave the system for inspect")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SegmentNotFound as exc:
+        print(f"nt-memory: {exc}", file=sys.stderr)
+        return 2
+    except NtMemoryError as exc:
+        print(f"nt-memory: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

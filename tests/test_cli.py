@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nt_memory.cli import main
+from nt_memory.tiers.l1 import HotCache
+
+
+def test_ls_inspect_gc(name, capsys):
+    cache = HotCache.create(name, max_entries=100, label="cli-test")
+    try:
+        cache.put("ns", "k", b"v")
+        assert main(["ls"]) == 0
+        out = capsys.readouterr().out
+        assert name in out and str(os.getpid()) in out
+        assert main(["inspect", name]) == 0
+        out = capsys.readouterr().out
+        assert "l1_entries: 1 / 100" in out and "label=cli-test alive" in out
+        main(["gc"])
+        assert name not in capsys.readouterr().out  # a live member keeps it
+    finally:
+        cache.close()
+    assert main(["gc"]) == 0
+    assert f"removed: {name}" in capsys.readouterr().out
+
+
+def test_inspect_missing_is_one_line_and_nonzero(capsys):
+    assert main(["inspect", "t-no-such-system"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no nt-memory system" in err
+
+
+@pytest.mark.multiprocess
+def test_demo_runs_and_cleans_up(name):
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "2", "--seconds", "1", "--name", name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "agent_1: pid=" in proc.stdout and "l1_get_p99_ns:" in proc.stdout
+    assert "cleaned: yes" in proc.stdout
+    assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
