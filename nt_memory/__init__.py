@@ -1,5 +1,6 @@
 """nt-memory: a shared-memory, zero-copy memory engine for co-located agent processes."""
 
+from nt_memory.config import CacheConfig, MemoryConfig
 from nt_memory.errors import (
     CapacityError,
     CodecError,
@@ -18,11 +19,15 @@ from nt_memory.errors import (
     TierError,
     ValueTooLarge,
 )
+from nt_memory.memory import MemorySystem
 from nt_memory.tiers.l1 import HotCache, l1_lookup
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheConfig",
+    "MemoryConfig",
+    "MemorySystem",
     "CapacityError",
     "CodecError",
     "ConfigError",

@@ -11,6 +11,9 @@ CORRUPT = -7  # a reference points outside its segment or a header is impossible
 NEEDS_REHASH = -8  # too many tombstones: call table_rehash, then retry
 EXPIRED = -9  # the key is there but its expiry has passed (counts as a miss)
 OUT_TOO_SMALL = -10  # the caller's output buffer cannot hold the value
+JOURNAL_FULL = -11  # the write-behind journal has no room until the flusher catches up: nothing done
+DELETED = -12  # the journal's newest record for the key is a delete
+STALE = -13  # a conditional write found the stripe written since its version was read: nothing done
 
 NAMES = {
     OK: "OK",
@@ -24,4 +27,7 @@ NAMES = {
     NEEDS_REHASH: "NEEDS_REHASH",
     EXPIRED: "EXPIRED",
     OUT_TOO_SMALL: "OUT_TOO_SMALL",
+    JOURNAL_FULL: "JOURNAL_FULL",
+    DELETED: "DELETED",
+    STALE: "STALE",
 }

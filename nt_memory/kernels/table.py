@@ -20,10 +20,15 @@ Context (``ctx``, a private int64 array per handle; addresses are those of *this
 
     0 OPEN  1 TABLE (header addr)  2 STRIPES  3 SLOTS  4 ACCESS  5 NSLOTS  6 ARENA (header addr)
     7 ARENA_DATA  8 ARENA_BYTES  9 OUT (scratch addr)  10 OUT_BYTES  11 OWNER  12 MEMBER (stats addr)
-    13 NSTRIPES
+    13 NSTRIPES  14 JOURNAL (ring header addr, 0 = none)  15 JOURNAL_DATA  16 JOURNAL_BYTES
 
 Slot (4 words)::      HASH | SEQ | REF (arena reference) | EXPIRY (wall ns, 0 = never)
-Stripe (8 words)::    LOCK | PHASE | SLOT | KEY_HASH | NEW_HASH | NEW_REF | OLD_REF | EXPIRY
+Stripe (16 words)::   LOCK | PHASE | SLOT | KEY_HASH | NEW_HASH | NEW_REF | OLD_REF | EXPIRY | VERSION
+                      (VERSION counts the stripe's writes: a promotion from a lower tier is only
+                      applied if no write came in between)
+
+Journaled writes (flag J_JOURNAL) append their record to the write-behind journal *inside* the
+stripe's critical section, so the journal (hence L3) and L1 see the writes to a key in one order.
 
 Table header (int64 words, one 64-byte line per group of words written together)::
 
@@ -61,6 +66,16 @@ from nt_memory.kernels.atomics import (
     load_relaxed,
     store_release,
 )
+from nt_memory.kernels.ring import (
+    RING_HDR_WORDS,
+    RING_HEAD_IDX,
+    RING_TAIL_IDX,
+    ring_commit,
+    ring_lock,
+    ring_record_at,
+    ring_reserve,
+    ring_unlock,
+)
 from nt_memory.kernels.seqlock import seq_read_begin, seq_read_valid, seq_write_begin, seq_write_end
 from nt_memory.kernels.status import (
     BUSY,
@@ -68,11 +83,13 @@ from nt_memory.kernels.status import (
     CORRUPT,
     EXPIRED,
     FULL,
+    JOURNAL_FULL,
     KEY_TOO_LARGE,
     NEEDS_REHASH,
     NOT_FOUND,
     OK,
     OUT_TOO_SMALL,
+    STALE,
     VALUE_TOO_LARGE,
 )
 
@@ -90,7 +107,10 @@ CTX_OUT_BYTES_IDX = 10
 CTX_OWNER_IDX = 11
 CTX_MEMBER_IDX = 12
 CTX_NSTRIPES_IDX = 13
-CTX_WORDS = 16
+CTX_JOURNAL_IDX = 14  # journal ring header address, 0 = no journal (a bare L1 table)
+CTX_JOURNAL_DATA_IDX = 15
+CTX_JOURNAL_BYTES_IDX = 16
+CTX_WORDS = 24
 
 SLOT_HASH_IDX = 0
 SLOT_SEQ_IDX = 1
@@ -107,7 +127,8 @@ STRIPE_NEW_HASH_IDX = 4
 STRIPE_NEW_REF_IDX = 5
 STRIPE_OLD_REF_IDX = 6
 STRIPE_EXPIRY_IDX = 7
-STRIPE_WORDS = 8  # one 64-byte line per stripe: writers of different stripes never share a line
+STRIPE_VERSION_IDX = 8
+STRIPE_WORDS = 16  # two 64-byte lines per stripe: writers of different stripes never share a line
 STRIPE_BYTES = STRIPE_WORDS * 8
 
 PHASE_IDLE = 0
@@ -160,6 +181,16 @@ SPINS = 1 << 14  # spin budget before a reader or writer reports BUSY (about a m
 COARSE_SLACK_NS = 20_000_000
 # Rehash when live + tombstones would pass this fraction of the slots (numerator over 4).
 REHASH_AT_QUARTERS = 3
+
+# table_put / table_delete flags
+J_JOURNAL = 1  # append the write to the journal (inside the stripe lock)
+J_NO_L1 = 2  # do not keep the value in L1 (too large): remove any L1 entry for the key instead
+J_PROMOTE = 4  # fill from a lower tier: only if the stripe's VERSION still equals ``version``
+J_HELD = 8  # the caller already holds the stripe (table_lock_stripe)
+
+JOURNAL_PUT = 1
+JOURNAL_DELETE = 2
+JOURNAL_PAYLOAD_FIXED = 16  # data expiry (8) | key length (4) | value length (4)
 
 
 @jit
@@ -463,13 +494,46 @@ def _evict_one(hdr, stripes, slots, access, mask, own_stripe, owner, ahdr, data_
 
 
 @jit
-def table_put(ctx_addr, h, key, value, expiry):
-    """Insert or replace ``key`` -> ``value`` (encoded bytes, tag first) with absolute ``expiry``
-    (wall ns, 0 = never). Many writers; exclusive per stripe.
+def _journal_append(ctx, kind, key, value, data_expiry):
+    """Append a journal record (caller holds the key's stripe). OK, JOURNAL_FULL, BUSY or
+    VALUE_TOO_LARGE; nothing is visible unless it returns OK."""
+    jhdr = address_to_words(ctx[CTX_JOURNAL_IDX], RING_HDR_WORDS)
+    jbytes = ctx[CTX_JOURNAL_BYTES_IDX]
+    jw = address_to_words(ctx[CTX_JOURNAL_DATA_IDX], jbytes >> 3)
+    jb = address_to_bytes(ctx[CTX_JOURNAL_DATA_IDX], jbytes)
+    klen = len(key)
+    vlen = len(value)
+    n = JOURNAL_PAYLOAD_FIXED + klen + vlen
+    if not ring_lock(jhdr, ctx[CTX_OWNER_IDX]):
+        return BUSY
+    pos = ring_reserve(jhdr, jw, n, kind, True)
+    if pos < 0:
+        ring_unlock(jhdr)
+        return JOURNAL_FULL if pos == FULL else pos
+    off = (pos % jbytes) + 16
+    jw[off >> 3] = data_expiry
+    jw[(off >> 3) + 1] = klen | (vlen << 32)
+    dst = off + JOURNAL_PAYLOAD_FIXED
+    for j in range(klen):
+        jb[dst + j] = key[j]
+    dst += klen
+    for j in range(vlen):
+        jb[dst + j] = value[j]
+    ring_commit(jhdr, jw, pos, n)
+    ring_unlock(jhdr)
+    return OK
+
+
+@jit
+def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version):
+    """Insert or replace ``key`` -> ``value`` (encoded bytes, tag first). ``expiry`` bounds the stay
+    in L1 and ``data_expiry`` the data's life (journal record); wall ns, 0 = never. ``flags``: J_*.
+    Many writers; exclusive per stripe.
 
     Returns OK, KEY_TOO_LARGE / VALUE_TOO_LARGE (nothing stored), FULL (no room even after
-    eviction), NEEDS_REHASH (nothing stored: rehash, then retry), BUSY (the stripe stayed locked:
-    check its owner, maybe recover), CLOSED or CORRUPT.
+    eviction), NEEDS_REHASH (nothing stored: rehash, then retry), JOURNAL_FULL (nothing stored: let
+    the flusher catch up), STALE (J_PROMOTE and the stripe was written meanwhile: nothing stored),
+    BUSY (the stripe stayed locked: check its owner, maybe recover), CLOSED or CORRUPT.
     """
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b = table_views(ctx_addr)
     if ctx[CTX_OPEN_IDX] != 1:
@@ -478,24 +542,44 @@ def table_put(ctx_addr, h, key, value, expiry):
     vlen = len(value)
     if klen > hdr[HDR_MAX_KEY_IDX]:
         return KEY_TOO_LARGE
-    if vlen > hdr[HDR_MAX_VALUE_IDX]:
+    if vlen > hdr[HDR_MAX_VALUE_IDX] and (flags & J_NO_L1) == 0:
         return VALUE_TOO_LARGE
     owner = ctx[CTX_OWNER_IDX]
     nstripes = hdr[HDR_NSTRIPES_IDX]
     mask = ctx[CTX_NSLOTS_IDX] - 1
     stripe = _stripe_of(h, nstripes)
     sb = stripe * STRIPE_WORDS
-    if not _lock(stripes, stripe, owner):
+    held = (flags & J_HELD) != 0
+    if not held and not _lock(stripes, stripe, owner):
         return BUSY
+    if (flags & J_PROMOTE) != 0 and stripes[sb + STRIPE_VERSION_IDX] != version:
+        if not held:
+            _unlock(stripes, stripe)
+        return STALE
     found, free, free_tomb = _find(slots, mask, h, key, ahdr, data_w, data_b)
+    if (flags & J_NO_L1) != 0:
+        # A value too large for L1: journal it, and drop what L1 held for the key.
+        status = OK
+        if (flags & J_JOURNAL) != 0:
+            status = _journal_append(ctx, JOURNAL_PUT, key, value, data_expiry)
+        if status == OK:
+            stripes[sb + STRIPE_VERSION_IDX] += 1
+            if found >= 0:
+                _remove_locked(hdr, stripes, stripe, slots, found, h, ahdr, data_w, False, False)
+                access[found] = 0
+        if not held:
+            _unlock(stripes, stripe)
+        return status
     if found < 0:
         if hdr[HDR_COUNT_IDX] >= hdr[HDR_MAX_ENTRIES_IDX]:
             if _evict_one(hdr, stripes, slots, access, mask, stripe, owner, ahdr, data_w) != OK:
-                _unlock(stripes, stripe)
+                if not held:
+                    _unlock(stripes, stripe)
                 return FULL
             found, free, free_tomb = _find(slots, mask, h, key, ahdr, data_w, data_b)
         if not free_tomb and (hdr[HDR_COUNT_IDX] + hdr[HDR_TOMBS_IDX] + 1) * 4 > (mask + 1) * REHASH_AT_QUARTERS:
-            _unlock(stripes, stripe)
+            if not held:
+                _unlock(stripes, stripe)
             return NEEDS_REHASH
     ref = arena_alloc(ahdr, data_w, vlen + klen)
     attempts = 0
@@ -506,8 +590,16 @@ def table_put(ctx_addr, h, key, value, expiry):
         attempts += 1
         ref = arena_alloc(ahdr, data_w, vlen + klen)
     if ref < 0:
-        _unlock(stripes, stripe)
+        if not held:
+            _unlock(stripes, stripe)
         return ref
+    if (flags & J_JOURNAL) != 0:
+        status = _journal_append(ctx, JOURNAL_PUT, key, value, data_expiry)
+        if status != OK:
+            arena_free(ahdr, data_w, ref)
+            if not held:
+                _unlock(stripes, stripe)
+            return status
     if attempts > 0:
         # Eviction may have removed entries, our own key's among them: find our place again.
         found, free, free_tomb = _find(slots, mask, h, key, ahdr, data_w, data_b)
@@ -543,10 +635,15 @@ def table_put(ctx_addr, h, key, value, expiry):
                     break
             i = (i + 1) & mask
         if slot < 0:
+            # Cannot happen below the rehash threshold; the journal record (if any) stands and
+            # L1 simply does not cache this write.
             arena_free(ahdr, data_w, ref)
             store_release(stripes, sb + STRIPE_PHASE_IDX, PHASE_IDLE)
-            _unlock(stripes, stripe)
-            return NEEDS_REHASH
+            if (flags & J_PROMOTE) == 0:
+                stripes[sb + STRIPE_VERSION_IDX] += 1
+            if not held:
+                _unlock(stripes, stripe)
+            return OK if (flags & J_JOURNAL) != 0 else NEEDS_REHASH
         stripes[sb + STRIPE_OLD_REF_IDX] = 0
         base = slot * SLOT_WORDS
     stripes[sb + STRIPE_SLOT_IDX] = slot
@@ -564,22 +661,35 @@ def table_put(ctx_addr, h, key, value, expiry):
     else:
         fetch_add(hdr, HDR_COUNT_IDX, 1)
         fetch_add(hdr, HDR_INSERTS_IDX, 1)
+    if (flags & J_PROMOTE) == 0:
+        stripes[sb + STRIPE_VERSION_IDX] += 1
     store_release(stripes, sb + STRIPE_PHASE_IDX, PHASE_IDLE)
-    _unlock(stripes, stripe)
+    if not held:
+        _unlock(stripes, stripe)
     return OK
 
 
 @jit
-def table_delete(ctx_addr, h, key):
-    """Remove ``key``. Returns OK, NOT_FOUND, KEY_TOO_LARGE, BUSY, CLOSED."""
+def table_delete(ctx_addr, h, key, flags):
+    """Remove ``key`` (with J_JOURNAL: and journal the delete first). Returns OK, NOT_FOUND (not in
+    L1; with J_JOURNAL the delete is journaled all the same), KEY_TOO_LARGE, JOURNAL_FULL (nothing
+    done), BUSY, CLOSED."""
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b = table_views(ctx_addr)
     if ctx[CTX_OPEN_IDX] != 1:
         return CLOSED
     if len(key) > hdr[HDR_MAX_KEY_IDX]:
         return KEY_TOO_LARGE
     stripe = _stripe_of(h, hdr[HDR_NSTRIPES_IDX])
-    if not _lock(stripes, stripe, ctx[CTX_OWNER_IDX]):
+    held = (flags & J_HELD) != 0
+    if not held and not _lock(stripes, stripe, ctx[CTX_OWNER_IDX]):
         return BUSY
+    if (flags & J_JOURNAL) != 0:
+        st = _journal_append(ctx, JOURNAL_DELETE, key, key[:0], 0)
+        if st != OK:
+            if not held:
+                _unlock(stripes, stripe)
+            return st
+    stripes[stripe * STRIPE_WORDS + STRIPE_VERSION_IDX] += 1
     found, _free, _tomb = _find(slots, ctx[CTX_NSLOTS_IDX] - 1, h, key, ahdr, data_w, data_b)
     status = NOT_FOUND
     if found >= 0:
@@ -589,8 +699,97 @@ def table_delete(ctx_addr, h, key):
         if not expired:
             fetch_add(hdr, HDR_DELETES_IDX, 1)
         status = NOT_FOUND if expired else OK
-    _unlock(stripes, stripe)
+    if not held:
+        _unlock(stripes, stripe)
     return status
+
+
+@jit
+def table_lock_stripe(ctx_addr, h):
+    """Take the stripe of hash ``h`` for a multi-step write driven from Python (a write-through to
+    L3 that must stay ordered with the journal); then pass J_HELD. OK, BUSY or CLOSED."""
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b = table_views(ctx_addr)
+    if ctx[CTX_OPEN_IDX] != 1:
+        return CLOSED
+    return OK if _lock(stripes, _stripe_of(h, hdr[HDR_NSTRIPES_IDX]), ctx[CTX_OWNER_IDX]) else BUSY
+
+
+@jit
+def table_unlock_stripe(ctx_addr, h):
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b = table_views(ctx_addr)
+    stripe = _stripe_of(h, hdr[HDR_NSTRIPES_IDX])
+    if stripes[stripe * STRIPE_WORDS + STRIPE_LOCK_IDX] == ctx[CTX_OWNER_IDX]:
+        _unlock(stripes, stripe)
+    return OK
+
+
+@jit
+def table_stripe_version(ctx_addr, h):
+    """The write count of the stripe of ``h``: read it before reading a lower tier, pass it with
+    J_PROMOTE to fill L1 only if nothing was written to the stripe meanwhile."""
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b = table_views(ctx_addr)
+    stripe = _stripe_of(h, hdr[HDR_NSTRIPES_IDX])
+    return load_acquire(stripes, stripe * STRIPE_WORDS + STRIPE_VERSION_IDX)
+
+
+@jit
+def journal_find(ctx_addr, key):
+    """The newest record for ``key`` in the journal's unconsumed part: ``pos << 1 | is_delete``,
+    or NOT_FOUND. Any process, no lock. The caller copies the record's value out of the mapping and
+    then checks that HEAD has not passed ``pos`` (:func:`journal_head`): before HEAD, appenders
+    cannot overwrite a record; past it, the record is in L3 already, where the caller looks next."""
+    ctx = address_to_words(ctx_addr, CTX_WORDS)
+    if ctx[CTX_OPEN_IDX] != 1:
+        return CLOSED
+    if ctx[CTX_JOURNAL_IDX] == 0:
+        return NOT_FOUND
+    jhdr = address_to_words(ctx[CTX_JOURNAL_IDX], RING_HDR_WORDS)
+    jbytes = ctx[CTX_JOURNAL_BYTES_IDX]
+    jw = address_to_words(ctx[CTX_JOURNAL_DATA_IDX], jbytes >> 3)
+    jb = address_to_bytes(ctx[CTX_JOURNAL_DATA_IDX], jbytes)
+    klen = len(key)
+    pos = load_acquire(jhdr, RING_HEAD_IDX)
+    tail = load_acquire(jhdr, RING_TAIL_IDX)
+    found = NOT_FOUND
+    while pos < tail:
+        nxt, off, n, kind = ring_record_at(jhdr, jw, pos)
+        if kind == JOURNAL_PUT or kind == JOURNAL_DELETE:
+            lens = jw[(off >> 3) + 1]
+            rk = lens & 0xFFFFFFFF
+            rv = lens >> 32
+            if rk == klen and JOURNAL_PAYLOAD_FIXED + rk + rv == n and off + n <= jbytes:
+                start = off + JOURNAL_PAYLOAD_FIXED
+                same = True
+                for j in range(klen):
+                    if jb[start + j] != key[j]:
+                        same = False
+                        break
+                if same:
+                    found = (pos << 1) | (1 if kind == JOURNAL_DELETE else 0)
+        if nxt <= pos:
+            break
+        pos = nxt
+    return found
+
+
+@jit
+def journal_index(ring_addr, data_addr, nbytes, pos, tail, out):
+    """List the records in [pos, tail) into ``out`` (rows: position, payload offset, payload
+    length, kind) for the consumer; returns (rows filled, position after the last listed)."""
+    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
+    jw = address_to_words(data_addr, nbytes >> 3)
+    rows = 0
+    while pos < tail and rows < out.shape[0]:
+        nxt, off, n, kind = ring_record_at(jhdr, jw, pos)
+        out[rows, 0] = pos
+        out[rows, 1] = off
+        out[rows, 2] = n
+        out[rows, 3] = kind
+        rows += 1
+        if nxt <= pos:
+            break
+        pos = nxt
+    return rows, pos
 
 
 # --------------------------------------------------------------------------- recovery and rehash

@@ -47,7 +47,8 @@ STATE_READY = 2
 KIND_ROOT = 1
 KIND_L1 = 2
 KIND_ARENA = 3
-KIND_NAMES = {KIND_ROOT: "root", KIND_L1: "l1-table", KIND_ARENA: "arena"}
+KIND_JOURNAL = 4
+KIND_NAMES = {KIND_ROOT: "root", KIND_L1: "l1-table", KIND_ARENA: "arena", KIND_JOURNAL: "journal"}
 
 
 def align_up(n: int, alignment: int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import secrets
 import time
 
 import numpy as np
@@ -20,6 +21,8 @@ import posix_ipc
 
 from nt_memory.errors import CapacityError, CorruptSegment, LayoutMismatch, SegmentExists, SegmentNotFound
 from nt_memory.shm import layout as L
+
+SHM_DIR = "/dev/shm"
 
 
 class Segment:
@@ -40,11 +43,18 @@ class Segment:
     def create(
         cls, shm_name: str, kind: int, size: int, params=(), mode: int = 0o600, state: int = L.STATE_READY
     ) -> Segment:
-        """Create and map a new segment of ``size`` bytes with a fresh header; fails if it exists."""
+        """Create and map a new segment of ``size`` bytes with a fresh header; fails with
+        ``SegmentExists`` if the name is taken.
+
+        Where ``/dev/shm`` is visible (Linux) the segment is built under a temporary name and
+        published with ``link()``, atomic and exclusive: an attacher sees either no segment or a
+        complete header, never a half-written one."""
         if size < L.HEADER_BYTES:
             raise ValueError(f"segment size {size} is smaller than its header ({L.HEADER_BYTES} bytes)")
+        atomic = os.path.isdir(SHM_DIR)
+        build_name = f"{shm_name}.new{os.getpid()}{secrets.token_hex(4)}" if atomic else shm_name
         try:
-            shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=0)
+            shm = posix_ipc.SharedMemory(build_name, posix_ipc.O_CREX, mode=mode, size=0)
         except posix_ipc.ExistentialError:
             raise SegmentExists(f"shared-memory segment {shm_name!r} already exists") from None
         try:
@@ -63,7 +73,7 @@ class Segment:
             mm = mmap.mmap(shm.fd, size)
         except BaseException:
             shm.close_fd()
-            _unlink_quietly(shm_name)
+            _unlink_quietly(build_name)
             raise
         shm.close_fd()
         seg = cls(shm_name, mm)
@@ -77,9 +87,19 @@ class Segment:
         w[L.STATE_IDX] = state
         params = list(params)
         if len(params) > L.N_PARAMS:
+            seg.close()
+            _unlink_quietly(build_name)
             raise ValueError(f"at most {L.N_PARAMS} header params, got {len(params)}")
         w[L.PARAMS_IDX : L.PARAMS_IDX + L.N_PARAMS] = params + [0] * (L.N_PARAMS - len(params))
         w[L.CHECKSUM_IDX] = L.header_checksum(w)
+        if atomic:
+            try:
+                os.link(SHM_DIR + build_name, SHM_DIR + shm_name)
+            except FileExistsError:
+                seg.close()
+                raise SegmentExists(f"shared-memory segment {shm_name!r} already exists") from None
+            finally:
+                _unlink_quietly(build_name)
         return seg
 
     @classmethod

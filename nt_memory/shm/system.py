@@ -29,16 +29,16 @@ from nt_memory.errors import ConfigError, CorruptSegment, SegmentError, SegmentN
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
-from nt_memory.shm.segment import Segment, _unlink_quietly
+from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-SHM_DIR = "/dev/shm"
 PREFIX = "ntm."
 DIR_CAPACITY = 64
 DIR_ENTRY_BYTES = 64
 DIR_NAME_BYTES = 40
 CONFIG_BYTES = 8192
 DEFAULT_MAX_MEMBERS = 256
+ORPHAN_GRACE_S = 60
 
 P_MAX_MEMBERS = 0
 P_DIR_CAPACITY = 1
@@ -386,6 +386,14 @@ def gc() -> list[str]:
         if remove_system(name):
             removed.append(name)
     for name in sorted(orphans):
-        if remove_system(name):
+        # Parts without a root: a failed creation, or one in progress (its root is published last
+        # under a temporary name): leave anything touched in the last minute alone.
+        young = False
+        for f in system_files(name):
+            try:
+                young |= time.time() - os.stat(os.path.join(SHM_DIR, f)).st_mtime < ORPHAN_GRACE_S
+            except OSError:
+                pass
+        if not young and remove_system(name):
             removed.append(name)
     return removed

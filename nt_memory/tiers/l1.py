@@ -54,11 +54,15 @@ from nt_memory.kernels.arena import (
     ARENA_USED_BYTES_IDX,
     BLOCK_HDR_BYTES,
 )
+from nt_memory.kernels.ring import RING_HDR_BYTES, RING_LOCK_IDX, ring_recover
 from nt_memory.kernels.table import (
     CTX_ACCESS_IDX,
     CTX_ARENA_BYTES_IDX,
     CTX_ARENA_DATA_IDX,
     CTX_ARENA_IDX,
+    CTX_JOURNAL_BYTES_IDX,
+    CTX_JOURNAL_DATA_IDX,
+    CTX_JOURNAL_IDX,
     CTX_MEMBER_IDX,
     CTX_NSLOTS_IDX,
     CTX_NSTRIPES_IDX,
@@ -94,14 +98,18 @@ from nt_memory.kernels.table import (
     table_contains,
     table_delete,
     table_get,
+    table_lock_stripe,
     table_lookup,
     table_put,
     table_recover,
     table_rehash,
     table_stripe_owners,
+    table_stripe_version,
+    table_unlock_stripe,
 )
 from nt_memory.kernels.words import word_fetch_add
 from nt_memory.shm import layout as L
+from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.l1_layout import MAX_ARENA_BYTES, ArenaLayout, L1Layout
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.tiers.codec import TAG_BYTES, decode, encode
@@ -122,15 +130,18 @@ class _Kernels:
     """The table kernels' compiled entry points, bound on first use (compiling or loading them
     from numba's cache is the cold-start cost; see the README)."""
 
-    get = contains = put = delete = None
+    get = contains = put = delete = version = lock_stripe = unlock_stripe = None
 
     @classmethod
     def load(cls) -> None:
         if cls.get is None:
             cls.contains = entry_point(table_contains, INT, INT, BYTES)
-            cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT)
-            cls.delete = entry_point(table_delete, INT, INT, BYTES)
+            cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT, INT, INT, INT)
+            cls.delete = entry_point(table_delete, INT, INT, BYTES, INT)
             cls.get = entry_point(table_get, INT, INT, BYTES)
+            cls.version = entry_point(table_stripe_version, INT, INT)
+            cls.lock_stripe = entry_point(table_lock_stripe, INT, INT)
+            cls.unlock_stripe = entry_point(table_unlock_stripe, INT, INT)
 
 
 @jit
@@ -317,6 +328,14 @@ class HotCache:
         else:  # an observer: its counters go to a private scratch word pair
             self._observer_stats = np.zeros(2, np.int64)
             ctx[CTX_MEMBER_IDX] = self._observer_stats.ctypes.data
+        self._jring = None
+        if "journal" in system.parts:
+            jseg = system.parts["journal"]
+            jl = JournalLayout.from_segment(jseg)
+            ctx[CTX_JOURNAL_IDX] = jseg.address + jl.ring_offset
+            ctx[CTX_JOURNAL_DATA_IDX] = jseg.address + jl.data_offset
+            ctx[CTX_JOURNAL_BYTES_IDX] = jl.capacity
+            self._jring = jseg.region(jl.ring_offset, RING_HDR_BYTES, np.int64)
         ctx[CTX_OPEN_IDX] = 1
         self._ctx = ctx
         self._ctx_addr = int(ctx.ctypes.data)
@@ -485,37 +504,62 @@ class HotCache:
             self._beat_at = now
             self.system.heartbeat(now)
 
-    def put_encoded(self, kb: bytes, h: int, vb: bytes, expiry_ns: int) -> None:
-        """Store an already encoded value with an absolute expiry (wall ns, 0 = never)."""
-        st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns)
+    def put_encoded(
+        self, kb: bytes, h: int, vb: bytes, expiry_ns: int, data_expiry_ns: int = 0, flags: int = 0, version: int = 0
+    ) -> int:
+        """Store an already encoded value with absolute expiries (wall ns, 0 = never); ``flags`` are
+        the kernel's J_* flags. Waits out BUSY/NEEDS_REHASH; returns OK, or JOURNAL_FULL / STALE
+        for the tiers above to handle; raises for the rest."""
+        st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version)
         if st == S.OK:
-            return
+            return st
         deadline = time.monotonic() + WRITE_TIMEOUT_S
         while st != S.OK:
             if st == S.NEEDS_REHASH:
                 self._rehash(deadline)
             elif st == S.BUSY:
                 self._wait_busy(deadline, "write")
+            elif st in (S.JOURNAL_FULL, S.STALE):
+                return st
             else:
                 self._raise_for(st, kb, vb)
-            st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns)
+            st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version)
+        return st
 
     def delete(self, ns, key) -> bool:
         """Remove ``(ns, key)``; returns whether a live entry was removed."""
         kb = self.key_bytes(ns, key)
-        return self.delete_encoded(kb, self.hash_bytes(kb))
+        return self.delete_encoded(kb, self.hash_bytes(kb)) == S.OK
 
-    def delete_encoded(self, kb: bytes, h: int) -> bool:
+    def delete_encoded(self, kb: bytes, h: int, flags: int = 0) -> int:
+        """Delete by stored key; returns OK, NOT_FOUND or (journaled) JOURNAL_FULL."""
         deadline = time.monotonic() + WRITE_TIMEOUT_S
         while True:
-            st = _Kernels.delete(self._ctx_addr, h, kb)
-            if st == S.OK:
-                return True
-            if st == S.NOT_FOUND:
-                return False
+            st = _Kernels.delete(self._ctx_addr, h, kb, flags)
+            if st in (S.OK, S.NOT_FOUND, S.JOURNAL_FULL):
+                return st
             if st != S.BUSY:
                 self._raise_for(st, kb, None)
             self._wait_busy(deadline, "write")
+
+    def stripe_version(self, h: int) -> int:
+        """The write count of the stripe of ``h`` (see J_PROMOTE)."""
+        return _Kernels.version(self._ctx_addr, h)
+
+    def lock_stripe(self, h: int) -> None:
+        """Hold the stripe of ``h`` for a multi-step write (then pass J_HELD; release with
+        :meth:`unlock_stripe`). Waits, recovering dead holders, up to the write timeout."""
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while True:
+            st = _Kernels.lock_stripe(self._ctx_addr, h)
+            if st == S.OK:
+                return
+            if st != S.BUSY:
+                self._raise_for(st, b"", None)
+            self._wait_busy(deadline, "write")
+
+    def unlock_stripe(self, h: int) -> None:
+        _Kernels.unlock_stripe(self._ctx_addr, h)
 
     def rehash(self) -> None:
         """Drop every tombstone now (normally automatic)."""
@@ -542,6 +586,11 @@ class HotCache:
         for owner in {int(o) for o in owners[:n]} - {0}:
             if not self.system.owner_alive(owner):
                 repaired += max(0, table_recover(self._ctx_addr, owner))
+        if self._jring is not None:
+            # A writer holds the journal's append lock inside its stripe: check it too.
+            holder = int(self._jring[RING_LOCK_IDX])
+            if holder and not self.system.owner_alive(holder):
+                repaired += int(ring_recover(self._jring, RING_LOCK_IDX, holder))
         return repaired
 
     def _wait_busy(self, deadline: float, what: str) -> None:

@@ -1,0 +1,76 @@
+"""``AsyncMemorySystem``: the same methods as coroutines; blocking work never blocks the loop.
+
+An L1 hit is a few hundred nanoseconds and is answered inline; anything that may touch LMDB, wait
+for the journal or fsync (an L1 miss, a write-through, ``flush``, ``close``) runs in a worker
+thread (``asyncio.to_thread``). The synchronous ``MemorySystem`` stays the fast path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nt_memory.config import MemoryConfig
+from nt_memory.kernels import status as S
+from nt_memory.kernels.table import J_JOURNAL
+from nt_memory.memory import MemorySystem
+from nt_memory.tiers.codec import decode, encode
+
+
+class AsyncMemorySystem:
+    """Wraps a :class:`MemorySystem` (``.sync``) for asyncio code.
+
+    >>> mem = await AsyncMemorySystem.open(MemoryConfig(name="desk1"))   # doctest: +SKIP
+    >>> await mem.put("agent_1", "position", {"qty": 10})                # doctest: +SKIP
+    >>> await mem.get("agent_1", "position")                             # doctest: +SKIP
+    """
+
+    def __init__(self, sync: MemorySystem):
+        self.sync = sync
+
+    @classmethod
+    async def open(cls, config: MemoryConfig | None = None, **kwargs) -> AsyncMemorySystem:
+        return cls(await asyncio.to_thread(MemorySystem.open, config, **kwargs))
+
+    async def get(self, namespace, key, default=None):
+        mem = self.sync
+        kb = mem.l1.key_bytes(namespace, key)
+        h = mem.l1.hash_bytes(kb)
+        r = mem.l1._k_get(mem.l1._ctx_addr, h, kb)
+        if r >= 0:
+            return decode(mem.l1._outmv[: r >> 8])
+        return await asyncio.to_thread(mem._get_lower, r, h, kb, default)
+
+    async def put(self, namespace, key, value, ttl=None, embedding=None) -> None:
+        mem = self.sync
+        if ttl is None and embedding is None and mem.durability == "write-behind":
+            # Inline when it is a plain journaled write that fits L1 and the journal has room.
+            vb = encode(value)
+            if len(vb) <= mem._l1_max_value:
+                kb = mem.l1.key_bytes(namespace, key)
+                h = mem.l1.hash_bytes(kb)
+                st = mem.l1.put_encoded(kb, h, vb, mem._l1_expiry(time.time_ns(), 0), 0, J_JOURNAL)
+                if st == S.OK:
+                    return
+        await asyncio.to_thread(mem.put, namespace, key, value, ttl, embedding)
+
+    async def delete(self, namespace, key) -> None:
+        await asyncio.to_thread(self.sync.delete, namespace, key)
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.sync.flush, timeout)
+
+    async def stats(self) -> dict:
+        return await asyncio.to_thread(self.sync.stats)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    def unlink(self) -> None:
+        self.sync.unlink()
+
+    async def __aenter__(self) -> AsyncMemorySystem:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,106 @@
+"""Configuration: ``MemoryConfig`` and ``CacheConfig``, validated at construction.
+
+The seed's fields (``max_entries``, ``ttl``, ``track_access``, ``storage_path``,
+``enable_compression``, ``max_memory_bytes``) keep their names and meaning; ``name``,
+``embedding_dim``, ``durability`` and the shared-memory sizes are ours.
+
+TTL semantics: ``CacheConfig.ttl`` bounds how long an entry stays in **L1**. Past it, the value is
+served from L3 and promoted again, as in the seed. A per-put ``ttl=`` bounds the **data's life**:
+after it, ``get`` returns None from every tier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from nt_memory.errors import ConfigError
+from nt_memory.shm.system import validate_name
+
+DURABILITY = ("write-behind", "sync")
+
+
+def _int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value:,} is out of range: must be between {lo:,} and {hi:,}")
+    return value
+
+
+def _seconds(name, value, allow_none=True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds{' or None' if allow_none else ''}, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={value!r} must be a finite number of seconds greater than 0")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """The L1 hot table. ``ttl`` (seconds, None = no bound) bounds an entry's stay in L1;
+    ``max_value_bytes`` is the largest value kept in L1 (larger ones live in L3 only)."""
+
+    max_entries: int = 100_000
+    ttl: float | None = 3600.0
+    track_access: bool = True
+    arena_bytes: int | None = None
+    max_key_bytes: int = 256
+    max_value_bytes: int = 64 * 1024
+
+    def __post_init__(self):
+        _int("max_entries", self.max_entries, 1, 1 << 30)
+        _seconds("ttl", self.ttl)
+        if not isinstance(self.track_access, bool):
+            raise ConfigError(f"track_access must be True or False, got {self.track_access!r}")
+        if self.arena_bytes is not None:
+            _int("arena_bytes", self.arena_bytes, 1 << 16, 64 << 30)
+        _int("max_key_bytes", self.max_key_bytes, 1, 64 * 1024)
+        _int("max_value_bytes", self.max_value_bytes, 1, 1 << 20)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+    """A memory system: its name, where it keeps durable data, and its limits.
+
+    ``durability``: ``"write-behind"`` (a put returns once it is in the shared-memory journal, which
+    survives the death of every process; a flusher makes it durable in LMDB within milliseconds) or
+    ``"sync"`` (a put returns once LMDB has committed it to disk).
+    """
+
+    name: str = "default"
+    storage_path: str = "./data/memory"
+    cache_config: CacheConfig = dataclasses.field(default_factory=CacheConfig)
+    enable_compression: bool = True
+    max_memory_bytes: int = 1 << 30
+    embedding_dim: int = 128
+    durability: str = "write-behind"
+    journal_bytes: int = 32 << 20
+    l3_map_bytes: int = 1 << 30
+    mode: int = 0o600
+    max_members: int = 256
+
+    def __post_init__(self):
+        validate_name(self.name)
+        if not isinstance(self.storage_path, str | os.PathLike) or not str(self.storage_path):
+            raise ConfigError(f"storage_path must be a non-empty path, got {self.storage_path!r}")
+        if not isinstance(self.cache_config, CacheConfig):
+            raise ConfigError(f"cache_config must be a CacheConfig, got {type(self.cache_config).__name__}")
+        if not isinstance(self.enable_compression, bool):
+            raise ConfigError(f"enable_compression must be True or False, got {self.enable_compression!r}")
+        _int("max_memory_bytes", self.max_memory_bytes, 16 << 20, 1 << 46)
+        _int("embedding_dim", self.embedding_dim, 1, 65_536)
+        if self.durability not in DURABILITY:
+            raise ConfigError(f"durability={self.durability!r} must be one of {DURABILITY}")
+        _int("journal_bytes", self.journal_bytes, 1 << 20, 4 << 30)
+        _int("l3_map_bytes", self.l3_map_bytes, 1 << 20, 1 << 46)
+        if self.mode not in (0o600, 0o660, 0o640, 0o644, 0o666):
+            raise ConfigError(f"mode={self.mode!r} must be one of 0o600, 0o640, 0o644, 0o660, 0o666")
+        _int("max_members", self.max_members, 2, 4096)
+
+    @property
+    def path(self) -> str:
+        return os.path.abspath(os.fspath(self.storage_path))

@@ -1,0 +1,326 @@
+"""``MemorySystem``: the seed's memory system, over shared memory (L1 + journal) and LMDB (L3).
+
+    from nt_memory import MemorySystem, MemoryConfig
+    mem = MemorySystem.open(MemoryConfig(name="desk1", storage_path="./data/memory"))
+    mem.put("agent_1", "position", {"qty": 10})
+    mem.get("agent_1", "position")          # L1 -> unflushed journal -> L3, promoting into L1
+    mem.flush(); mem.close()
+
+Durability, exactly: with ``durability="write-behind"`` (the default) a ``put`` returns once its
+record is in the shared-memory journal. It then survives the death of every process: the next
+process to attach drains it into LMDB. It survives a reboot once it has been flushed, which the
+flusher does within milliseconds and ``flush()`` waits for. Without ``flush()``, a reboot loses at
+most the unflushed tail. With ``durability="sync"`` a ``put`` returns after LMDB has committed it to
+disk.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from nt_memory.config import CacheConfig, MemoryConfig
+from nt_memory.errors import ConfigError, SegmentError, SegmentExists, SegmentNotFound, TierError, ValueTooLarge
+from nt_memory.kernels import status as S
+from nt_memory.kernels.ring import RECORD_HDR_BYTES
+from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE, JOURNAL_PAYLOAD_FIXED, RESERVED_HASHES
+from nt_memory.shm import layout as L
+from nt_memory.shm.journal_layout import JournalLayout
+from nt_memory.shm.system import PartSpec, System, remove_system
+from nt_memory.tiers.codec import TAG_BYTES, decode, encode
+from nt_memory.tiers.journal import Journal
+from nt_memory.tiers.l1 import HotCache, ttl_to_ns
+from nt_memory.tiers.l3 import ColdStore, pack_kv
+
+WRITE_TIMEOUT_S = 10.0
+
+
+def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
+    return {
+        "kind": "memory-system",
+        "storage_path": config.path,
+        "durability": config.durability,
+        "enable_compression": config.enable_compression,
+        "embedding_dim": config.embedding_dim,
+        "max_memory_bytes": config.max_memory_bytes,
+        "journal_bytes": config.journal_bytes,
+        "l1_ttl_s": config.cache_config.ttl,
+        **l1_config,
+    }
+
+
+class MemorySystem:
+    """A memory system shared by every process that opens it by name. Thread- and process-safe.
+
+    Raises ``ConfigError`` for bad settings (or a storage path that differs from the one the system
+    was created with), ``CapacityError`` if ``/dev/shm`` cannot hold it, ``TierError`` if LMDB fails.
+    """
+
+    def __init__(self, config: MemoryConfig, system: System):
+        self.config = config
+        self.name = config.name
+        self.system = system
+        stored = system.config
+        if stored.get("kind") != "memory-system":
+            raise SegmentError(f"system {config.name!r} is not a memory system (made by HotCache.create?)")
+        if stored["storage_path"] != config.path:
+            raise ConfigError(
+                f"storage_path={config.path!r} differs from {stored['storage_path']!r}, the path system "
+                f"{config.name!r} was created with"
+            )
+        self.durability = stored["durability"]
+        self.compression = stored["enable_compression"]
+        self.max_memory_bytes = stored["max_memory_bytes"]
+        ttl = stored["l1_ttl_s"]
+        self._l1_ttl_ns = ttl_to_ns(ttl) if ttl else 0
+        self.store = ColdStore(config.path, map_bytes=config.l3_map_bytes, compression=self.compression)
+        try:
+            self.l1 = HotCache(system, owns_system=False)
+            self.journal = Journal(system, self.l1._ctx_addr, self.store, self.compression)
+        except BaseException:
+            self.store.close()
+            raise
+        self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
+        self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
+        self._bind_get()
+        self.journal.start()
+        self.closed = False
+
+    # -------------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, config: MemoryConfig | None = None, *, timeout: float = 10.0, label: str = "", **overrides):
+        """Create the system ``config.name`` or attach to it if it exists (two processes opening
+        at once both succeed and share one system). Leftover journal records of dead processes are
+        drained into LMDB by the flusher as soon as it starts."""
+        if config is None:
+            config = MemoryConfig(**overrides)
+        elif overrides:
+            import dataclasses
+
+            config = dataclasses.replace(config, **overrides)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                system = System.attach(config.name, timeout=max(0.1, deadline - time.monotonic()), label=label)
+            except SegmentNotFound:
+                try:
+                    system = cls._create(config, label)
+                except SegmentExists:
+                    continue  # another process won the race: attach to its system
+            except SegmentError as exc:
+                if "never finished" in str(exc) and time.monotonic() < deadline:
+                    remove_system(config.name)  # its creator died half-way: nothing to keep
+                    continue
+                raise
+            try:
+                return cls(config, system)
+            except BaseException:
+                system.close()
+                raise
+
+    @staticmethod
+    def _create(config: MemoryConfig, label: str) -> System:
+        cc: CacheConfig = config.cache_config
+        specs, l1_config = HotCache.part_specs(
+            cc.max_entries,
+            cc.arena_bytes,
+            None,
+            max_key_bytes=cc.max_key_bytes,
+            max_value_bytes=cc.max_value_bytes,
+            track_access=cc.track_access,
+        )
+        jl = JournalLayout.for_size(config.journal_bytes)
+        specs.append(PartSpec("journal", L.KIND_JOURNAL, jl.total_bytes, jl.params, jl.init))
+        shm_total = sum(s.size for s in specs)
+        if shm_total > config.max_memory_bytes:
+            raise ConfigError(
+                f"the shared-memory footprint would be {shm_total:,} bytes (L1 table, arena, journal), over "
+                f"max_memory_bytes={config.max_memory_bytes:,}: lower max_entries, arena_bytes or journal_bytes"
+            )
+        ColdStore(config.path, map_bytes=config.l3_map_bytes).close()  # fail early on a bad path
+        return System.create(
+            config.name,
+            specs,
+            _system_config(config, l1_config),
+            mode=config.mode,
+            max_members=config.max_members,
+            label=label,
+        )
+
+    # ------------------------------------------------------------------------------------ reads
+    def get(self, namespace, key, default=None):
+        """The value of ``(namespace, key)``: L1, else the unflushed journal, else L3 (promoting
+        the value into L1). ``default`` if absent or expired."""
+        return self._get(namespace, key, default)
+
+    def _bind_get(self) -> None:
+        l1 = self.l1
+        prefixes = l1._prefixes
+        key_bytes = l1.key_bytes
+        mask = l1._mask
+        k_get = l1._k_get
+        ctx_addr = l1._ctx_addr
+        outmv = l1._outmv
+        lower = self._get_lower
+        xxh = l1.hash_bytes.__globals__["_xxh"]
+
+        def get(namespace, key, default=None):
+            prefix = prefixes.get(namespace)
+            if prefix is not None and type(key) is str and key:
+                kb = prefix + key.encode()
+            else:
+                kb = key_bytes(namespace, key)
+            h = xxh(kb) & mask
+            if h < RESERVED_HASHES:
+                h += RESERVED_HASHES
+            r = k_get(ctx_addr, h, kb)
+            if r >= 0:
+                if r & 0xFF == TAG_BYTES:
+                    return outmv[1 : r >> 8].tobytes()
+                return decode(outmv[: r >> 8])
+            return lower(r, h, kb, default)
+
+        get.__doc__ = MemorySystem.get.__doc__
+        self.get = self._get = get
+
+    def _get_lower(self, r: int, h: int, kb: bytes, default):
+        if r not in (S.NOT_FOUND, S.EXPIRED):
+            found = self.l1._read_slow(r, h, kb, None, raw=True)
+            if found is not None and not isinstance(found, int):
+                return decode(found)
+        version = self.l1.stripe_version(h)
+        pending = self.journal.find(kb)
+        now = time.time_ns()
+        if pending is not None:
+            if pending[0] == "delete":
+                return default
+            _, vb, expiry = pending
+        else:
+            hit = self.store.kv_get(kb, now)
+            if hit is None:
+                return default
+            body, expiry = hit
+            vb = body
+        if expiry and expiry <= now:
+            return default
+        if len(vb) <= self._l1_max_value:
+            vb = bytes(vb)
+            self.l1.put_encoded(kb, h, vb, self._l1_expiry(now, expiry), expiry, J_PROMOTE, version)
+            return decode(vb)
+        return decode(vb, copy=False)  # large: a read-only view of the bytes LMDB returned
+
+    # ----------------------------------------------------------------------------------- writes
+    def _l1_expiry(self, now: int, data_expiry: int) -> int:
+        exp = now + self._l1_ttl_ns if self._l1_ttl_ns else 0
+        if data_expiry and (exp == 0 or data_expiry < exp):
+            exp = data_expiry
+        return exp
+
+    def put(self, namespace, key, value, ttl=None, embedding=None) -> None:
+        """Store ``value`` (bytes, numpy array or JSON-able). ``ttl`` (seconds) bounds the data's
+        life in every tier. Returns once the write is durable as ``durability`` says.
+
+        Raises ``InvalidKey``, ``CodecError``, ``ValueTooLarge`` (key over ``max_key_bytes``, value
+        over ``max_memory_bytes``; nothing stored), ``TierError``.
+        """
+        if embedding is not None:
+            raise TierError("embeddings need the L2 tier, which this version does not have yet")
+        kb = self.l1.key_bytes(namespace, key)
+        h = self.l1.hash_bytes(kb)
+        vb = encode(value)
+        now = time.time_ns()
+        data_expiry = now + ttl_to_ns(ttl) if ttl is not None else 0
+        l1_expiry = self._l1_expiry(now, data_expiry)
+        if len(vb) > self.max_memory_bytes:
+            raise ValueTooLarge(
+                f"value is {len(vb) - 1:,} bytes encoded; the limit is max_memory_bytes={self.max_memory_bytes:,}"
+            )
+        if len(kb) > self.l1.max_key_bytes:
+            self.l1._raise_for(S.KEY_TOO_LARGE, kb, vb)
+        if self.durability == "sync" or len(vb) > self._journal_max:
+            self._write_through(kb, h, vb, l1_expiry, data_expiry)
+            return
+        flags = J_JOURNAL if len(vb) <= self._l1_max_value else J_JOURNAL | J_NO_L1
+        st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
+        if st != S.OK:
+            deadline = time.monotonic() + WRITE_TIMEOUT_S
+            while st == S.JOURNAL_FULL:
+                self.journal.make_room(deadline)
+                st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
+
+    def _write_through(self, kb: bytes, h: int, vb: bytes | None, l1_expiry: int, data_expiry: int) -> None:
+        """Write straight to LMDB, ordered with the journal: hold the key's stripe, flush what the
+        journal holds (older writes land first), write, update L1, release."""
+        self.l1.lock_stripe(h)
+        try:
+            self.journal.flush()
+            self.store.write([("kv", kb, None if vb is None else pack_kv(vb, data_expiry, self.compression))])
+            if vb is None:
+                self.l1.delete_encoded(kb, h, J_HELD)
+            elif len(vb) <= self._l1_max_value:
+                self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, J_HELD)
+            else:
+                self.l1.put_encoded(kb, h, vb, 0, 0, J_HELD | J_NO_L1)
+        finally:
+            self.l1.unlock_stripe(h)
+
+    def delete(self, namespace, key) -> None:
+        """Remove ``(namespace, key)`` from every tier."""
+        kb = self.l1.key_bytes(namespace, key)
+        h = self.l1.hash_bytes(kb)
+        if self.durability == "sync":
+            self._write_through(kb, h, None, 0, 0)
+            return
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while self.l1.delete_encoded(kb, h, J_JOURNAL) == S.JOURNAL_FULL:
+            self.journal.make_room(deadline)
+
+    def __contains__(self, item) -> bool:
+        return self.get(*item, default=_MISSING) is not _MISSING
+
+    # --------------------------------------------------------------------------------- lifetime
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every write made before the call is committed to LMDB (on disk)."""
+        self._check_open()
+        self.journal.flush(timeout)
+
+    def stats(self) -> dict:
+        """Counters per tier: ``l1`` (shared), ``journal`` (shared), ``l3`` (this process's view)."""
+        self._check_open()
+        return {"l1": self.l1.stats(), "journal": self.journal.stats(), "l3": self.store.stats()}
+
+    def _check_open(self) -> None:
+        if self.closed:
+            from nt_memory.errors import SegmentClosed
+
+            raise SegmentClosed(f"MemorySystem {self.name!r} is closed")
+
+    def close(self) -> None:
+        """Hand over the flusher role (draining first), detach, close LMDB. Safe to call twice.
+        The system stays for other processes; ``unlink()`` removes its segments."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.journal.stop()
+        finally:
+            self.l1.close()
+            self.system.close()
+            self.store.close()
+
+    def unlink(self) -> None:
+        """Remove the system's shared-memory segments (before or after close). The data in
+        ``storage_path`` stays: opening the name again starts from it."""
+        self.system.unlink()
+
+    def __enter__(self) -> MemorySystem:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<MemorySystem {self.name!r} pid={os.getpid()} {'closed' if self.closed else 'open'}>"
+
+
+_MISSING = object()

@@ -1,0 +1,176 @@
+"""L3: cold storage in one LMDB environment under ``storage_path``.
+
+Named databases per kind: ``kv`` (values), ``trajectories``, ``patterns``, ``consensus``, ``meta``
+(and ``embeddings`` for L2). Every process opens its own environment (never across fork); LMDB's
+own lock file makes them safe together. The map grows when full instead of failing. Every error
+from LMDB is raised as a :class:`TierError` with the original as its cause.
+
+A ``kv`` record is ``flags (1) | data expiry (8, wall ns, 0 = never) | encoded value``, with flag
+bit 0 set when the value is zlib-compressed (``enable_compression``; only when it saves >= 1/8).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+
+import lmdb
+
+from nt_memory.errors import ConfigError, TierError
+
+DATABASES = ("kv", "trajectories", "patterns", "consensus", "meta", "embeddings")
+_KV_HEAD = struct.Struct("<BQ")
+KV_HEAD_BYTES = _KV_HEAD.size
+FLAG_COMPRESSED = 1
+COMPRESS_MIN_BYTES = 512
+
+
+def pack_kv(encoded: bytes, data_expiry_ns: int, compress: bool) -> bytes:
+    flags = 0
+    if compress and len(encoded) >= COMPRESS_MIN_BYTES:
+        packed = zlib.compress(encoded, 1)
+        if len(packed) <= len(encoded) - len(encoded) // 8:
+            encoded = packed
+            flags |= FLAG_COMPRESSED
+    return _KV_HEAD.pack(flags, data_expiry_ns) + encoded
+
+
+def unpack_kv(raw) -> tuple[memoryview | bytes, int]:
+    """(encoded value, data expiry) of a kv record; a view into ``raw`` when not compressed."""
+    flags, expiry = _KV_HEAD.unpack_from(raw, 0)
+    body = memoryview(raw)[KV_HEAD_BYTES:]
+    if flags & FLAG_COMPRESSED:
+        try:
+            body = zlib.decompress(body)
+        except zlib.error as exc:
+            raise TierError(f"a compressed L3 value is damaged: {exc}") from exc
+    return body, expiry
+
+
+class ColdStore:
+    """The LMDB environment of one system (one per process)."""
+
+    def __init__(self, path: str, *, map_bytes: int = 1 << 30, compression: bool = True, sync: bool = True):
+        self.path = os.path.abspath(path)
+        self.compression = compression
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"storage_path={self.path!r} cannot be created: {exc.strerror}") from exc
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise ConfigError(f"storage_path={self.path!r} is not writable by this process")
+        try:
+            self.env = lmdb.open(
+                self.path,
+                map_size=map_bytes,
+                max_dbs=len(DATABASES) + 2,
+                subdir=True,
+                sync=sync,
+                metasync=sync,
+                readahead=False,
+                max_readers=1024,
+                lock=True,
+            )
+            self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
+        except lmdb.Error as exc:
+            raise TierError(f"cannot open LMDB at {self.path!r}: {exc}") from exc
+        self._resize_lock = threading.Lock()
+        self.closed = False
+
+    # ------------------------------------------------------------------------------- writes
+    def write(self, ops: Iterable[tuple[str, bytes, bytes | None]]) -> int:
+        """Apply ``(db, key, value or None to delete)`` in order, in one transaction; grows the map
+        and retries when it is full. Returns the number of operations."""
+        ops = list(ops)
+        for _ in range(40):
+            try:
+                with self.env.begin(write=True) as txn:
+                    for db, key, value in ops:
+                        if value is None:
+                            txn.delete(key, db=self.dbs[db])
+                        else:
+                            txn.put(key, value, db=self.dbs[db])
+                return len(ops)
+            except lmdb.MapFullError:
+                self._grow()
+            except lmdb.MapResizedError:
+                self._adopt_size()
+            except lmdb.Error as exc:
+                raise TierError(f"LMDB write to {self.path!r} failed: {exc}") from exc
+        raise TierError(f"LMDB at {self.path!r} stayed full after growing the map")
+
+    def _grow(self) -> None:
+        with self._resize_lock:
+            info = self.env.info()
+            new = info["map_size"] * 2
+            try:
+                self.env.set_mapsize(new)
+            except lmdb.Error as exc:
+                raise TierError(f"cannot grow the LMDB map at {self.path!r} to {new:,} bytes: {exc}") from exc
+
+    def _adopt_size(self) -> None:
+        with self._resize_lock:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+
+    # -------------------------------------------------------------------------------- reads
+    def get(self, db: str, key: bytes) -> bytes | None:
+        for _ in range(3):
+            try:
+                with self.env.begin(db=self.dbs[db]) as txn:
+                    return txn.get(key)
+            except lmdb.MapResizedError:
+                self._adopt_size()
+            except lmdb.Error as exc:
+                raise TierError(f"LMDB read from {self.path!r} failed: {exc}") from exc
+        raise TierError(f"LMDB at {self.path!r} kept being resized during a read")
+
+    def items(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Key/value pairs of ``db`` whose key starts with ``prefix`` (a snapshot, copied)."""
+        try:
+            with self.env.begin(db=self.dbs[db]) as txn:
+                cur = txn.cursor()
+                if not cur.set_range(prefix):
+                    return
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    yield bytes(k), bytes(v)
+        except lmdb.Error as exc:
+            raise TierError(f"LMDB scan of {self.path!r} failed: {exc}") from exc
+
+    def count(self, db: str) -> int:
+        with self.env.begin(db=self.dbs[db]) as txn:
+            return txn.stat(self.dbs[db])["entries"]
+
+    # --------------------------------------------------------------------------- kv helpers
+    def kv_get(self, key: bytes, now_ns: int | None = None):
+        """(encoded value, data expiry) for a live key, or None (absent or expired)."""
+        raw = self.get("kv", key)
+        if raw is None:
+            return None
+        body, expiry = unpack_kv(raw)
+        if expiry and expiry <= (now_ns or time.time_ns()):
+            return None
+        return body, expiry
+
+    def stats(self) -> dict:
+        info = self.env.info()
+        stat = self.env.stat()
+        return {
+            "path": self.path,
+            "map_bytes": info["map_size"],
+            "used_bytes": (info["last_pgno"] + 1) * stat["psize"],
+            "kv_entries": self.count("kv"),
+        }
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.env.close()

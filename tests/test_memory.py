@@ -1,0 +1,249 @@
+"""MemorySystem: tiering, TTL semantics, large values, durability across a simulated reboot."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+
+from nt_memory import CacheConfig, MemoryConfig, MemorySystem
+from nt_memory.aio import AsyncMemorySystem
+from nt_memory.errors import ConfigError, SegmentClosed, TierError, ValueTooLarge
+from nt_memory.shm.system import remove_system
+
+
+@pytest.fixture
+def config(name, tmp_path):
+    return MemoryConfig(name=name, storage_path=str(tmp_path / "data"), cache_config=CacheConfig(max_entries=1000))
+
+
+@pytest.fixture
+def mem(config):
+    m = MemorySystem.open(config)
+    yield m
+    m.close()
+    m.unlink()
+
+
+def test_put_get_delete_across_tiers(mem):
+    mem.put("agent_1", "position", {"qty": 10})
+    mem.put("agent_1", "raw", b"\x00\x01")
+    mem.put("agent_1", "arr", np.arange(3.0))
+    assert mem.get("agent_1", "position") == {"qty": 10}
+    assert mem.get("agent_1", "raw") == b"\x00\x01"
+    np.testing.assert_array_equal(mem.get("agent_1", "arr"), np.arange(3.0))
+    mem.delete("agent_1", "position")
+    assert mem.get("agent_1", "position") is None
+    mem.flush()
+    assert mem.get("agent_1", "position") is None
+    assert ("agent_1", "raw") in mem
+
+
+def test_eviction_under_pressure_every_key_readable_via_l3(mem):
+    """Capacity 1k, 100k distinct puts: every key is still readable (from L3 or the journal)."""
+    n = 100_000
+    for i in range(n):
+        mem.put("ns", f"k{i}", i)
+    s = mem.stats()
+    assert s["l1"]["entries"] <= 1000 and s["l1"]["evictions"] >= n - 1000
+    missing = [i for i in range(n) if mem.get("ns", f"k{i}") != i]
+    assert not missing, f"{len(missing)} keys lost, first {missing[:5]}"
+
+
+def test_l1_miss_sees_unflushed_journal(config):
+    """A value evicted from L1 before the flusher wrote it is found in the journal, and a pending
+    delete hides an older L3 value."""
+    with MemorySystem.open(config) as m:
+        m.journal.stop()  # no flusher: everything stays in the journal
+        m.put("ns", "old", 1)
+        m.journal.flush()
+        m.delete("ns", "old")
+        for i in range(3000):
+            m.put("ns", f"k{i}", i)
+        assert m.journal.backlog_bytes() > 0
+        assert all(m.get("ns", f"k{i}") == i for i in range(3000))
+        assert m.get("ns", "old") is None
+        m.unlink()
+
+
+def test_cache_ttl_bounds_l1_stay_only(name, tmp_path):
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), cache_config=CacheConfig(max_entries=100, ttl=0.05))
+    with MemorySystem.open(cfg) as m:
+        m.put("ns", "k", "v")
+        time.sleep(0.1)
+        hits_before = m.stats()["l1"]["hits"]
+        assert m.get("ns", "k") == "v"  # from L3 (or the journal), then promoted
+        assert m.get("ns", "k") == "v"
+        assert m.stats()["l1"]["hits"] == hits_before + 1
+        m.unlink()
+
+
+def test_put_ttl_bounds_the_data_everywhere(mem):
+    mem.put("ns", "short", "v", ttl=0.05)
+    mem.flush()
+    time.sleep(0.1)
+    assert mem.get("ns", "short") is None
+    mem.l1.delete("ns", "short")
+    assert mem.get("ns", "short") is None  # L3 has it, expired
+
+
+def test_large_values_bypass_l1_and_come_back(config):
+    with MemorySystem.open(config, journal_bytes=4 << 20) as m:
+        medium = np.arange(200_000, dtype=np.float64)  # 1.6 MB: journal, not L1
+        huge = os.urandom(5 << 20)  # over half the journal: written through to LMDB
+        m.put("models", "weights", medium)
+        m.put("models", "blob", huge)
+        assert ("models", "weights") not in m.l1 and ("models", "blob") not in m.l1
+        out = m.get("models", "weights")
+        np.testing.assert_array_equal(out, medium)
+        assert not out.flags.writeable  # a zero-copy view of the bytes LMDB returned
+        assert m.get("models", "blob") == huge
+        m.put("models", "weights", 1)  # a small value replaces a large one
+        assert m.get("models", "weights") == 1
+        m.unlink()
+
+
+def test_value_over_max_memory_is_refused(name, tmp_path):
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), max_memory_bytes=16 << 20, journal_bytes=1 << 20)
+    with MemorySystem.open(cfg, cache_config=CacheConfig(max_entries=100)) as m:
+        m.put("ns", "k", 1)
+        with pytest.raises(ValueTooLarge, match="max_memory_bytes"):
+            m.put("ns", "k", b"x" * (17 << 20))
+        assert m.get("ns", "k") == 1
+        m.unlink()
+
+
+def test_reboot_durability_after_flush(config):
+    with MemorySystem.open(config) as m:
+        for i in range(2000):
+            m.put("ns", f"k{i}", {"i": i})
+        m.flush()
+        m.unlink()  # what a reboot does to shared memory
+    with MemorySystem.open(config) as m:
+        assert all(m.get("ns", f"k{i}") == {"i": i} for i in range(2000))
+        m.unlink()
+
+
+def test_sync_durability_writes_through(name, tmp_path):
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), durability="sync")
+    with MemorySystem.open(cfg, cache_config=CacheConfig(max_entries=100)) as m:
+        m.put("ns", "k", 1)
+        assert m.journal.tail == 0  # nothing went through the journal
+        assert m.store.kv_get(b"ns\0k") is not None
+        m.delete("ns", "k")
+        assert m.store.kv_get(b"ns\0k") is None and m.get("ns", "k") is None
+        m.unlink()
+
+
+def test_l3_map_grows_when_full(name, tmp_path):
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), l3_map_bytes=1 << 20, enable_compression=False)
+    with MemorySystem.open(cfg, cache_config=CacheConfig(max_entries=100)) as m:
+        for i in range(64):
+            m.put("ns", f"k{i}", os.urandom(50_000))
+        m.flush()
+        assert m.stats()["l3"]["map_bytes"] > 1 << 20
+        assert m.store.count("kv") == 64
+        m.unlink()
+
+
+def test_compression_really_stores_fewer_bytes(name, tmp_path):
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path))
+    with MemorySystem.open(cfg, cache_config=CacheConfig(max_entries=100)) as m:
+        m.put("ns", "k", b"a" * 100_000)
+        m.flush()
+        raw = m.store.get("kv", b"ns\0k")
+        assert len(raw) < 5_000
+        m.l1.delete("ns", "k")
+        assert m.get("ns", "k") == b"a" * 100_000
+        m.unlink()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": "bad name"},
+        {"durability": "eventually"},
+        {"max_memory_bytes": 10},
+        {"embedding_dim": 0},
+        {"journal_bytes": 1},
+        {"enable_compression": "yes"},
+        {"cache_config": {"max_entries": 5}},
+        {"storage_path": ""},
+    ],
+)
+def test_invalid_config_values(kwargs):
+    with pytest.raises(ConfigError):
+        MemoryConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_entries": 0}, {"ttl": -1}, {"ttl": "1h"}, {"max_value_bytes": 0}])
+def test_invalid_cache_config(kwargs):
+    with pytest.raises(ConfigError):
+        CacheConfig(**kwargs)
+
+
+def test_footprint_over_max_memory_is_refused(name, tmp_path):
+    with pytest.raises(ConfigError, match="max_memory_bytes"):
+        MemorySystem.open(
+            MemoryConfig(
+                name=name,
+                storage_path=str(tmp_path),
+                max_memory_bytes=16 << 20,
+                cache_config=CacheConfig(max_entries=1_000_000),
+            )
+        )
+    assert not os.path.exists(f"/dev/shm/ntm.{name}.root")
+
+
+def test_unwritable_storage_path(name):
+    """/proc refuses new directories even to root, so this holds for any user."""
+    with pytest.raises(ConfigError, match="storage_path"):
+        MemorySystem.open(MemoryConfig(name=name, storage_path="/proc/nt-memory-test/data"))
+    assert not os.path.exists(f"/dev/shm/ntm.{name}.root")
+
+
+def test_storage_path_is_a_file(name, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises((ConfigError, TierError)):
+        MemorySystem.open(MemoryConfig(name=name, storage_path=str(f)))
+    assert not os.path.exists(f"/dev/shm/ntm.{name}.root")
+
+
+def test_attach_with_another_storage_path_is_refused(mem, tmp_path):
+    with pytest.raises(ConfigError, match="differs"):
+        MemorySystem.open(MemoryConfig(name=mem.name, storage_path=str(tmp_path / "elsewhere")))
+
+
+def test_close_twice_and_use_after_close(config):
+    m = MemorySystem.open(config)
+    m.close()
+    m.close()
+    with pytest.raises(SegmentClosed):
+        m.flush()
+    with pytest.raises(SegmentClosed):
+        m.get("ns", "k")
+    m.unlink()
+
+
+def test_async_facade(config):
+    async def main():
+        mem = await AsyncMemorySystem.open(config)
+        try:
+            await mem.put("ns", "k", {"v": 1})
+            await mem.put("ns", "t", 2, ttl=30)
+            assert await mem.get("ns", "k") == {"v": 1}
+            assert await mem.get("ns", "t") == 2
+            await mem.delete("ns", "k")
+            assert await mem.get("ns", "k") is None
+            await mem.flush()
+            assert (await mem.stats())["journal"]["backlog_bytes"] == 0
+        finally:
+            await mem.close()
+            mem.unlink()
+
+    asyncio.run(main())
+    remove_system(config.name)
