@@ -68,6 +68,21 @@ def cmd_inspect(args) -> int:
         for k in ("hits", "misses", "evictions", "expirations", "inserts", "updates", "deletes", "tombstones"):
             print(f"l1_{k}: {s[k]}")
         print(f"l1_hit_ratio: {s['hit_ratio']:.3f}  rehashes: {s['rehashes']}  repairs: {s['repairs']}")
+    if "journal" in info.parts:
+        from nt_memory.kernels.ring import RING_APPENDS_IDX, RING_CONSUMER_LOCK_IDX, RING_HEAD_IDX, RING_TAIL_IDX
+        from nt_memory.shm.journal_layout import JournalLayout
+
+        system = System.attach(args.name, timeout=0.5, register=False)
+        try:
+            seg = system.parts["journal"]
+            ring = seg.region(JournalLayout.from_segment(seg).ring_offset, 64 * 8, "int64")
+            head, tail = int(ring[RING_HEAD_IDX]), int(ring[RING_TAIL_IDX])
+            flusher = int(ring[RING_CONSUMER_LOCK_IDX])
+            print(f"journal_backlog_bytes: {tail - head}  appends: {int(ring[RING_APPENDS_IDX])}")
+            print(f"journal_flusher: {'member slot ' + str((flusher & 0xFFFF) - 1) if flusher else 'none'}")
+            print(f"storage_path: {info.config.get('storage_path', '-')}")
+        finally:
+            system.close()
     return 0
 
 
@@ -85,7 +100,7 @@ def cmd_gc(args) -> int:
 def cmd_demo(args) -> int:
     from nt_memory.demo import run
 
-    return run(agents=args.agents, seconds=args.seconds, name=args.name, keep=args.keep)
+    return run(agents=args.agents, seconds=args.seconds, name=args.name, keep=args.keep, path=args.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--agents", type=int, default=4, help="agent processes (default 4)")
     sp.add_argument("--seconds", type=float, default=5.0, help="how long they run (default 5)")
     sp.add_argument("--name", default=None, help="system name (default: random)")
-    sp.add_argument("--keep", action="store_true", help="leave the system for inspect")
+    sp.add_argument("--keep", action="store_true", help="leave the system (and its data) for inspect")
+    sp.add_argument("--path", default=None, help="storage_path for LMDB (default: a temporary directory)")
     sp.set_defaults(func=cmd_demo)
     return p
 

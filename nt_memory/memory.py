@@ -73,7 +73,7 @@ class MemorySystem:
         self.max_memory_bytes = stored["max_memory_bytes"]
         ttl = stored["l1_ttl_s"]
         self._l1_ttl_ns = ttl_to_ns(ttl) if ttl else 0
-        self.store = ColdStore(config.path, map_bytes=config.l3_map_bytes, compression=self.compression)
+        self.store = ColdStore.shared(config.path, map_bytes=config.l3_map_bytes, compression=self.compression)
         try:
             self.l1 = HotCache(system, owns_system=False)
             self.journal = Journal(system, self.l1._ctx_addr, self.store, self.compression)
@@ -137,7 +137,7 @@ class MemorySystem:
                 f"the shared-memory footprint would be {shm_total:,} bytes (L1 table, arena, journal), over "
                 f"max_memory_bytes={config.max_memory_bytes:,}: lower max_entries, arena_bytes or journal_bytes"
             )
-        ColdStore(config.path, map_bytes=config.l3_map_bytes).close()  # fail early on a bad path
+        ColdStore.shared(config.path, map_bytes=config.l3_map_bytes).close()  # fail early on a bad path
         return System.create(
             config.name,
             specs,

@@ -247,3 +247,19 @@ def test_async_facade(config):
 
     asyncio.run(main())
     remove_system(config.name)
+
+
+def test_two_handles_in_one_process_share_one_lmdb_environment(config):
+    a = MemorySystem.open(config)
+    b = MemorySystem.open(config)
+    try:
+        assert a.store is b.store
+        a.put("ns", "k", 1)
+        b.flush()
+        a.close()  # must not close the environment under b
+        assert b.store.kv_get(b"ns\0k") is not None
+        assert b.get("ns", "k") == 1
+    finally:
+        a.close()
+        b.close()
+        b.unlink()

@@ -51,8 +51,24 @@ def unpack_kv(raw) -> tuple[memoryview | bytes, int]:
     return body, expiry
 
 
+_OPEN: dict[str, ColdStore] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class ColdStore:
-    """The LMDB environment of one system (one per process)."""
+    """The LMDB environment of one system. LMDB must not open one environment twice in a process
+    (closing either would drop the other's locks), so :meth:`shared` hands out one instance per
+    path per process, reference-counted; ``close()`` releases a reference."""
+
+    @classmethod
+    def shared(cls, path: str, **kwargs) -> ColdStore:
+        path = os.path.abspath(path)
+        with _OPEN_LOCK:
+            store = _OPEN.get(path)
+            if store is None or store.closed:
+                store = _OPEN[path] = cls(path, **kwargs)
+            store._refs += 1
+            return store
 
     def __init__(self, path: str, *, map_bytes: int = 1 << 30, compression: bool = True, sync: bool = True):
         self.path = os.path.abspath(path)
@@ -79,6 +95,7 @@ class ColdStore:
         except lmdb.Error as exc:
             raise TierError(f"cannot open LMDB at {self.path!r}: {exc}") from exc
         self._resize_lock = threading.Lock()
+        self._refs = 0
         self.closed = False
 
     # ------------------------------------------------------------------------------- writes
@@ -171,6 +188,14 @@ class ColdStore:
         self.env.sync(True)
 
     def close(self) -> None:
-        if not self.closed:
+        """Release one reference (see :meth:`shared`); the environment closes with the last."""
+        with _OPEN_LOCK:
+            if self.closed:
+                return
+            self._refs -= 1
+            if self._refs > 0:
+                return
             self.closed = True
-            self.env.close()
+            if _OPEN.get(self.path) is self:
+                del _OPEN[self.path]
+        self.env.close()
