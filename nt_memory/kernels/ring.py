@@ -27,7 +27,8 @@ Record at byte offset ``pos % CAPACITY`` (8-byte aligned, never split across the
 """
 
 from nt_memory.kernels._jit import jit
-from nt_memory.kernels.atomics import cas, cpu_relax, fetch_add, load_acquire, load_relaxed, store_release
+from nt_memory.kernels.atomics import fetch_add, load_acquire, store_release
+from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal, lockword_try_acquire
 from nt_memory.kernels.status import FULL, OK, VALUE_TOO_LARGE
 
 RING_CAPACITY_IDX = 0
@@ -42,7 +43,6 @@ RING_HDR_BYTES = RING_HDR_WORDS * 8
 
 RECORD_HDR_BYTES = 16
 KIND_PAD = 0xFF
-SPINS = 1 << 14
 
 
 @jit
@@ -53,16 +53,12 @@ def record_bytes(payload_len):
 
 @jit
 def ring_lock(hdr, owner):
-    for _ in range(SPINS):
-        if load_relaxed(hdr, RING_LOCK_IDX) == 0 and cas(hdr, RING_LOCK_IDX, 0, owner) == 0:
-            return True
-        cpu_relax()
-    return False
+    return lockword_acquire(hdr, RING_LOCK_IDX, owner)
 
 
 @jit
 def ring_unlock(hdr):
-    store_release(hdr, RING_LOCK_IDX, 0)
+    lockword_release(hdr, RING_LOCK_IDX)
 
 
 @jit
@@ -116,14 +112,14 @@ def ring_record_at(hdr, data_w, pos):
 def ring_recover(hdr, lock_idx, dead_owner):
     """Free a lock word (append lock or consumer lock) held by a dead owner. Safe: an appender's
     work becomes visible only through TAIL, which it had not published."""
-    if dead_owner != 0 and cas(hdr, lock_idx, dead_owner, 0) == dead_owner:
-        return 1
-    return 0
+    return 1 if lockword_steal(hdr, lock_idx, dead_owner, 0) else 0
 
 
 @jit
 def ring_try_lock_consumer(hdr, owner):
-    return cas(hdr, RING_CONSUMER_LOCK_IDX, 0, owner) == 0 or load_acquire(hdr, RING_CONSUMER_LOCK_IDX) == owner
+    return (
+        lockword_try_acquire(hdr, RING_CONSUMER_LOCK_IDX, owner) or load_acquire(hdr, RING_CONSUMER_LOCK_IDX) == owner
+    )
 
 
 @jit

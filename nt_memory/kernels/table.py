@@ -66,6 +66,7 @@ from nt_memory.kernels.atomics import (
     load_relaxed,
     store_release,
 )
+from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal, lockword_try_acquire
 from nt_memory.kernels.ring import (
     RING_HDR_WORDS,
     RING_HEAD_IDX,
@@ -175,7 +176,7 @@ TOMB = 1
 BUSY_BASE = 2  # BUSY_BASE + stripe: a slot being claimed by that stripe's writer
 RESERVED_HASHES = 256  # hashes below this are markers; callers remap real hashes (see fix_hash)
 
-SPINS = 1 << 14  # spin budget before a reader or writer reports BUSY (about a millisecond)
+SPINS = 1 << 14  # spin budget before a reader reports BUSY (about a millisecond), as for lock words
 # The coarse clock lags the precise one by at most a tick (4 ms at HZ=250, 10 ms at HZ=100); an
 # expiry further away than this from the coarse time cannot have passed.
 COARSE_SLACK_NS = 20_000_000
@@ -373,22 +374,17 @@ def table_contains(ctx_addr, h, key):
 
 @jit
 def _try_lock(stripes, stripe, owner):
-    return cas(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX, 0, owner) == 0
+    return lockword_try_acquire(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX, owner)
 
 
 @jit
 def _lock(stripes, stripe, owner):
-    idx = stripe * STRIPE_WORDS + STRIPE_LOCK_IDX
-    for _ in range(SPINS):
-        if load_relaxed(stripes, idx) == 0 and cas(stripes, idx, 0, owner) == 0:
-            return True
-        cpu_relax()
-    return False
+    return lockword_acquire(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX, owner)
 
 
 @jit
 def _unlock(stripes, stripe):
-    store_release(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX, 0)
+    lockword_release(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX)
 
 
 @jit
@@ -945,7 +941,7 @@ def table_recover(ctx_addr, dead_owner):
     nstripes = hdr[HDR_NSTRIPES_IDX]
     taken = np.zeros(nstripes, np.bool_)
     for s in range(nstripes):
-        if cas(stripes, s * STRIPE_WORDS + STRIPE_LOCK_IDX, dead_owner, owner) == dead_owner:
+        if lockword_steal(stripes, s * STRIPE_WORDS + STRIPE_LOCK_IDX, dead_owner, owner):
             _replay_intent(hdr, stripes, s, slots, ahdr, data_w)
             taken[s] = True
     ntaken = taken.sum()

@@ -191,11 +191,12 @@ class Journal:
 
     def _run(self) -> None:
         idle = 0
-        try:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            try:
                 if self.is_flusher() or self.try_become_flusher():
                     if self.drain():
                         idle = 0
+                        self.error = None
                         continue
                     idle += 1
                     # Idle: back off from 0.25 ms to 8 ms between checks (a few wakeups a second
@@ -203,8 +204,10 @@ class Journal:
                     self._stop.wait(min(0.00025 * (1 << min(idle, 5)), 0.008))
                 else:
                     self._stop.wait(0.05)
-        except BaseException as exc:  # noqa: BLE001 - kept for stats() and close()
-            self.error = exc
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk: nothing is lost (HEAD did
+                # not move), so keep the error for stats() and retry after a pause.
+                self.error = exc
+                self._stop.wait(1.0)
 
     def stop(self) -> None:
         """Stop the thread; if we were the flusher, drain what is left and hand the role back."""
@@ -229,4 +232,5 @@ class Journal:
             "this_process_flushes": self.is_flusher(),
             "drained_records_here": self.drained_records,
             "capacity_ok": int(self.ring[RING_CAPACITY_IDX]) == self.capacity,
+            "last_error": repr(self.error) if self.error else None,
         }
