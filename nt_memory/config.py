@@ -77,6 +77,7 @@ class MemoryConfig:
     enable_compression: bool = True
     max_memory_bytes: int = 1 << 30
     embedding_dim: int = 128
+    vector_space: str = "cosine"
     durability: str = "write-behind"
     journal_bytes: int = 32 << 20
     l3_map_bytes: int = 1 << 30
@@ -93,6 +94,8 @@ class MemoryConfig:
             raise ConfigError(f"enable_compression must be True or False, got {self.enable_compression!r}")
         _int("max_memory_bytes", self.max_memory_bytes, 16 << 20, 1 << 46)
         _int("embedding_dim", self.embedding_dim, 1, 65_536)
+        if self.vector_space not in ("cosine", "l2", "ip"):
+            raise ConfigError(f"vector_space={self.vector_space!r} must be 'cosine', 'l2' or 'ip'")
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability={self.durability!r} must be one of {DURABILITY}")
         _int("journal_bytes", self.journal_bytes, 1 << 20, 4 << 30)

@@ -21,6 +21,10 @@ class InvalidKey(NtMemoryError, TypeError, ValueError):
     """A namespace or key is of the wrong type or form (not str/bytes, empty, NUL in a namespace)."""
 
 
+class InvalidEmbedding(NtMemoryError, ValueError):
+    """An embedding of the wrong dimension or type, or with NaN/infinite components."""
+
+
 class SegmentError(NtMemoryError):
     """A shared-memory segment cannot be created, attached or used."""
 

@@ -19,17 +19,21 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
+
 from nt_memory.config import CacheConfig, MemoryConfig
 from nt_memory.errors import ConfigError, SegmentError, SegmentExists, SegmentNotFound, TierError, ValueTooLarge
 from nt_memory.kernels import status as S
 from nt_memory.kernels.ring import RECORD_HDR_BYTES
 from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE, JOURNAL_PAYLOAD_FIXED, RESERVED_HASHES
 from nt_memory.shm import layout as L
+from nt_memory.shm.embed_layout import EmbedLayout
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.system import PartSpec, System, remove_system
 from nt_memory.tiers.codec import TAG_BYTES, decode, encode
 from nt_memory.tiers.journal import Journal
 from nt_memory.tiers.l1 import HotCache, ttl_to_ns
+from nt_memory.tiers.l2 import Hit, VectorTier, make_log_id, validate_embedding
 from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 WRITE_TIMEOUT_S = 10.0
@@ -42,6 +46,7 @@ def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
         "durability": config.durability,
         "enable_compression": config.enable_compression,
         "embedding_dim": config.embedding_dim,
+        "vector_space": config.vector_space,
         "max_memory_bytes": config.max_memory_bytes,
         "journal_bytes": config.journal_bytes,
         "l1_ttl_s": config.cache_config.ttl,
@@ -77,14 +82,18 @@ class MemorySystem:
         try:
             self.l1 = HotCache(system, owns_system=False)
             self.journal = Journal(system, self.l1._ctx_addr, self.store, self.compression)
+            self.l2 = VectorTier(system, config.path, space=stored["vector_space"], mode=config.mode)
         except BaseException:
             self.store.close()
             raise
+        self.embedding_dim = self.l2.dim
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
         self.journal.start()
         self.closed = False
+        if self.l2.count == 0 and self.store.count("embeddings") > 0:
+            self.reindex()  # a fresh log (after a reboot) over stored embeddings: refill it
 
     # -------------------------------------------------------------------------------- opening
     @classmethod
@@ -131,6 +140,9 @@ class MemorySystem:
         )
         jl = JournalLayout.for_size(config.journal_bytes)
         specs.append(PartSpec("journal", L.KIND_JOURNAL, jl.total_bytes, jl.params, jl.init))
+        el = EmbedLayout.for_dim(config.embedding_dim)
+        log_id = make_log_id()
+        specs.append(PartSpec("embed", L.KIND_EMBED, el.total_bytes, el.params, lambda seg: el.init(seg, log_id)))
         shm_total = sum(s.size for s in specs)
         if shm_total > config.max_memory_bytes:
             raise ConfigError(
@@ -218,13 +230,14 @@ class MemorySystem:
 
     def put(self, namespace, key, value, ttl=None, embedding=None) -> None:
         """Store ``value`` (bytes, numpy array or JSON-able). ``ttl`` (seconds) bounds the data's
-        life in every tier. Returns once the write is durable as ``durability`` says.
+        life in every tier; ``embedding`` (``embedding_dim`` floats) makes the entry findable by
+        :meth:`search_similar`. Returns once the write is durable as ``durability`` says.
 
-        Raises ``InvalidKey``, ``CodecError``, ``ValueTooLarge`` (key over ``max_key_bytes``, value
-        over ``max_memory_bytes``; nothing stored), ``TierError``.
+        Raises ``InvalidKey``, ``CodecError``, ``InvalidEmbedding``, ``ValueTooLarge`` (key over
+        ``max_key_bytes``, value over ``max_memory_bytes``), ``TierError``; in every case nothing
+        at all is stored.
         """
-        if embedding is not None:
-            raise TierError("embeddings need the L2 tier, which this version does not have yet")
+        vec = validate_embedding(embedding, self.embedding_dim) if embedding is not None else None
         kb = self.l1.key_bytes(namespace, key)
         h = self.l1.hash_bytes(kb)
         vb = encode(value)
@@ -238,42 +251,134 @@ class MemorySystem:
         if len(kb) > self.l1.max_key_bytes:
             self.l1._raise_for(S.KEY_TOO_LARGE, kb, vb)
         if self.durability == "sync" or len(vb) > self._journal_max:
-            self._write_through(kb, h, vb, l1_expiry, data_expiry)
+            self._write_through(kb, h, vb, l1_expiry, data_expiry, vec)
             return
         flags = J_JOURNAL if len(vb) <= self._l1_max_value else J_JOURNAL | J_NO_L1
-        st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
-        if st != S.OK:
+        if vec is None:
+            st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
             deadline = time.monotonic() + WRITE_TIMEOUT_S
             while st == S.JOURNAL_FULL:
                 self.journal.make_room(deadline)
                 st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
+            return
+        # With an embedding: hold the key's stripe across the journal append and the log append,
+        # so the log and the journal order this key's writes alike.
+        emb = vec.tobytes()
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while True:
+            self.l1.lock_stripe(h)
+            try:
+                st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags | J_HELD, 0, emb)
+                if st == S.OK:
+                    self.l2.append(kb, vec)
+                    return
+            finally:
+                self.l1.unlock_stripe(h)
+            self.journal.make_room(deadline)
 
-    def _write_through(self, kb: bytes, h: int, vb: bytes | None, l1_expiry: int, data_expiry: int) -> None:
+    def _write_through(
+        self, kb: bytes, h: int, vb: bytes | None, l1_expiry: int, data_expiry: int, vec: np.ndarray | None = None
+    ) -> None:
         """Write straight to LMDB, ordered with the journal: hold the key's stripe, flush what the
-        journal holds (older writes land first), write, update L1, release."""
+        journal holds (older writes land first), write, update L1 and the embedding log, release."""
         self.l1.lock_stripe(h)
         try:
             self.journal.flush()
-            self.store.write([("kv", kb, None if vb is None else pack_kv(vb, data_expiry, self.compression))])
+            if vb is None:
+                ops = [("kv", kb, None), ("embeddings", kb, None)]
+            else:
+                ops = [("kv", kb, pack_kv(vb, data_expiry, self.compression))]
+                if vec is not None:
+                    ops.append(("embeddings", kb, vec.tobytes()))
+            self.store.write(ops)
             if vb is None:
                 self.l1.delete_encoded(kb, h, J_HELD)
             elif len(vb) <= self._l1_max_value:
                 self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, J_HELD)
             else:
                 self.l1.put_encoded(kb, h, vb, 0, 0, J_HELD | J_NO_L1)
+            if vec is not None or (vb is None and self.l2.count):
+                self.l2.append(kb, vec)
         finally:
             self.l1.unlock_stripe(h)
 
     def delete(self, namespace, key) -> None:
-        """Remove ``(namespace, key)`` from every tier."""
+        """Remove ``(namespace, key)`` from every tier (its embedding included)."""
         kb = self.l1.key_bytes(namespace, key)
         h = self.l1.hash_bytes(kb)
         if self.durability == "sync":
             self._write_through(kb, h, None, 0, 0)
             return
         deadline = time.monotonic() + WRITE_TIMEOUT_S
-        while self.l1.delete_encoded(kb, h, J_JOURNAL) == S.JOURNAL_FULL:
+        if not self.l2.count:
+            while self.l1.delete_encoded(kb, h, J_JOURNAL) == S.JOURNAL_FULL:
+                self.journal.make_room(deadline)
+            return
+        while True:
+            self.l1.lock_stripe(h)
+            try:
+                if self.l1.delete_encoded(kb, h, J_JOURNAL | J_HELD) != S.JOURNAL_FULL:
+                    self.l2.append(kb, None)
+                    return
+            finally:
+                self.l1.unlock_stripe(h)
             self.journal.make_room(deadline)
+
+    # -------------------------------------------------------------------------------- vectors
+    def search_similar(self, namespace, query, top_k: int = 10, ef: int | None = None, with_values: bool = False):
+        """The ``top_k`` entries whose embeddings are nearest ``query``, nearest first, as
+        :class:`Hit` (``namespace``, ``key``, ``distance``, ``value`` if ``with_values``). Only
+        ``namespace``'s entries, or every namespace's with ``namespace=None``. ``ef`` trades recall
+        for speed (default 320). Hits whose value has expired are dropped when ``with_values``."""
+        self._check_open()
+        ns = None if namespace is None else self.l1._prefix(namespace)[:-1]
+        hits = []
+        for rid, dist in self.l2.search(ns, query, top_k, ef):
+            ns_b, key_b = self.l2.key_of(rid).split(b"\0", 1)
+            ns_s, key_s = ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")
+            value = None
+            if with_values:
+                value = self.get(ns_s, key_s)
+                if value is None:
+                    continue
+            hits.append(Hit(ns_s, key_s, dist, value))
+        return hits
+
+    def embedding(self, namespace, key):
+        """The stored embedding of ``(namespace, key)`` as a read-only float32 view into shared
+        memory (valid while this system is open), or None."""
+        self._check_open()
+        rid = self.l2.latest_id(self.l1.key_bytes(namespace, key))
+        return None if rid < 0 else self.l2.vector_view(rid)
+
+    def reindex(self, progress=None) -> int:
+        """Refill an empty embedding log from L3 (after a reboot) and index it. ``progress`` is
+        called as ``progress(done, total)``. Returns the number of embeddings."""
+        self._check_open()
+        total = self.store.count("embeddings")
+        done = 0
+        if self.l2.count == 0:
+            for kb, raw in self.store.items("embeddings"):
+                if self.store.kv_get(kb) is None:
+                    continue  # its value has expired or was deleted
+                vec = np.frombuffer(raw, np.float32)
+                if len(vec) != self.embedding_dim:
+                    raise TierError(
+                        f"stored embedding of {kb!r} has {len(vec)} components, expected {self.embedding_dim}"
+                    )
+                h = self.l1.hash_bytes(kb)
+                self.l1.lock_stripe(h)
+                try:
+                    self.l2.append(kb, vec)
+                finally:
+                    self.l1.unlock_stripe(h)
+                done += 1
+                if progress and done % 1000 == 0:
+                    progress(done, total)
+        self.l2.sync()
+        if progress:
+            progress(total, total)
+        return self.l2.count
 
     def __contains__(self, item) -> bool:
         return self.get(*item, default=_MISSING) is not _MISSING
@@ -287,7 +392,7 @@ class MemorySystem:
     def stats(self) -> dict:
         """Counters per tier: ``l1`` (shared), ``journal`` (shared), ``l3`` (this process's view)."""
         self._check_open()
-        return {"l1": self.l1.stats(), "journal": self.journal.stats(), "l3": self.store.stats()}
+        return {"l1": self.l1.stats(), "journal": self.journal.stats(), "l2": self.l2.stats(), "l3": self.store.stats()}
 
     def _check_open(self) -> None:
         if self.closed:
@@ -303,7 +408,9 @@ class MemorySystem:
         self.closed = True
         try:
             self.journal.stop()
+            self.l2.save()
         finally:
+            self.l2.close()
             self.l1.close()
             self.system.close()
             self.store.close()

@@ -191,6 +191,7 @@ J_HELD = 8  # the caller already holds the stripe (table_lock_stripe)
 
 JOURNAL_PUT = 1
 JOURNAL_DELETE = 2
+JOURNAL_PUT_EMB = 3  # a put whose record also carries the key's embedding, after the value
 JOURNAL_PAYLOAD_FIXED = 16  # data expiry (8) | key length (4) | value length (4)
 
 
@@ -490,16 +491,18 @@ def _evict_one(hdr, stripes, slots, access, mask, own_stripe, owner, ahdr, data_
 
 
 @jit
-def _journal_append(ctx, kind, key, value, data_expiry):
-    """Append a journal record (caller holds the key's stripe). OK, JOURNAL_FULL, BUSY or
-    VALUE_TOO_LARGE; nothing is visible unless it returns OK."""
+def _journal_append(ctx, kind, key, value, data_expiry, emb):
+    """Append a journal record (caller holds the key's stripe): fixed part, key, value, then the
+    embedding bytes (kind PUT_EMB). OK, JOURNAL_FULL, BUSY or VALUE_TOO_LARGE; nothing is visible
+    unless it returns OK."""
     jhdr = address_to_words(ctx[CTX_JOURNAL_IDX], RING_HDR_WORDS)
     jbytes = ctx[CTX_JOURNAL_BYTES_IDX]
     jw = address_to_words(ctx[CTX_JOURNAL_DATA_IDX], jbytes >> 3)
     jb = address_to_bytes(ctx[CTX_JOURNAL_DATA_IDX], jbytes)
     klen = len(key)
     vlen = len(value)
-    n = JOURNAL_PAYLOAD_FIXED + klen + vlen
+    elen = len(emb)
+    n = JOURNAL_PAYLOAD_FIXED + klen + vlen + elen
     if not ring_lock(jhdr, ctx[CTX_OWNER_IDX]):
         return BUSY
     pos = ring_reserve(jhdr, jw, n, kind, True)
@@ -515,15 +518,19 @@ def _journal_append(ctx, kind, key, value, data_expiry):
     dst += klen
     for j in range(vlen):
         jb[dst + j] = value[j]
+    dst += vlen
+    for j in range(elen):
+        jb[dst + j] = emb[j]
     ring_commit(jhdr, jw, pos, n)
     ring_unlock(jhdr)
     return OK
 
 
 @jit
-def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version):
+def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb):
     """Insert or replace ``key`` -> ``value`` (encoded bytes, tag first). ``expiry`` bounds the stay
     in L1 and ``data_expiry`` the data's life (journal record); wall ns, 0 = never. ``flags``: J_*.
+    ``emb``: the key's embedding as float32 bytes, journaled with the value (empty: none).
     Many writers; exclusive per stripe.
 
     Returns OK, KEY_TOO_LARGE / VALUE_TOO_LARGE (nothing stored), FULL (no room even after
@@ -557,7 +564,7 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version):
         # A value too large for L1: journal it, and drop what L1 held for the key.
         status = OK
         if (flags & J_JOURNAL) != 0:
-            status = _journal_append(ctx, JOURNAL_PUT, key, value, data_expiry)
+            status = _journal_append(ctx, JOURNAL_PUT_EMB if len(emb) else JOURNAL_PUT, key, value, data_expiry, emb)
         if status == OK:
             stripes[sb + STRIPE_VERSION_IDX] += 1
             if found >= 0:
@@ -590,7 +597,7 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version):
             _unlock(stripes, stripe)
         return ref
     if (flags & J_JOURNAL) != 0:
-        status = _journal_append(ctx, JOURNAL_PUT, key, value, data_expiry)
+        status = _journal_append(ctx, JOURNAL_PUT_EMB if len(emb) else JOURNAL_PUT, key, value, data_expiry, emb)
         if status != OK:
             arena_free(ahdr, data_w, ref)
             if not held:
@@ -680,7 +687,7 @@ def table_delete(ctx_addr, h, key, flags):
     if not held and not _lock(stripes, stripe, ctx[CTX_OWNER_IDX]):
         return BUSY
     if (flags & J_JOURNAL) != 0:
-        st = _journal_append(ctx, JOURNAL_DELETE, key, key[:0], 0)
+        st = _journal_append(ctx, JOURNAL_DELETE, key, key[:0], 0, key[:0])
         if st != OK:
             if not held:
                 _unlock(stripes, stripe)
@@ -749,11 +756,11 @@ def journal_find(ctx_addr, key):
     found = NOT_FOUND
     while pos < tail:
         nxt, off, n, kind = ring_record_at(jhdr, jw, pos)
-        if kind == JOURNAL_PUT or kind == JOURNAL_DELETE:
+        if kind == JOURNAL_PUT or kind == JOURNAL_DELETE or kind == JOURNAL_PUT_EMB:
             lens = jw[(off >> 3) + 1]
             rk = lens & 0xFFFFFFFF
             rv = lens >> 32
-            if rk == klen and JOURNAL_PAYLOAD_FIXED + rk + rv == n and off + n <= jbytes:
+            if rk == klen and JOURNAL_PAYLOAD_FIXED + rk + rv <= n and off + n <= jbytes:
                 start = off + JOURNAL_PAYLOAD_FIXED
                 same = True
                 for j in range(klen):

@@ -48,7 +48,16 @@ KIND_ROOT = 1
 KIND_L1 = 2
 KIND_ARENA = 3
 KIND_JOURNAL = 4
-KIND_NAMES = {KIND_ROOT: "root", KIND_L1: "l1-table", KIND_ARENA: "arena", KIND_JOURNAL: "journal"}
+KIND_EMBED = 5
+KIND_EMBED_CHUNK = 6
+KIND_NAMES = {
+    KIND_ROOT: "root",
+    KIND_L1: "l1-table",
+    KIND_ARENA: "arena",
+    KIND_JOURNAL: "journal",
+    KIND_EMBED: "embedding-log",
+    KIND_EMBED_CHUNK: "embedding-chunk",
+}
 
 
 def align_up(n: int, alignment: int) -> int:

@@ -230,10 +230,11 @@ class System:
         self.root.close()
 
     def unlink(self) -> None:
-        """Remove every segment's name (works before or after ``close``). Processes still attached
-        keep their mappings until they close."""
+        """Remove every segment's name, the parts made after creation (embedding chunks) included;
+        works before or after ``close``. Processes still attached keep their mappings."""
         for n in self.shm_names:
             _unlink_quietly(n)
+        remove_system(self.name)
 
     def __repr__(self) -> str:
         return f"<System {self.name!r} parts={list(self.parts)} {'closed' if self.closed else 'open'}>"

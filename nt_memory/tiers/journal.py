@@ -32,7 +32,14 @@ from nt_memory.kernels.ring import (
     ring_set_head,
     ring_try_lock_consumer,
 )
-from nt_memory.kernels.table import JOURNAL_DELETE, JOURNAL_PAYLOAD_FIXED, JOURNAL_PUT, journal_find, journal_index
+from nt_memory.kernels.table import (
+    JOURNAL_DELETE,
+    JOURNAL_PAYLOAD_FIXED,
+    JOURNAL_PUT,
+    JOURNAL_PUT_EMB,
+    journal_find,
+    journal_index,
+)
 from nt_memory.kernels.words import word_load
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.system import System
@@ -136,14 +143,18 @@ class Journal:
             size = 0
             for i in range(rows):
                 pos, _off, n, kind = (int(x) for x in self._index[i])
-                if kind == JOURNAL_PUT or kind == JOURNAL_DELETE:
+                if kind in (JOURNAL_PUT, JOURNAL_DELETE, JOURNAL_PUT_EMB):
                     expiry, start, klen, vlen = self._payload(pos)
                     kb = self.data[start : start + klen].tobytes()
                     if kind == JOURNAL_DELETE or (expiry and expiry <= now):
                         ops.append(("kv", kb, None))
+                        ops.append(("embeddings", kb, None))
                     else:
                         vb = self.data[start + klen : start + klen + vlen].tobytes()
                         ops.append(("kv", kb, pack_kv(vb, expiry, self.compression)))
+                        if kind == JOURNAL_PUT_EMB:
+                            end_emb = start + n - JOURNAL_PAYLOAD_FIXED
+                            ops.append(("embeddings", kb, self.data[start + klen + vlen : end_emb].tobytes()))
                     size += n
                 if size >= BATCH_BYTES:
                     end = int(self._index[i + 1, 0]) if i + 1 < rows else end

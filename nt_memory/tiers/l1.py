@@ -136,7 +136,7 @@ class _Kernels:
     def load(cls) -> None:
         if cls.get is None:
             cls.contains = entry_point(table_contains, INT, INT, BYTES)
-            cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT, INT, INT, INT)
+            cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
             cls.delete = entry_point(table_delete, INT, INT, BYTES, INT)
             cls.get = entry_point(table_get, INT, INT, BYTES)
             cls.version = entry_point(table_stripe_version, INT, INT)
@@ -505,12 +505,20 @@ class HotCache:
             self.system.heartbeat(now)
 
     def put_encoded(
-        self, kb: bytes, h: int, vb: bytes, expiry_ns: int, data_expiry_ns: int = 0, flags: int = 0, version: int = 0
+        self,
+        kb: bytes,
+        h: int,
+        vb: bytes,
+        expiry_ns: int,
+        data_expiry_ns: int = 0,
+        flags: int = 0,
+        version: int = 0,
+        emb: bytes = b"",
     ) -> int:
         """Store an already encoded value with absolute expiries (wall ns, 0 = never); ``flags`` are
         the kernel's J_* flags. Waits out BUSY/NEEDS_REHASH; returns OK, or JOURNAL_FULL / STALE
         for the tiers above to handle; raises for the rest."""
-        st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version)
+        st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version, emb)
         if st == S.OK:
             return st
         deadline = time.monotonic() + WRITE_TIMEOUT_S
@@ -523,7 +531,7 @@ class HotCache:
                 return st
             else:
                 self._raise_for(st, kb, vb)
-            st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version)
+            st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version, emb)
         return st
 
     def delete(self, ns, key) -> bool:
