@@ -97,6 +97,47 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def cmd_reindex(args) -> int:
+    """Refill the embedding log from L3 (after a reboot) and build this machine's saved index."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nt_memory import MemoryConfig, MemorySystem
+    from nt_memory.shm.system import System
+
+    path = args.path
+    dim = args.dim
+    try:
+        system = System.attach(args.name, timeout=2.0, register=False)
+        try:
+            path = path or system.config.get("storage_path")
+            dim = dim or system.config.get("embedding_dim")
+        finally:
+            system.close()
+    except SegmentNotFound:
+        if not path:
+            print(
+                f"nt-memory: system {args.name!r} is not in shared memory: pass --path (its storage_path)",
+                file=sys.stderr,
+            )
+            return 2
+    config = MemoryConfig(name=args.name, storage_path=path, embedding_dim=dim or 128)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("refilling the embedding log from L3", total=None)
+
+        def step(done, total):
+            progress.update(task, completed=done, total=total)
+
+        mem = MemorySystem.open(config, label="reindex")
+        try:
+            n = mem.reindex(progress=step)
+            saved = mem.l2.save()
+        finally:
+            mem.close()
+    print(f"reindexed: {n} embeddings{'; index saved' if saved else ''}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from nt_memory.demo import run
 
@@ -111,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.set_defaults(func=cmd_inspect)
     sub.add_parser("gc", help="remove systems that no live process is attached to").set_defaults(func=cmd_gc)
+    sp = sub.add_parser("reindex", help="rebuild the embedding log and index from L3 (after a reboot)")
+    sp.add_argument("name")
+    sp.add_argument("--path", default=None, help="storage_path, if the system is not in shared memory")
+    sp.add_argument("--dim", type=int, default=None, help="embedding_dim, if the system is not in shared memory")
+    sp.set_defaults(func=cmd_reindex)
     sp = sub.add_parser("demo", help="spawn agent processes that share one system by name")
     sp.add_argument("--agents", type=int, default=4, help="agent processes (default 4)")
     sp.add_argument("--seconds", type=float, default=5.0, help="how long they run (default 5)")

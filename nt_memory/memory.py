@@ -92,8 +92,10 @@ class MemorySystem:
         self._bind_get()
         self.journal.start()
         self.closed = False
-        if self.l2.count == 0 and self.store.count("embeddings") > 0:
-            self.reindex()  # a fresh log (after a reboot) over stored embeddings: refill it
+        if system.root.creator_pid == os.getpid() and self.l2.count == 0 and self.store.count("embeddings") > 0:
+            # We created the system over existing data (after a reboot): refill the embedding log.
+            # Only the creator does, so processes opening at once do not each append a copy.
+            self.reindex()
 
     # -------------------------------------------------------------------------------- opening
     @classmethod
@@ -331,7 +333,7 @@ class MemorySystem:
         ``namespace``'s entries, or every namespace's with ``namespace=None``. ``ef`` trades recall
         for speed (default 320). Hits whose value has expired are dropped when ``with_values``."""
         self._check_open()
-        ns = None if namespace is None else self.l1._prefix(namespace)[:-1]
+        ns = None if namespace is None else (self.l1._prefixes.get(namespace) or self.l1._prefix(namespace))[:-1]
         hits = []
         for rid, dist in self.l2.search(ns, query, top_k, ef):
             ns_b, key_b = self.l2.key_of(rid).split(b"\0", 1)

@@ -44,3 +44,22 @@ def test_demo_runs_and_cleans_up(name):
     assert "agent_1: pid=" in proc.stdout and "l1_get_p99_ns:" in proc.stdout
     assert "cleaned: yes" in proc.stdout
     assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
+
+
+def test_reindex_after_reboot(name, tmp_path, capsys):
+    import numpy as np
+
+    from nt_memory import MemoryConfig, MemorySystem
+
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8)
+    vecs = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    with MemorySystem.open(cfg) as mem:
+        for i, v in enumerate(vecs):
+            mem.put("docs", f"d{i}", i, embedding=v)
+        mem.flush()
+        mem.unlink()  # a reboot: the embedding log is gone, L3 keeps the vectors
+    assert main(["reindex", name, "--path", str(tmp_path), "--dim", "8"]) == 0
+    assert "reindexed: 50 embeddings" in capsys.readouterr().out
+    with MemorySystem.open(cfg) as mem:
+        assert mem.search_similar("docs", vecs[7], top_k=1)[0].key == "d7"
+        mem.unlink()

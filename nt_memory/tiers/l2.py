@@ -13,10 +13,12 @@ Labels in the index are record ids; ``labels_ns`` maps them to namespace numbers
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import os
 import secrets
+import struct
 import threading
 
 import hnswlib
@@ -37,6 +39,7 @@ SPACES = ("cosine", "l2", "ip")
 # clusters have full-rank noise; pass ef= per search to trade recall for speed.
 DEFAULT_EF = 320
 DEFAULT_M = 16
+_REC_HEAD = struct.Struct("<qqq")  # kind | key length << 32, key offset, previous id + 1
 EF_CONSTRUCTION = 200
 
 
@@ -85,7 +88,9 @@ class VectorTier:
         self.rec_bytes = int(self.ctl[E.RECORD_BYTES_IDX])
         self.log_id = int(self.ctl[E.LOG_ID_IDX])
         self.dir = os.path.join(path, "l2")
+        self._records_offset = self.layout.chunk_layout().offset("records")
         self._chunks: list[Segment] = []
+        self._mapped_below = 0  # records below this id lie in chunks already mapped
         self._first_ids: list[int] = []
         self._lock = threading.RLock()
         # Writer state: latest record id per key (hash -> (id, key bytes)), synced from the log.
@@ -98,6 +103,8 @@ class VectorTier:
         self._ns_ids: dict[bytes, int] = {}
         self._labels_ns = np.zeros(0, np.int32)
         self._live = np.zeros(0, np.bool_)
+        self._ns_live: dict[int, int] = {}  # live vectors per namespace number, kept incrementally
+        self._total_live = 0
 
     # ------------------------------------------------------------------------------- the log
     @property
@@ -115,26 +122,21 @@ class VectorTier:
         return self._chunks[i]
 
     def _locate(self, rid: int) -> tuple[Segment, int]:
-        """(chunk, byte offset of the record) of record ``rid``."""
-        nchunks = word_load(self.ctl_addr + E.NCHUNKS_IDX * 8)
-        lo, hi = 0, nchunks - 1
-        self._chunk(nchunks - 1)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._first_ids[mid] <= rid:
-                lo = mid
-            else:
-                hi = mid - 1
-        lay = self.layout.chunk_layout()
-        return self._chunks[lo], lay.offset("records") + (rid - self._first_ids[lo]) * self.rec_bytes
+        """(chunk, byte offset of the record) of record ``rid`` (< count)."""
+        if rid >= self._mapped_below:
+            # Records below COUNT lie in chunks below NCHUNKS (a chunk is published before any
+            # record in it is committed): read COUNT first, then map every published chunk.
+            count = self.count
+            self._chunk(word_load(self.ctl_addr + E.NCHUNKS_IDX * 8) - 1)
+            self._mapped_below = count
+        i = bisect.bisect_right(self._first_ids, rid) - 1
+        return self._chunks[i], self._records_offset + (rid - self._first_ids[i]) * self.rec_bytes
 
     def _record(self, rid: int):
         seg, off = self._locate(rid)
-        w = seg.buf[off : off + 32].view(np.int64)
-        kind, klen = int(w[0]) & 0xFFFFFFFF, int(w[0]) >> 32
-        koff = int(w[1])
-        key = seg.buf[koff : koff + klen].tobytes()
-        return kind, key, int(w[2]) - 1, seg, off
+        w0, koff, prev1 = _REC_HEAD.unpack_from(seg.buf, off)
+        kind, klen = w0 & 0xFFFFFFFF, w0 >> 32
+        return kind, bytes(seg.buf[koff : koff + klen]), prev1 - 1, seg, off
 
     def vector_view(self, rid: int) -> np.ndarray:
         seg, off = self._locate(rid)
@@ -270,13 +272,17 @@ class VectorTier:
 
     def _apply_meta(self, rid: int):
         kind, key, prev, seg, off = self._record(rid)
-        if prev >= 0:
+        if prev >= 0 and self._live[prev]:
             self._live[prev] = False
+            self._ns_live[int(self._labels_ns[prev])] -= 1
+            self._total_live -= 1
         if kind == E.REC_PUT:
             ns = key.split(b"\0", 1)[0]
             nsid = self._ns_ids.setdefault(ns, len(self._ns_ids))
             self._labels_ns[rid] = nsid
             self._live[rid] = True
+            self._ns_live[nsid] = self._ns_live.get(nsid, 0) + 1
+            self._total_live += 1
         return kind, prev, seg, off
 
     def sync(self) -> int:
@@ -322,33 +328,43 @@ class VectorTier:
         q = validate_embedding(query, self.dim)
         with self._lock:
             self.sync()
+            total = self._total_live
             if namespace is None:
-                pool = int(self._live.sum())
-                flt = None
-            else:
-                nsid = self._ns_ids.get(namespace)
-                if nsid is None:
-                    return []
-                mask = self._live & (self._labels_ns == nsid)
-                pool = int(mask.sum())
-                labels_ns = self._labels_ns
-
-                def flt(label, labels_ns=labels_ns, nsid=nsid):
-                    return labels_ns[label] == nsid
-
+                return self._knn(q, min(top_k, total), ef, None)
+            nsid = self._ns_ids.get(namespace)
+            pool = self._ns_live.get(nsid, 0) if nsid is not None else 0
             k = min(top_k, pool)
             if k == 0:
                 return []
-            self.index.set_ef(max(ef or DEFAULT_EF, k))
-            while True:
-                try:
-                    labels, dists = self.index.knn_query(q, k=k, filter=flt)
-                    break
-                except RuntimeError:
-                    if k == 1:
-                        return []
-                    k = max(1, k // 2)  # fewer reachable than asked (heavy filtering): settle
-            return [(int(lab), float(d)) for lab, d in zip(labels[0], dists[0], strict=True)]
+            if pool == total:
+                return self._knn(q, k, ef, None)
+            labels_ns = self._labels_ns
+            if pool * 4 >= total:
+                # A large share of the index: ask for more neighbours without a filter (a Python
+                # callback per visited node costs more than the extra results) and keep ours.
+                over = min(total, int(k * total / pool * 1.5) + 10)
+                hits = [(rid, d) for rid, d in self._knn(q, over, ef, None) if labels_ns[rid] == nsid]
+                if len(hits) >= k:
+                    return hits[:k]
+
+            def flt(label, labels_ns=labels_ns, nsid=nsid):
+                return labels_ns[label] == nsid
+
+            return self._knn(q, k, ef, flt)
+
+    def _knn(self, q: np.ndarray, k: int, ef: int | None, flt) -> list[tuple[int, float]]:
+        if k <= 0:
+            return []
+        self.index.set_ef(max(ef or DEFAULT_EF, k))
+        while True:
+            try:
+                labels, dists = self.index.knn_query(q, k=k, num_threads=1, filter=flt)
+                break
+            except RuntimeError:
+                if k == 1:
+                    return []
+                k = max(1, k // 2)  # fewer reachable than asked (heavy filtering): settle
+        return [(int(lab), float(d)) for lab, d in zip(labels[0], dists[0], strict=True)]
 
     def key_of(self, rid: int) -> bytes:
         return self._record(rid)[1]
@@ -376,7 +392,7 @@ class VectorTier:
             "dim": self.dim,
             "space": self.space,
             "indexed_here": self._indexed_upto,
-            "live_here": int(self._live.sum()) if self.index is not None else None,
+            "live_here": self._total_live if self.index is not None else None,
             "shm_bytes": sum(c.size for c in self._chunks),
         }
 
