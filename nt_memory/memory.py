@@ -25,12 +25,12 @@ from nt_memory.config import CacheConfig, MemoryConfig
 from nt_memory.errors import ConfigError, SegmentError, SegmentExists, SegmentNotFound, TierError, ValueTooLarge
 from nt_memory.kernels import status as S
 from nt_memory.kernels.ring import RECORD_HDR_BYTES
-from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE, JOURNAL_PAYLOAD_FIXED, RESERVED_HASHES
+from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE, JOURNAL_PAYLOAD_FIXED
 from nt_memory.shm import layout as L
 from nt_memory.shm.embed_layout import EmbedLayout
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.system import PartSpec, System, remove_system
-from nt_memory.tiers.codec import TAG_BYTES, decode, encode
+from nt_memory.tiers.codec import decode, encode
 from nt_memory.tiers.journal import Journal
 from nt_memory.tiers.l1 import HotCache, ttl_to_ns
 from nt_memory.tiers.l2 import Hit, VectorTier, make_log_id, validate_embedding
@@ -168,34 +168,8 @@ class MemorySystem:
         return self._get(namespace, key, default)
 
     def _bind_get(self) -> None:
-        l1 = self.l1
-        prefixes = l1._prefixes
-        key_bytes = l1.key_bytes
-        mask = l1._mask
-        k_get = l1._k_get
-        ctx_addr = l1._ctx_addr
-        outmv = l1._outmv
-        lower = self._get_lower
-        xxh = l1.hash_bytes.__globals__["_xxh"]
-
-        def get(namespace, key, default=None):
-            prefix = prefixes.get(namespace)
-            if prefix is not None and type(key) is str and key:
-                kb = prefix + key.encode()
-            else:
-                kb = key_bytes(namespace, key)
-            h = xxh(kb) & mask
-            if h < RESERVED_HASHES:
-                h += RESERVED_HASHES
-            r = k_get(ctx_addr, h, kb)
-            if r >= 0:
-                if r & 0xFF == TAG_BYTES:
-                    return outmv[1 : r >> 8].tobytes()
-                return decode(outmv[: r >> 8])
-            return lower(r, h, kb, default)
-
-        get.__doc__ = MemorySystem.get.__doc__
-        self.get = self._get = get
+        self.get = self._get = self.l1.make_getter(self._get_lower)
+        self.get.__doc__ = MemorySystem.get.__doc__
 
     def _get_lower(self, r: int, h: int, kb: bytes, default):
         if r not in (S.NOT_FOUND, S.EXPIRED):

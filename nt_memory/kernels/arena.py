@@ -190,6 +190,15 @@ def arena_free(hdr, data, ref):
     return OK
 
 
+@jit
+def write_bytes(dst, off, src):
+    """Copy ``src`` (bytes or uint8 array) into ``dst`` at ``off``; returns the offset after it.
+    Caller: the exclusive writer of that region, with the bounds already checked."""
+    for j in range(len(src)):
+        dst[off + j] = src[j]
+    return off + len(src)
+
+
 def arena_init(hdr, data_bytes, max_block_bytes):
     """Lay out a fresh arena header (creator only, before the segment is published)."""
     sizes = class_sizes(max_block_bytes)

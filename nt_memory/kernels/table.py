@@ -53,6 +53,7 @@ from nt_memory.kernels.arena import (
     arena_free,
     ref_gen,
     ref_offset,
+    write_bytes,
 )
 from nt_memory.kernels.atomics import (
     address_to_bytes,
@@ -512,15 +513,9 @@ def _journal_append(ctx, kind, key, value, data_expiry, emb):
     off = (pos % jbytes) + 16
     jw[off >> 3] = data_expiry
     jw[(off >> 3) + 1] = klen | (vlen << 32)
-    dst = off + JOURNAL_PAYLOAD_FIXED
-    for j in range(klen):
-        jb[dst + j] = key[j]
-    dst += klen
-    for j in range(vlen):
-        jb[dst + j] = value[j]
-    dst += vlen
-    for j in range(elen):
-        jb[dst + j] = emb[j]
+    dst = write_bytes(jb, off + JOURNAL_PAYLOAD_FIXED, key)
+    dst = write_bytes(jb, dst, value)
+    write_bytes(jb, dst, emb)
     ring_commit(jhdr, jw, pos, n)
     ring_unlock(jhdr)
     return OK
@@ -611,12 +606,7 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb)
     store_release(stripes, sb + STRIPE_PHASE_IDX, PHASE_PREPARED)
     off = ref_offset(ref)
     data_w[(off >> 3) + 1] = klen | (vlen << 32)
-    dst = off + BLOCK_HDR_BYTES
-    for j in range(vlen):
-        data_b[dst + j] = value[j]
-    dst += vlen
-    for j in range(klen):
-        data_b[dst + j] = key[j]
+    write_bytes(data_b, write_bytes(data_b, off + BLOCK_HDR_BYTES, value), key)
     if found >= 0:
         base = found * SLOT_WORDS
         stripes[sb + STRIPE_OLD_REF_IDX] = slots[base + SLOT_REF_IDX]
