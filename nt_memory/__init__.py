@@ -1,6 +1,8 @@
 """nt-memory: a shared-memory, zero-copy memory engine for co-located agent processes."""
 
 from nt_memory.config import CacheConfig, MemoryConfig
+from nt_memory.coordination.consensus import ConsensusResult, ConsensusStatus, Proposal, Vote
+from nt_memory.coordination.locks import LockToken
 from nt_memory.errors import (
     CapacityError,
     CodecError,
@@ -21,10 +23,17 @@ from nt_memory.errors import (
 )
 from nt_memory.memory import MemorySystem
 from nt_memory.tiers.l1 import HotCache, l1_lookup
+from nt_memory.tiers.l2 import Hit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConsensusResult",
+    "ConsensusStatus",
+    "Hit",
+    "LockToken",
+    "Proposal",
+    "Vote",
     "CacheConfig",
     "MemoryConfig",
     "MemorySystem",

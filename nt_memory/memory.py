@@ -22,11 +22,16 @@ import time
 import numpy as np
 
 from nt_memory.config import CacheConfig, MemoryConfig
+from nt_memory.coordination.consensus import Consensus, consensus_layout
+from nt_memory.coordination.locks import Locks, LockToken
+from nt_memory.coordination.namespaces import NamespaceView
+from nt_memory.coordination.pubsub import PubSub, Subscription
 from nt_memory.errors import ConfigError, SegmentError, SegmentExists, SegmentNotFound, TierError, ValueTooLarge
 from nt_memory.kernels import status as S
 from nt_memory.kernels.ring import RECORD_HDR_BYTES
 from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE, JOURNAL_PAYLOAD_FIXED
 from nt_memory.shm import layout as L
+from nt_memory.shm.coord_layout import LocksLayout, TopicsLayout
 from nt_memory.shm.embed_layout import EmbedLayout
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.system import PartSpec, System, remove_system
@@ -37,6 +42,8 @@ from nt_memory.tiers.l2 import Hit, VectorTier, make_log_id, validate_embedding
 from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 WRITE_TIMEOUT_S = 10.0
+MAX_TOPICS = 256
+MAX_LOCKS = 1024
 
 
 def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
@@ -83,6 +90,9 @@ class MemorySystem:
             self.l1 = HotCache(system, owns_system=False)
             self.journal = Journal(system, self.l1._ctx_addr, self.store, self.compression)
             self.l2 = VectorTier(system, config.path, space=stored["vector_space"], mode=config.mode)
+            self.pubsub = PubSub(system)
+            self.locks = Locks(system)
+            self.consensus = Consensus(system, self.store)
         except BaseException:
             self.store.close()
             raise
@@ -145,6 +155,11 @@ class MemorySystem:
         el = EmbedLayout.for_dim(config.embedding_dim)
         log_id = make_log_id()
         specs.append(PartSpec("embed", L.KIND_EMBED, el.total_bytes, el.params, lambda seg: el.init(seg, log_id)))
+        tl = TopicsLayout.for_count(MAX_TOPICS)
+        specs.append(PartSpec("topics", L.KIND_TOPICS, tl.total_bytes, tl.params))
+        ll = LocksLayout.for_count(MAX_LOCKS)
+        specs.append(PartSpec("locks", L.KIND_LOCKS, ll.total_bytes, ll.params))
+        specs.append(PartSpec("consensus", L.KIND_CONSENSUS, consensus_layout().total_bytes, [1]))
         shm_total = sum(s.size for s in specs)
         if shm_total > config.max_memory_bytes:
             raise ConfigError(
@@ -300,6 +315,43 @@ class MemorySystem:
                 self.l1.unlock_stripe(h)
             self.journal.make_room(deadline)
 
+    def keys(self, namespace) -> list[str]:
+        """The live keys of ``namespace`` (flushes the journal, then reads L3)."""
+        self._check_open()
+        prefix = self.l1._prefixes.get(namespace) or self.l1._prefix(namespace)
+        self.journal.flush()
+        now = time.time_ns()
+        out = []
+        for kb, raw in self.store.items("kv", prefix):
+            expiry = int.from_bytes(raw[1:9], "little")
+            if not expiry or expiry > now:
+                out.append(kb[len(prefix) :].decode("utf-8", "replace"))
+        return out
+
+    # --------------------------------------------------------------------------- coordination
+    def publish(self, topic: str, message) -> int:
+        """Broadcast ``message`` (bytes or JSON-able) to ``topic``'s subscribers in every process."""
+        return self.pubsub.publish(topic, message)
+
+    def subscribe(self, topic: str) -> Subscription:
+        """Receive what is published to ``topic`` from now on: ``sub.recv(timeout)``."""
+        return self.pubsub.subscribe(topic)
+
+    def acquire_lock(self, name: str, timeout: float | None = None, lease: float | None = None) -> LockToken:
+        """Take the named lock (see :class:`nt_memory.coordination.locks.Locks`)."""
+        return self.locks.acquire(name, timeout, lease)
+
+    def release_lock(self, token: LockToken) -> None:
+        self.locks.release(token)
+
+    def lock(self, name: str, timeout: float | None = None, lease: float | None = None):
+        """``with mem.lock("res", timeout=1.0) as token:`` ..."""
+        return self.locks.lock(name, timeout, lease)
+
+    def namespace(self, agent_id: str) -> NamespaceView:
+        """A view of this system restricted to ``swarm/<agent_id>``."""
+        return NamespaceView(self, agent_id)
+
     # -------------------------------------------------------------------------------- vectors
     def search_similar(self, namespace, query, top_k: int = 10, ef: int | None = None, with_values: bool = False):
         """The ``top_k`` entries whose embeddings are nearest ``query``, nearest first, as
@@ -387,6 +439,7 @@ class MemorySystem:
             self.l2.save()
         finally:
             self.l2.close()
+            self.pubsub.close()
             self.l1.close()
             self.system.close()
             self.store.close()

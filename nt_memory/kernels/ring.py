@@ -17,6 +17,15 @@ Ring header (int64 words, one 64-byte line per group written together)::
     line 3  HEAD                     consumed up to here (queue mode)
     line 4  APPENDS APPEND_BYTES     statistics
     line 5  CONSUMER_LOCK            who consumes (queue mode: the flusher), an owner word
+    line 6  TAIL_INTENT LATEST MSG_COUNT   broadcast mode: where the appender is about to write
+                                     (published before it overwrites anything), the newest
+                                     record's position, messages published
+    line 7  NOTIFY WAITERS           a futex word bumped on every publish; sleeping receivers
+
+Broadcast mode (pub/sub): appends never wait for readers; each receiver keeps its own cursor. A
+receiver copies a record, then re-reads TAIL_INTENT: if the appender may have started overwriting
+the record, the copy is discarded and the receiver jumps to LATEST, counting what it skipped from
+the message numbers (each record starts with its own), so received + dropped = published exactly.
 
 Record at byte offset ``pos % CAPACITY`` (8-byte aligned, never split across the end)::
 
@@ -27,9 +36,17 @@ Record at byte offset ``pos % CAPACITY`` (8-byte aligned, never split across the
 """
 
 from nt_memory.kernels._jit import jit
-from nt_memory.kernels.atomics import fetch_add, load_acquire, store_release
+from nt_memory.kernels.atomics import (
+    address_to_bytes,
+    address_to_words,
+    fence_acquire,
+    fence_release,
+    fetch_add,
+    load_acquire,
+    store_release,
+)
 from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal, lockword_try_acquire
-from nt_memory.kernels.status import FULL, OK, VALUE_TOO_LARGE
+from nt_memory.kernels.status import BUSY, FULL, NOT_FOUND, OK, OUT_TOO_SMALL, VALUE_TOO_LARGE
 
 RING_CAPACITY_IDX = 0
 RING_LOCK_IDX = 8
@@ -38,7 +55,12 @@ RING_HEAD_IDX = 24
 RING_APPENDS_IDX = 32
 RING_APPEND_BYTES_IDX = 33
 RING_CONSUMER_LOCK_IDX = 40
-RING_HDR_WORDS = 48
+RING_TAIL_INTENT_IDX = 48
+RING_LATEST_IDX = 49
+RING_MSG_COUNT_IDX = 50
+RING_NOTIFY_IDX = 56  # used as a 32-bit futex word (its low half, little-endian)
+RING_WAITERS_IDX = 57
+RING_HDR_WORDS = 64
 RING_HDR_BYTES = RING_HDR_WORDS * 8
 
 RECORD_HDR_BYTES = 16
@@ -126,6 +148,99 @@ def ring_try_lock_consumer(hdr, owner):
 def ring_set_head(hdr, pos):
     store_release(hdr, RING_HEAD_IDX, pos)
     return OK
+
+
+@jit
+def ring_publish(hdr_addr, data_addr, owner, msg):
+    """Broadcast ``msg`` (bytes): many publishers, serialised by the append lock; never waits for
+    receivers. Returns the number of sleeping receivers (>= 0: wake them if any), or BUSY /
+    VALUE_TOO_LARGE. The record's payload is its message number (8 bytes) then ``msg``."""
+    hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
+    cap = hdr[RING_CAPACITY_IDX]
+    data_w = address_to_words(data_addr, cap >> 3)
+    data_b = address_to_bytes(data_addr, cap)
+    n = 8 + len(msg)
+    if record_bytes(n) > cap // 4:
+        return VALUE_TOO_LARGE
+    if not lockword_acquire(hdr, RING_LOCK_IDX, owner):
+        return BUSY
+    tail = hdr[RING_TAIL_IDX]
+    off = tail % cap
+    need = record_bytes(n)
+    end = tail + (cap - off if off + need > cap else 0) + need
+    # Receivers check this after copying: anything within CAP of it may be overwritten now.
+    store_release(hdr, RING_TAIL_INTENT_IDX, end)
+    fence_release()
+    pos = ring_reserve(hdr, data_w, n, 1, False)
+    msg_no = hdr[RING_MSG_COUNT_IDX]
+    poff = (pos % cap) + RECORD_HDR_BYTES
+    data_w[poff >> 3] = msg_no
+    for j in range(len(msg)):
+        data_b[poff + 8 + j] = msg[j]
+    ring_commit(hdr, data_w, pos, n)
+    store_release(hdr, RING_LATEST_IDX, pos)
+    store_release(hdr, RING_MSG_COUNT_IDX, msg_no + 1)
+    lockword_release(hdr, RING_LOCK_IDX)
+    fetch_add(hdr, RING_NOTIFY_IDX, 1)
+    return load_acquire(hdr, RING_WAITERS_IDX)
+
+
+@jit
+def ring_snapshot(hdr_addr, owner):
+    """(TAIL, MSG_COUNT) read together under the append lock: where a new receiver starts, and the
+    number of its first message. (-1, BUSY) if the lock stayed held."""
+    hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
+    if not lockword_acquire(hdr, RING_LOCK_IDX, owner):
+        return -1, BUSY
+    tail = hdr[RING_TAIL_IDX]
+    count = hdr[RING_MSG_COUNT_IDX]
+    lockword_release(hdr, RING_LOCK_IDX)
+    return tail, count
+
+
+@jit
+def ring_receive(hdr_addr, data_addr, cursor, out):
+    """The next message at or after ``cursor``, for one receiver. No lock.
+
+    Returns (length or NOT_FOUND / OUT_TOO_SMALL, next cursor, message number); the message is
+    copied into ``out``. A receiver that was lapped resumes at the newest record: the gap in
+    message numbers is what it lost."""
+    hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
+    cap = hdr[RING_CAPACITY_IDX]
+    data_w = address_to_words(data_addr, cap >> 3)
+    data_b = address_to_bytes(data_addr, cap)
+    for _ in range(64):
+        tail = load_acquire(hdr, RING_TAIL_IDX)
+        if cursor >= tail:
+            return NOT_FOUND, cursor, -1
+        if tail - cursor > cap or load_acquire(hdr, RING_TAIL_INTENT_IDX) - cap > cursor:
+            cursor = load_acquire(hdr, RING_LATEST_IDX)  # lapped: skip to the newest
+            continue
+        off = cursor % cap
+        if load_acquire(data_w, off >> 3) != cursor:
+            cursor = load_acquire(hdr, RING_LATEST_IDX)
+            continue
+        nxt, poff, n, kind = ring_record_at(hdr, data_w, cursor)
+        if kind == KIND_PAD:
+            cursor = nxt
+            continue
+        if n < 8 or poff + n > cap:
+            cursor = load_acquire(hdr, RING_LATEST_IDX)
+            continue
+        msg_no = data_w[poff >> 3]
+        mlen = n - 8
+        if mlen > len(out):
+            result = OUT_TOO_SMALL
+        else:
+            for j in range(mlen):
+                out[j] = data_b[poff + 8 + j]
+            result = mlen
+        fence_acquire()
+        if load_acquire(hdr, RING_TAIL_INTENT_IDX) - cap > cursor:
+            cursor = load_acquire(hdr, RING_LATEST_IDX)  # overwritten while we copied
+            continue
+        return result, nxt, msg_no
+    return NOT_FOUND, cursor, -1
 
 
 def ring_init(hdr, capacity):

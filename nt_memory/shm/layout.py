@@ -50,6 +50,10 @@ KIND_ARENA = 3
 KIND_JOURNAL = 4
 KIND_EMBED = 5
 KIND_EMBED_CHUNK = 6
+KIND_TOPICS = 7
+KIND_TOPIC = 8
+KIND_LOCKS = 9
+KIND_CONSENSUS = 10
 KIND_NAMES = {
     KIND_ROOT: "root",
     KIND_L1: "l1-table",
@@ -57,6 +61,10 @@ KIND_NAMES = {
     KIND_JOURNAL: "journal",
     KIND_EMBED: "embedding-log",
     KIND_EMBED_CHUNK: "embedding-chunk",
+    KIND_TOPICS: "topics",
+    KIND_TOPIC: "topic-ring",
+    KIND_LOCKS: "locks",
+    KIND_CONSENSUS: "consensus",
 }
 
 

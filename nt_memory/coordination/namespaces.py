@@ -1,0 +1,68 @@
+"""Agent namespaces: ``swarm/<agent-id>/<key>`` keys, and a view that cannot leave its namespace.
+
+``mem.namespace("agent_7")`` stores under the namespace ``swarm/agent_7``. Keys are separate from
+the namespace in the stored form (``namespace \\0 key``), so no key, whatever its characters, can
+address another agent's entries through a view.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nt_memory.errors import ConfigError
+
+AGENT_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,48}$")
+SWARM = "swarm"
+
+
+def validate_agent_id(agent_id) -> str:
+    if not isinstance(agent_id, str) or not AGENT_RE.match(agent_id):
+        raise ConfigError(f"agent_id={agent_id!r} must be 1 to 48 characters from A-Z a-z 0-9 _ - .")
+    return agent_id
+
+
+def agent_namespace(agent_id: str) -> str:
+    """The namespace of an agent: ``swarm/<agent-id>``."""
+    return f"{SWARM}/{validate_agent_id(agent_id)}"
+
+
+def swarm_key(agent_id: str, key: str) -> str:
+    """The seed's flat form ``swarm/<agent-id>/<key>`` (for topics and logs)."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"key={key!r} must be a non-empty str")
+    return f"{agent_namespace(agent_id)}/{key}"
+
+
+def parse_swarm_key(flat: str) -> tuple[str, str]:
+    """``swarm/<agent-id>/<key>`` -> (agent id, key)."""
+    parts = flat.split("/", 2) if isinstance(flat, str) else []
+    if len(parts) != 3 or parts[0] != SWARM or not parts[2]:
+        raise ConfigError(f"{flat!r} is not of the form swarm/<agent-id>/<key>")
+    return validate_agent_id(parts[1]), parts[2]
+
+
+class NamespaceView:
+    """An agent's view of a memory system: every key lives under ``swarm/<agent-id>``."""
+
+    def __init__(self, mem, agent_id: str):
+        self._mem = mem
+        self.agent_id = validate_agent_id(agent_id)
+        self.namespace = agent_namespace(agent_id)
+
+    def put(self, key, value, ttl=None, embedding=None) -> None:
+        self._mem.put(self.namespace, key, value, ttl=ttl, embedding=embedding)
+
+    def get(self, key, default=None):
+        return self._mem.get(self.namespace, key, default)
+
+    def delete(self, key) -> None:
+        self._mem.delete(self.namespace, key)
+
+    def keys(self) -> list[str]:
+        return self._mem.keys(self.namespace)
+
+    def search_similar(self, query, top_k: int = 10, **kw):
+        return self._mem.search_similar(self.namespace, query, top_k=top_k, **kw)
+
+    def __repr__(self) -> str:
+        return f"<NamespaceView {self.namespace!r}>"

@@ -1,0 +1,274 @@
+"""Pub/sub between processes: each topic is a broadcast ring in shared memory (kernels/ring.py).
+
+Publishers append under the ring's lock word and never wait for subscribers; every subscriber has
+its own cursor. A subscriber that falls more than the ring's capacity behind is lapped: it resumes
+at the newest message and ``dropped`` counts exactly what it missed (received + dropped =
+published since it subscribed). It never sees a half-overwritten message. An idle subscriber sleeps
+on a futex and wakes within microseconds of a publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import numpy as np
+
+from nt_memory.errors import ConfigError, LockTimeout, SegmentExists, TierError, ValueTooLarge
+from nt_memory.kernels import status as S
+from nt_memory.kernels._jit import BYTES, INT, entry_point
+from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal
+from nt_memory.kernels.ring import (
+    RING_LOCK_IDX,
+    RING_MSG_COUNT_IDX,
+    RING_NOTIFY_IDX,
+    RING_WAITERS_IDX,
+    record_bytes,
+    ring_publish,
+    ring_receive,
+    ring_recover,
+    ring_snapshot,
+)
+from nt_memory.kernels.words import word_fetch_add, word_load
+from nt_memory.shm import coord_layout as C
+from nt_memory.shm import layout as L
+from nt_memory.shm.segment import Segment
+from nt_memory.shm.system import System, shm_name
+from nt_memory.shm.wait import futex_wait, futex_wake
+from nt_memory.tiers.codec import decode, encode
+
+TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-./]{1,40}$")
+DEFAULT_TOPIC_BYTES = 1 << 20
+
+
+def validate_topic(topic) -> bytes:
+    if not isinstance(topic, str) or not TOPIC_RE.match(topic) or "//" in topic:
+        raise ConfigError(f"topic={topic!r} is invalid: 1 to 40 characters from A-Z a-z 0-9 _ - . /")
+    return topic.encode()
+
+
+class _Topic:
+    """One topic's ring, mapped in this process."""
+
+    def __init__(self, seg: Segment, capacity: int):
+        lay = C.TopicRingLayout.for_capacity(capacity)
+        self.seg = seg
+        self.capacity = capacity
+        self.hdr_addr = seg.address + lay.ring_offset
+        self.data_addr = seg.address + lay.data_offset
+        self.ring = seg.region(lay.ring_offset, 64 * 8, np.int64)
+        self.notify_addr = self.hdr_addr + RING_NOTIFY_IDX * 8
+        self.waiters_addr = self.hdr_addr + RING_WAITERS_IDX * 8
+        self.max_message = capacity // 4 - record_bytes(8) - 8
+
+
+class PubSub:
+    """The topics of a system, as seen from this process."""
+
+    def __init__(self, system: System, topic_bytes: int = DEFAULT_TOPIC_BYTES):
+        seg = system.parts["topics"]
+        max_topics = seg.params[0]
+        self.layout = C.TopicsLayout.for_count(max_topics)
+        self.system = system
+        self.topic_bytes = topic_bytes
+        self.ctl = seg.region(self.layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
+        self.entries = seg.region(self.layout.entries_offset, max_topics * C.TOPIC_ENTRY_WORDS * 8, np.int64)
+        self._topics: dict[bytes, _Topic] = {}
+        self._publish = entry_point(ring_publish, INT, INT, INT, BYTES)
+        self._receive = ring_receive
+        self.closed = False
+
+    # --------------------------------------------------------------------------------- topics
+    def topic(self, name: str, create: bool = True) -> _Topic | None:
+        key = validate_topic(name)
+        t = self._topics.get(key)
+        if t is not None:
+            return t
+        idx = self._find(key)
+        if idx < 0:
+            if not create:
+                return None
+            idx = self._create(key)
+        e = idx * C.TOPIC_ENTRY_WORDS
+        capacity = int(self.entries[e + C.TOPIC_CAPACITY_IDX])
+        seg = Segment.attach(shm_name(self.system.name, f"topic.{idx}"), L.KIND_TOPIC)
+        t = self._topics[key] = _Topic(seg, capacity)
+        return t
+
+    def _find(self, key: bytes) -> int:
+        for i in range(self.layout.max_topics):
+            e = i * C.TOPIC_ENTRY_WORDS
+            if word_load(self.entries.ctypes.data + (e + C.TOPIC_STATE_IDX) * 8) == 1:
+                n = int(self.entries[e + C.TOPIC_NAME_LEN_IDX])
+                name = self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n]
+                if name == key:
+                    return i
+        return -1
+
+    def _create(self, key: bytes) -> int:
+        owner = self.system.owner
+        for _ in range(1000):
+            if lockword_acquire(self.ctl, C.CTL_LOCK_IDX, owner):
+                break
+            holder = int(self.ctl[C.CTL_LOCK_IDX])
+            if holder and not self.system.owner_alive(holder):
+                lockword_steal(self.ctl, C.CTL_LOCK_IDX, holder, 0)
+        else:
+            raise LockTimeout(f"the topic directory of system {self.system.name!r} stayed locked")
+        try:
+            idx = self._find(key)
+            if idx >= 0:
+                return idx
+            count = int(self.ctl[C.CTL_COUNT_IDX])
+            if count >= self.layout.max_topics:
+                raise ConfigError(f"system {self.system.name!r} already has {count} topics, its maximum")
+            lay = C.TopicRingLayout.for_capacity(self.topic_bytes)
+            name = shm_name(self.system.name, f"topic.{count}")
+            try:
+                seg = Segment.create(name, L.KIND_TOPIC, lay.total_bytes, [self.topic_bytes], mode=0o600)
+            except SegmentExists:  # left by a creator that died before publishing the entry
+                Segment.attach(name, L.KIND_TOPIC).unlink()
+                seg = Segment.create(name, L.KIND_TOPIC, lay.total_bytes, [self.topic_bytes], mode=0o600)
+            lay.init(seg)
+            seg.close()
+            e = count * C.TOPIC_ENTRY_WORDS
+            self.entries[e + C.TOPIC_CAPACITY_IDX] = self.topic_bytes
+            self.entries[e + C.TOPIC_NAME_LEN_IDX] = len(key)
+            self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5] = np.frombuffer(
+                key.ljust(C.TOPIC_NAME_BYTES, b"\0"), np.int64
+            )
+            self.entries[e + C.TOPIC_STATE_IDX] = 1
+            self.ctl[C.CTL_COUNT_IDX] = count + 1
+            return count
+        finally:
+            lockword_release(self.ctl, C.CTL_LOCK_IDX)
+
+    def topics(self) -> list[str]:
+        out = []
+        for i in range(int(self.ctl[C.CTL_COUNT_IDX])):
+            e = i * C.TOPIC_ENTRY_WORDS
+            n = int(self.entries[e + C.TOPIC_NAME_LEN_IDX])
+            out.append(self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n].decode())
+        return out
+
+    # ---------------------------------------------------------------------------------- verbs
+    def publish(self, topic: str, msg) -> int:
+        """Publish ``msg`` (bytes or JSON-able) to every subscriber of ``topic``. Returns the
+        message's number. Raises ``ValueTooLarge`` over the topic's message limit."""
+        t = self.topic(topic)
+        payload = encode(msg)
+        if len(payload) > t.max_message:
+            raise ValueTooLarge(
+                f"message is {len(payload):,} bytes encoded; topic {topic!r} takes at most {t.max_message:,}"
+            )
+        deadline = None
+        while True:
+            r = self._publish(t.hdr_addr, t.data_addr, self.system.owner, payload)
+            if r >= 0:
+                if r > 0:
+                    futex_wake(t.notify_addr)
+                return int(t.ring[RING_MSG_COUNT_IDX]) - 1
+            if r != S.BUSY:
+                raise TierError(f"publish to {topic!r} failed: {S.NAMES.get(r, r)}")
+            deadline = deadline or time.monotonic() + 10
+            holder = int(t.ring[RING_LOCK_IDX])
+            if holder and not self.system.owner_alive(holder):
+                ring_recover(t.ring, RING_LOCK_IDX, holder)  # a publisher died mid-message
+            elif time.monotonic() > deadline:
+                raise LockTimeout(f"topic {topic!r}: the append lock stayed held by a live process")
+
+    def subscribe(self, topic: str) -> Subscription:
+        """A subscription that receives every message published to ``topic`` from now on."""
+        t = self.topic(topic)
+        while True:
+            cursor, first = ring_snapshot(t.hdr_addr, self.system.owner)
+            if cursor >= 0:
+                return Subscription(self, topic, t, cursor, first)
+            holder = int(t.ring[RING_LOCK_IDX])
+            if holder and not self.system.owner_alive(holder):
+                ring_recover(t.ring, RING_LOCK_IDX, holder)
+
+    def close(self) -> None:
+        for t in self._topics.values():
+            t.seg.close()
+        self._topics.clear()
+        self.closed = True
+
+
+class Subscription:
+    """Messages of one topic for one subscriber. Not shared between threads.
+
+    ``recv(timeout=None)`` blocks (sleeping) and returns None when ``timeout`` passes;
+    ``try_recv()`` never blocks; ``await arecv(timeout)``; iteration; ``dropped``; ``close()``.
+    """
+
+    def __init__(self, pubsub: PubSub, topic: str, ring: _Topic, cursor: int, first_msg: int):
+        self.topic = topic
+        self._pubsub = pubsub
+        self._t = ring
+        self._cursor = cursor
+        self._expected = first_msg
+        self._out = np.zeros(ring.capacity // 4, np.uint8)
+        self._outmv = memoryview(self._out)
+        self.received = 0
+        self.dropped = 0
+        self.closed = False
+
+    def try_recv(self):
+        """The next message, or None if there is none yet."""
+        if self.closed:
+            raise ConfigError(f"subscription to {self.topic!r} is closed")
+        n, self._cursor, msg_no = self._pubsub._receive(self._t.hdr_addr, self._t.data_addr, self._cursor, self._out)
+        if n == S.NOT_FOUND:
+            return None
+        if n < 0:
+            raise TierError(f"receive from {self.topic!r} failed: {S.NAMES.get(n, n)}")
+        if msg_no > self._expected:
+            self.dropped += msg_no - self._expected
+        self._expected = msg_no + 1
+        self.received += 1
+        return decode(self._outmv[:n])
+
+    def recv(self, timeout: float | None = None):
+        """The next message; sleeps until one arrives. None when ``timeout`` seconds pass."""
+        msg = self.try_recv()
+        if msg is not None:
+            return msg
+        deadline = None if timeout is None else time.monotonic() + timeout
+        t = self._t
+        word_fetch_add(t.waiters_addr, 1)
+        try:
+            while True:
+                seen = word_load(t.notify_addr)
+                msg = self.try_recv()
+                if msg is not None:
+                    return msg
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                futex_wait(t.notify_addr, seen, left if left is not None else 1.0)
+        finally:
+            word_fetch_add(t.waiters_addr, -1)
+
+    async def arecv(self, timeout: float | None = None):
+        """``recv`` without blocking the event loop (the wait runs in a worker thread)."""
+        msg = self.try_recv()
+        if msg is not None:
+            return msg
+        return await asyncio.to_thread(self.recv, timeout)
+
+    def __iter__(self):
+        while not self.closed:
+            msg = self.recv(timeout=1.0)
+            if msg is not None:
+                yield msg
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

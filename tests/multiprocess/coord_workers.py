@@ -1,0 +1,94 @@
+"""Workers for coordination tests (spawned; they receive names and paths only)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from nt_memory import MemoryConfig, MemorySystem, Vote
+
+
+def _open(name, path, label):
+    return MemorySystem.open(MemoryConfig(name=name, storage_path=path), label=label)
+
+
+def publisher(name, path, topic, who, n, ready):
+    mem = _open(name, path, f"pub-{who}")
+    try:
+        ready.wait(30)
+        for i in range(n):
+            mem.publish(topic, {"who": who, "i": i})
+    finally:
+        mem.close()
+
+
+def subscriber(name, path, topic, expect, ready, out):
+    mem = _open(name, path, "sub")
+    try:
+        sub = mem.subscribe(topic)
+        ready.wait(30)
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) + sub.dropped < expect and time.monotonic() < deadline:
+            m = sub.recv(timeout=1.0)
+            if m is not None:
+                got.append((m["who"], m["i"]))
+        out.put((got, sub.dropped))
+    finally:
+        mem.close()
+
+
+def slow_subscriber(name, path, topic, expect, ready, out):
+    """Subscribes, then sleeps while publishers lap it, then drains."""
+    mem = _open(name, path, "slow-sub")
+    try:
+        sub = mem.subscribe(topic)
+        ready.wait(30)
+        time.sleep(3)
+        got = []
+        while True:
+            m = sub.recv(timeout=1.0)
+            if m is None:
+                break
+            got.append(m["i"])
+        out.put((got, sub.dropped))
+    finally:
+        mem.close()
+
+
+def endless_publisher(name, path, topic, ready):
+    mem = _open(name, path, "victim")
+    ready.put(os.getpid())
+    i = 0
+    while True:
+        mem.publish(topic, b"x" * (i % 500))
+        i += 1
+
+
+def counter_incrementer(name, path, n, out):
+    """Increments a counter kept in L1 with a non-atomic read-modify-write under the lock."""
+    mem = _open(name, path, "incr")
+    try:
+        for _ in range(n):
+            with mem.lock("counter", timeout=30):
+                v = mem.get("c", "n", 0)
+                mem.put("c", "n", v + 1)
+        out.put(os.getpid())
+    finally:
+        mem.close()
+
+
+def lock_holder(name, path, ready):
+    mem = _open(name, path, "holder")
+    mem.acquire_lock("res", timeout=5, lease=3600)
+    ready.put(os.getpid())
+    time.sleep(3600)
+
+
+def voter(name, path, pid, agent, approve, out):
+    mem = _open(name, path, agent)
+    try:
+        r = mem.consensus.vote(Vote(pid, agent, approve))
+        out.put((agent, r.status.name))
+    finally:
+        mem.close()
