@@ -207,7 +207,7 @@ def report(results: list[dict], fp: dict | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sizes", default="100000")
+    ap.add_argument("--sizes", default="100000", help="comma-separated sizes; 0 for none")
     ap.add_argument("--kinds", default="clustered,uniform")
     ap.add_argument("--footprint", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -215,7 +215,7 @@ def main() -> None:
     results = []
     fp = None
     with Progress(transient=True) as progress:
-        for n in (int(x) for x in args.sizes.split(",")):
+        for n in (int(x) for x in args.sizes.split(",") if x and int(x) > 0):
             for kind in args.kinds.split(","):
                 results.append(run_size(kind, n, progress))
         if args.footprint:

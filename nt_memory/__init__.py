@@ -22,12 +22,21 @@ from nt_memory.errors import (
     ValueTooLarge,
 )
 from nt_memory.memory import MemorySystem
+from nt_memory.reasoningbank.distill import MemoryDistiller, Pattern
+from nt_memory.reasoningbank.trajectory import Trajectory
+from nt_memory.reasoningbank.verdict import Verdict, VerdictJudge, VerdictResult
 from nt_memory.tiers.l1 import HotCache, l1_lookup
 from nt_memory.tiers.l2 import Hit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MemoryDistiller",
+    "Pattern",
+    "Trajectory",
+    "Verdict",
+    "VerdictJudge",
+    "VerdictResult",
     "ConsensusResult",
     "ConsensusStatus",
     "Hit",

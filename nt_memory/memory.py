@@ -97,6 +97,7 @@ class MemorySystem:
             self.store.close()
             raise
         self.embedding_dim = self.l2.dim
+        self._bank = None
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
@@ -327,6 +328,21 @@ class MemorySystem:
             if not expiry or expiry > now:
                 out.append(kb[len(prefix) :].decode("utf-8", "replace"))
         return out
+
+    # ------------------------------------------------------------------------- reasoningbank
+    @property
+    def bank(self):
+        """The ReasoningBank over this system (see :mod:`nt_memory.reasoningbank.bank`)."""
+        if self._bank is None:
+            from nt_memory.reasoningbank.bank import ReasoningBank
+
+            self._bank = ReasoningBank(self)
+        return self._bank
+
+    def track_trajectory(self, trajectory):
+        """Store a trajectory in the ReasoningBank; a complete one is judged (returns its verdict)."""
+        self._check_open()
+        return self.bank.track(trajectory)
 
     # --------------------------------------------------------------------------- coordination
     def publish(self, topic: str, message) -> int:
