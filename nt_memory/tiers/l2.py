@@ -41,6 +41,7 @@ DEFAULT_EF = 320
 DEFAULT_M = 16
 _REC_HEAD = struct.Struct("<qqq")  # kind | key length << 32, key offset, previous id + 1
 EF_CONSTRUCTION = 200
+SYNC_BATCH = 50_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,28 +295,30 @@ class VectorTier:
             if count <= start:
                 return 0
             self._grow(count)
-            ids, vecs, deleted = [], [], []
-            for rid in range(start, count):
-                kind, prev, seg, off = self._apply_meta(rid)
-                if prev >= 0:
-                    deleted.append(prev)
-                if kind == E.REC_PUT:
-                    ids.append(rid)
-                    vecs.append(seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32))
             index = self.index
-            if ids:
-                need = index.get_current_count() + len(ids)
-                if need > index.get_max_elements():
-                    index.resize_index(max(need, 2 * index.get_max_elements()))
-                try:
-                    index.add_items(np.stack(vecs), np.asarray(ids, np.uint64))
-                except RuntimeError as exc:
-                    raise TierError(f"hnswlib refused {len(ids)} vectors: {exc}") from exc
-            for rid in deleted:
-                try:
-                    index.mark_deleted(rid)
-                except RuntimeError:
-                    pass  # deleted before it was indexed here, or already marked
+            # In batches: one stack of every new vector at once would double the peak memory.
+            for lo in range(start, count, SYNC_BATCH):
+                ids, vecs, deleted = [], [], []
+                for rid in range(lo, min(count, lo + SYNC_BATCH)):
+                    kind, prev, seg, off = self._apply_meta(rid)
+                    if prev >= 0:
+                        deleted.append(prev)
+                    if kind == E.REC_PUT:
+                        ids.append(rid)
+                        vecs.append(seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32))
+                if ids:
+                    need = index.get_current_count() + len(ids)
+                    if need > index.get_max_elements():
+                        index.resize_index(max(need, 2 * index.get_max_elements()))
+                    try:
+                        index.add_items(np.stack(vecs), np.asarray(ids, np.uint64))
+                    except RuntimeError as exc:
+                        raise TierError(f"hnswlib refused {len(ids)} vectors: {exc}") from exc
+                for rid in deleted:
+                    try:
+                        index.mark_deleted(rid)
+                    except RuntimeError:
+                        pass  # deleted before it was indexed here, or already marked
             self._indexed_upto = count
             return count - start
 
