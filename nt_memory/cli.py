@@ -138,6 +138,12 @@ def cmd_reindex(args) -> int:
     return 0
 
 
+def cmd_top(args) -> int:
+    from nt_memory.top import run
+
+    return run(args.name, interval=args.interval, once=args.once)
+
+
 def cmd_demo(args) -> int:
     from nt_memory.demo import run
 
@@ -152,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.set_defaults(func=cmd_inspect)
     sub.add_parser("gc", help="remove systems that no live process is attached to").set_defaults(func=cmd_gc)
+    sp = sub.add_parser("top", help="a live view of a running system")
+    sp.add_argument("name")
+    sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    sp.add_argument("--once", action="store_true", help="print one frame and exit (non-interactive)")
+    sp.set_defaults(func=cmd_top)
     sp = sub.add_parser("reindex", help="rebuild the embedding log and index from L3 (after a reboot)")
     sp.add_argument("name")
     sp.add_argument("--path", default=None, help="storage_path, if the system is not in shared memory")

@@ -31,6 +31,7 @@ from nt_memory.reasoningbank.verdict import VerdictJudge, VerdictResult
 from nt_memory.tiers.l3 import pack_kv, unpack_kv
 
 NAMESPACE = "__reasoningbank"
+USAGE_NAMESPACE = "__reasoningbank_usage"  # [uses, last_used_ns] per pattern, via the journal
 W_SIMILARITY, W_CONFIDENCE, W_RECENCY = 0.60, 0.25, 0.15
 RECENCY_HALF_LIFE_NS = 86_400 * 10**9
 DUPLICATE_COSINE = 0.95
@@ -95,8 +96,15 @@ class ReasoningBank:
         return sorted(out, key=lambda t: t.created_ns)
 
     # ----------------------------------------------------------------------------- patterns
+    def _with_usage(self, p: Pattern) -> Pattern:
+        usage = self.mem.get(USAGE_NAMESPACE, p.id)
+        if usage:
+            p.uses = max(p.uses, usage[0])
+            p.last_used_ns = max(p.last_used_ns, usage[1])
+        return p
+
     def patterns(self) -> list[Pattern]:
-        return [Pattern.from_json(d) for d in self._load("patterns")]
+        return [self._with_usage(Pattern.from_json(d)) for d in self._load("patterns")]
 
     def _save_pattern(self, p: Pattern) -> None:
         self._put("patterns", p.id, p.to_json())
@@ -153,7 +161,7 @@ class ReasoningBank:
             raw = self.store.get("patterns", hit.key.encode())
             if raw is None:
                 continue
-            p = Pattern.from_json(json.loads(bytes(unpack_kv(raw)[0])))
+            p = self._with_usage(Pattern.from_json(json.loads(bytes(unpack_kv(raw)[0]))))
             if p.pitfall and not include_pitfalls:
                 continue
             sim = float(_unit(p.vector()) @ q)
@@ -170,9 +178,11 @@ class ReasoningBank:
             if len(chosen) == top_k:
                 break
         for p in chosen:
+            # Usage goes through the write-behind journal: a retrieval must not wait for a disk
+            # commit (it did, at ~3 ms a call over 100k patterns).
             p.uses += 1
             p.last_used_ns = now
-            self._put("patterns", p.id, p.to_json())
+            self.mem.put(USAGE_NAMESPACE, p.id, [p.uses, now])
         return chosen
 
     # ------------------------------------------------------------------------ consolidation
