@@ -138,6 +138,12 @@ def cmd_reindex(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from nt_memory.bench import main as bench_main
+
+    return bench_main(quick=args.quick, json_path=args.json, plot_path=args.plot)
+
+
 def cmd_top(args) -> int:
     from nt_memory.top import run
 
@@ -158,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.set_defaults(func=cmd_inspect)
     sub.add_parser("gc", help="remove systems that no live process is attached to").set_defaults(func=cmd_gc)
+    sp = sub.add_parser("bench", help="measure the seed's performance targets on this machine")
+    sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
+    sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")
+    sp.add_argument("--plot", default=None, metavar="PATH", help="save latency histograms as PNG (needs matplotlib)")
+    sp.set_defaults(func=cmd_bench)
     sp = sub.add_parser("top", help="a live view of a running system")
     sp.add_argument("name")
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")

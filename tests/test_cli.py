@@ -63,3 +63,48 @@ def test_reindex_after_reboot(name, tmp_path, capsys):
     with MemorySystem.open(cfg) as mem:
         assert mem.search_similar("docs", vecs[7], top_k=1)[0].key == "d7"
         mem.unlink()
+
+
+@pytest.mark.multiprocess
+def test_bench_quick_json_has_every_target_row(tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_memory.cli", "bench", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for row in ("l1_get", "position_lookup_njit", "vector_search", "memory_footprint", "cross_agent_pubsub"):
+        assert data[row]["verdict"] in ("PASS", "MISS")
+        assert data[row]["target"]["value"] > 0
+    assert data["cross_agent_pubsub"]["ours"]["dropped"] == 0
+    assert "l1_get" in proc.stdout.replace(" ", "_").lower() or "L1 cache lookup" in proc.stdout
+
+
+def test_top_renders_a_frame_of_a_live_system(name, tmp_path):
+    from nt_memory import MemoryConfig, MemorySystem, Proposal
+
+    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path))) as mem:
+        mem.put("a", "b", 1)
+        mem.publish("ticks", {"px": 1})
+        token = mem.acquire_lock("positions")
+        mem.consensus.register_voter("agent_1")
+        mem.consensus.submit_proposal(Proposal("agent_1", {"action": "rebalance"}))
+        proc = subprocess.run(
+            [sys.executable, "-m", "nt_memory.cli", "top", name, "--once"], capture_output=True, text=True, timeout=120
+        )
+        mem.release_lock(token)
+        mem.unlink()
+    assert proc.returncode == 0, proc.stderr
+    for part in ("members", "L1", "journal", "topics", "ticks", "locks", "positions", "open proposals"):
+        assert part in proc.stdout
+
+
+def test_top_of_a_missing_system_is_one_line(capsys):
+    assert main(["top", "t-no-such-system", "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
