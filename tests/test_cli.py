@@ -35,14 +35,62 @@ def test_inspect_missing_is_one_line_and_nonzero(capsys):
 @pytest.mark.multiprocess
 def test_demo_runs_and_cleans_up(name):
     proc = subprocess.run(
-        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "2", "--seconds", "1", "--name", name],
+        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "2", "--seconds", "3", "--name", name],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "agent_1: pid=" in proc.stdout and "l1_get_p99_ns:" in proc.stdout
-    assert "cleaned: yes" in proc.stdout
+    out = proc.stdout
+    for line in (
+        "agents_finished: 2/2",
+        "dropped: 0",
+        "restart_recovered: 2/2",
+        "reboot_recovered: 2/2",
+        "cleaned: yes",
+    ):
+        assert line in out, out
+    for key in (
+        "l1_get_p99_ns:",
+        "njit_lookup_p99_ns:",
+        "pubsub_latency_p99_us:",
+        "patterns_learned:",
+        "proposals_decided:",
+    ):
+        assert key in out
+    assert int(out.split("trajectories: ")[1].split()[0]) > 0
+    assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
+
+
+@pytest.mark.multiprocess
+def test_demo_survives_an_agent_killed_mid_run(name):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "3", "--seconds", "5", "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    victim = None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("agent_1_pid:"):
+                victim = int(line.split(":")[1])
+            if line.startswith("agents:"):
+                time.sleep(1.5)
+                os.kill(victim, signal.SIGKILL)
+                break
+        rest, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "agents_finished: 2/3" in out and "dropped: 0" in out and "cleaned: yes" in out
     assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
 
 

@@ -310,6 +310,11 @@ class Consensus:
             self._log(result)
         return result
 
+    def proposal_ids(self) -> list[str]:
+        """Ids of the proposals still held in shared memory (the newest MAX_PROPOSALS)."""
+        last = int(self.words[C_NEXT_ID])
+        return [str(i) for i in range(max(1, last - MAX_PROPOSALS + 1), last + 1)]
+
     def result(self, proposal_id) -> ConsensusResult:
         pid, b = self._slot(proposal_id)
         self._lock()
