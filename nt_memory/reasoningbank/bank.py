@@ -161,7 +161,7 @@ class ReasoningBank:
             raw = self.store.get("patterns", hit.key.encode())
             if raw is None:
                 continue
-            p = self._with_usage(Pattern.from_json(json.loads(bytes(unpack_kv(raw)[0]))))
+            p = Pattern.from_json(json.loads(bytes(unpack_kv(raw)[0])))
             if p.pitfall and not include_pitfalls:
                 continue
             sim = float(_unit(p.vector()) @ q)
@@ -178,6 +178,7 @@ class ReasoningBank:
             if len(chosen) == top_k:
                 break
         for p in chosen:
+            self._with_usage(p)
             # Usage goes through the write-behind journal: a retrieval must not wait for a disk
             # commit (it did, at ~3 ms a call over 100k patterns).
             p.uses += 1

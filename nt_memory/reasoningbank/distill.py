@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 import uuid
@@ -57,6 +58,10 @@ class Pattern:
     last_used_ns: int = 0
     uses: int = 0
 
+    def __post_init__(self):
+        if isinstance(self.centroid, str):  # the stored form (see to_json)
+            self.centroid = np.frombuffer(base64.b64decode(self.centroid), np.float32).tolist()
+
     @property
     def support(self) -> int:
         return len(self.trajectory_ids)
@@ -74,7 +79,10 @@ class Pattern:
         return np.asarray(self.centroid, np.float32)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        # The centroid as base64 float32: a JSON list of floats was most of a retrieval's decode.
+        d["centroid"] = base64.b64encode(np.asarray(self.centroid, np.float32).tobytes()).decode()
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> Pattern:
