@@ -48,38 +48,40 @@ def _nt_receiver(name, path, n, spin, ready, out):
     mem.close()
 
 
-def _queue_receiver(q, n, out):
+def _baseline_receiver(kind, endpoint, n, out):
+    """Receive n timestamped messages from a multiprocessing Queue, a Pipe end or a named POSIX
+    message queue, and report their latencies."""
+    if kind == "mq":
+        endpoint = posix_ipc.MessageQueue(endpoint)
+        recv = lambda: endpoint.receive()[0]  # noqa: E731
+    elif kind == "pipe":
+        recv = endpoint.recv_bytes
+    else:
+        recv = endpoint.get
     lat = []
     for _ in range(n):
-        m = q.get()
+        m = recv()
         lat.append(time.perf_counter_ns() - int.from_bytes(m[:8], "little"))
-    out.put(lat)
-
-
-def _pipe_receiver(conn, n, out):
-    lat = []
-    for _ in range(n):
-        m = conn.recv_bytes()
-        lat.append(time.perf_counter_ns() - int.from_bytes(m[:8], "little"))
-    out.put(lat)
-
-
-def _mq_receiver(qname, n, out):
-    q = posix_ipc.MessageQueue(qname)
-    lat = []
-    for _ in range(n):
-        m, _ = q.receive()
-        lat.append(time.perf_counter_ns() - int.from_bytes(m[:8], "little"))
-    q.close()
     out.put(lat)
 
 
 def _paced_send(send, n, gap_s):
     for _ in range(n):
         send(time.perf_counter_ns().to_bytes(8, "little") + MSG)
-        t = time.perf_counter() + gap_s
-        while time.perf_counter() < t:
+        deadline = time.perf_counter() + gap_s
+        while time.perf_counter() < deadline:
             pass
+
+
+def _baseline(ctx, kind, endpoint, send, n, gap) -> dict:
+    out = ctx.Queue()
+    p = ctx.Process(target=_baseline_receiver, args=(kind, endpoint, n, out))
+    p.start()
+    time.sleep(0.2)
+    _paced_send(send, n, gap)
+    r = pct(out.get(timeout=120))
+    p.join(30)
+    return r
 
 
 def pubsub(n: int, ctx) -> dict:
@@ -109,32 +111,17 @@ def pubsub(n: int, ctx) -> dict:
         mem.close()
         mem.unlink()
         shutil.rmtree(root, ignore_errors=True)
-    q, out = ctx.Queue(), ctx.Queue()
-    p = ctx.Process(target=_queue_receiver, args=(q, n, out))
-    p.start()
-    time.sleep(0.2)
-    _paced_send(q.put, n, gap)
-    r["multiprocessing_Queue"] = pct(out.get(timeout=120))
-    p.join(30)
+    q = ctx.Queue()
+    r["multiprocessing_Queue"] = _baseline(ctx, "queue", q, q.put, n, gap)
     a, b = ctx.Pipe()
-    out = ctx.Queue()
-    p = ctx.Process(target=_pipe_receiver, args=(b, n, out))
-    p.start()
-    time.sleep(0.2)
-    _paced_send(a.send_bytes, n, gap)
-    r["multiprocessing_Pipe"] = pct(out.get(timeout=120))
-    p.join(30)
+    r["multiprocessing_Pipe"] = _baseline(ctx, "pipe", b, a.send_bytes, n, gap)
     qname = f"/ntmbench{secrets.token_hex(3)}"
     mq = posix_ipc.MessageQueue(qname, posix_ipc.O_CREX, max_messages=10, max_message_size=128)
-    out = ctx.Queue()
-    p = ctx.Process(target=_mq_receiver, args=(qname, n, out))
-    p.start()
-    time.sleep(0.2)
-    _paced_send(mq.send, n, gap)
-    r["posix_ipc_MessageQueue"] = pct(out.get(timeout=120))
-    p.join(30)
-    mq.close()
-    mq.unlink()
+    try:
+        r["posix_ipc_MessageQueue"] = _baseline(ctx, "mq", qname, mq.send, n, gap)
+    finally:
+        mq.close()
+        mq.unlink()
     return r
 
 

@@ -18,58 +18,20 @@ import tempfile
 import time
 
 import lmdb
-import numba
 import numpy as np
 
-from nt_memory.kernels.atomics import clock_ns
-from nt_memory.tiers.l1 import HotCache, l1_lookup
+from nt_memory.bench import clock_pair_timed, key_arrays, njit_lookup_batch, njit_lookup_timed, time_calls
+from nt_memory.bench import percentiles as _pct
+from nt_memory.tiers.l1 import HotCache
 
 TARGET_GET_P99_NS = 1000
 TARGET_NJIT_P99_NS = 100
 
 
-def percentiles(lat: np.ndarray) -> dict:
-    p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
-    return {"p50_ns": float(p50), "p99_ns": float(p99), "p999_ns": float(p999), "n": int(len(lat))}
-
-
-def time_calls(fn, args_list) -> np.ndarray:
-    clock = time.perf_counter_ns
-    lat = np.empty(len(args_list), np.int64)
-    for i, a in enumerate(args_list):
-        t0 = clock()
-        fn(*a)
-        lat[i] = clock() - t0
-    return lat
-
-
-@numba.njit(cache=True, nogil=True)
-def _njit_timed(handle, hashes, keys, key_lens, order, out, lat):
-    """Per-lookup latency inside nopython code: a pair of clock reads per lookup (vDSO)."""
-    found = 0
-    for j in range(len(order)):
-        i = order[j]
-        t0 = clock_ns()
-        r = l1_lookup(handle, hashes[i], keys[i, : key_lens[i]], out)
-        lat[j] = clock_ns() - t0
-        found += r >= 0
-    return found
-
-
-@numba.njit(cache=True, nogil=True)
-def _njit_batch(handle, hashes, keys, key_lens, order, out):
-    found = 0
-    for j in range(len(order)):
-        i = order[j]
-        found += l1_lookup(handle, hashes[i], keys[i, : key_lens[i]], out) >= 0
-    return found
-
-
-@numba.njit(cache=True, nogil=True)
-def _njit_clock_pair(n, lat):
-    for j in range(n):
-        t0 = clock_ns()
-        lat[j] = clock_ns() - t0
+def percentiles(lat) -> dict:
+    """percentiles() of nt_memory.bench, with this report's key names."""
+    p = _pct(lat)
+    return {"p50_ns": p["p50"], "p99_ns": p["p99"], "p999_ns": p["p999"], "n": p["n"]}
 
 
 def run(nkeys: int, calls: int) -> dict:
@@ -117,26 +79,20 @@ def run(nkeys: int, calls: int) -> dict:
         results["dict_set"] = percentiles(time_calls(lambda ns, k, v: d.__setitem__((ns, k), v), puts))
 
         handle = cache.njit_handle()
-        kb = [cache.key_array("agent", k) for k in keys]
-        kmax = max(len(k) for k in kb)
-        karr = np.zeros((nkeys, kmax), np.uint8)
-        klen = np.array([len(k) for k in kb], np.int64)
-        for i, k in enumerate(kb):
-            karr[i, : len(k)] = k
-        hashes = np.array([cache.key_hash("agent", k) for k in keys], np.int64)
+        hashes, karr, klen = key_arrays(cache, "agent", keys)
         out = np.zeros(cache.max_value_bytes + 8, np.uint8)
         lat = np.zeros(calls, np.int64)
         hot_order = (np.arange(calls) % 16).astype(np.int64)
-        _njit_clock_pair(calls, lat)
+        clock_pair_timed(calls, lat)
         results["njit_clock_pair"] = percentiles(lat.copy())
-        _njit_timed(handle, hashes, karr, klen, order, out, lat)
+        njit_lookup_timed(handle, hashes, karr, klen, order, out, lat)
         results["njit_lookup_uniform"] = percentiles(lat.copy())
-        _njit_timed(handle, hashes, karr, klen, hot_order, out, lat)
+        njit_lookup_timed(handle, hashes, karr, klen, hot_order, out, lat)
         results["njit_lookup_hot16"] = percentiles(lat.copy())
         big = rng.integers(0, nkeys, 2_000_000)
-        _njit_batch(handle, hashes, karr, klen, big[:1000], out)
+        njit_lookup_batch(handle, hashes, karr, klen, big[:1000])
         t0 = time.perf_counter()
-        _njit_batch(handle, hashes, karr, klen, big, out)
+        njit_lookup_batch(handle, hashes, karr, klen, big)
         results["njit_batch_lookups_per_s"] = len(big) / (time.perf_counter() - t0)
     finally:
         cache.close()

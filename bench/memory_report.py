@@ -16,8 +16,9 @@ import time
 
 import lmdb
 
-from bench.l1_report import percentiles, time_calls
+from bench.l1_report import percentiles
 from nt_memory import CacheConfig, MemoryConfig, MemorySystem
+from nt_memory.bench import time_calls
 
 VALUE = {"qty": 10, "px": 101.25, "side": "buy"}
 

@@ -7,7 +7,7 @@ import secrets
 import numpy as np
 import pytest
 
-from bench.l1_report import _njit_batch
+from nt_memory.bench import key_arrays, njit_lookup_batch
 from nt_memory.tiers.l1 import HotCache
 
 NKEYS = 100_000
@@ -48,15 +48,8 @@ def test_l1_put(benchmark, cache):
 
 @pytest.mark.benchmark(group="l1.njit-batch")
 def test_njit_batch_1000_lookups(benchmark, cache):
-    keys = [f"key{i}" for i in range(NKEYS)]
-    kb = [cache.key_array("agent", k) for k in keys]
-    karr = np.zeros((NKEYS, max(len(k) for k in kb)), np.uint8)
-    for i, k in enumerate(kb):
-        karr[i, : len(k)] = k
-    klen = np.array([len(k) for k in kb], np.int64)
-    hashes = np.array([cache.key_hash("agent", k) for k in keys], np.int64)
+    hashes, karr, klen = key_arrays(cache, "agent", [f"key{i}" for i in range(NKEYS)])
     order = np.random.default_rng(1).integers(0, NKEYS, 1000)
-    out = np.zeros(cache.max_value_bytes + 8, np.uint8)
     handle = cache.njit_handle()
-    _njit_batch(handle, hashes, karr, klen, order, out)
-    assert benchmark(_njit_batch, handle, hashes, karr, klen, order, out) == 1000
+    njit_lookup_batch(handle, hashes, karr, klen, order)
+    assert benchmark(njit_lookup_batch, handle, hashes, karr, klen, order) == 1000
