@@ -10,6 +10,7 @@ word: a holder that dies is taken over); proposals' data and every decision go t
 Segment words (``consensus`` part)::
 
     control   0 LOCK  1 NEXT_ID  2 NVOTERS  3 TOTAL_WEIGHT (float64 bits)  8 NOTIFY (futex word)
+              4 REDO_COUNT  16.. REDO pairs (word index, value): see _apply
     voters    MAX_VOTERS x 8 words: HASH | WEIGHT (f64) | NAME_LEN | NAME (40 bytes)
     proposals MAX_PROPOSALS x 16 words, slot = id % MAX_PROPOSALS:
               ID | STATUS | QUORUM (f64) | DEADLINE_NS | APPROVE (f64) | REJECT (f64) | TOTAL (f64,
@@ -29,7 +30,7 @@ import xxhash
 
 from nt_memory.errors import ConfigError, ConsensusError, LockTimeout
 from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal
-from nt_memory.kernels.words import word_fetch_add, word_load
+from nt_memory.kernels.words import word_fetch_add, word_load, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.system import System
 from nt_memory.shm.wait import futex_wait, futex_wake
@@ -37,10 +38,11 @@ from nt_memory.tiers.l3 import ColdStore
 
 MAX_VOTERS = 256
 MAX_PROPOSALS = 1024
-CTL_WORDS = 16
+CTL_WORDS = 32
 VOTER_WORDS = 8
 PROPOSAL_WORDS = 16
-C_LOCK, C_NEXT_ID, C_NVOTERS, C_TOTAL, C_NOTIFY = 0, 1, 2, 3, 8
+C_LOCK, C_NEXT_ID, C_NVOTERS, C_TOTAL, C_REDO_COUNT, C_NOTIFY, C_REDO = 0, 1, 2, 3, 4, 8, 16
+REDO_MAX = 8  # word writes one update may need
 V_HASH, V_WEIGHT, V_NAME_LEN, V_NAME = 0, 1, 2, 3
 P_ID, P_STATUS, P_QUORUM, P_DEADLINE, P_APPROVE, P_REJECT, P_TOTAL, P_NVOTES, P_VOTED = range(9)
 EPSILON = 1e-9  # weights are floats: "exactly at quorum" must count as reaching it
@@ -141,6 +143,29 @@ class Consensus:
                 lockword_steal(self.words, C_LOCK, holder, 0)
             elif time.monotonic() > deadline:
                 raise LockTimeout(f"the consensus state of system {self.system.name!r} stayed locked")
+        if self.words[C_REDO_COUNT]:
+            self._replay()  # the previous holder died half-way through an update
+
+    def _apply(self, writes: list[tuple[int, int]]) -> None:
+        """Write several words as one crash-safe update (caller holds the lock): stage the absolute
+        values in the redo log, publish its length, write them, clear the log. A holder killed
+        half-way leaves the log staged, and the next holder replays it (:meth:`_replay`); writing
+        absolute values twice is harmless."""
+        for i, (idx, value) in enumerate(writes):
+            self.words[C_REDO + 2 * i] = idx
+            self.words[C_REDO + 2 * i + 1] = value
+        word_store(self.words.ctypes.data + C_REDO_COUNT * 8, len(writes))
+        self._replay()
+
+    def _replay(self) -> None:
+        n = int(self.words[C_REDO_COUNT])
+        for i in range(min(n, REDO_MAX)):
+            self.words[int(self.words[C_REDO + 2 * i])] = self.words[C_REDO + 2 * i + 1]
+        word_store(self.words.ctypes.data + C_REDO_COUNT * 8, 0)
+
+    @staticmethod
+    def _bits(x: float) -> int:
+        return int(np.float64(x).view(np.int64))
 
     def _unlock(self, changed: bool) -> None:
         lockword_release(self.words, C_LOCK)
@@ -179,8 +204,8 @@ class Consensus:
         try:
             i = self._voter_slot(raw, True)
             b = self._vbase + i * VOTER_WORDS
-            self.f64[C_TOTAL] += w - self.f64[b + V_WEIGHT]
-            self.f64[b + V_WEIGHT] = w
+            total = float(self.f64[C_TOTAL]) + w - float(self.f64[b + V_WEIGHT])
+            self._apply([(C_TOTAL, self._bits(total)), (b + V_WEIGHT, self._bits(w))])
         finally:
             self._unlock(True)
 
@@ -244,8 +269,7 @@ class Consensus:
             elif deadline and time.time_ns() >= deadline:
                 status = ConsensusStatus.EXPIRED
             if status != ConsensusStatus.PENDING:
-                self.words[b + P_STATUS] = status
-                self.f64[b + P_TOTAL] = total
+                self._apply([(b + P_TOTAL, self._bits(total)), (b + P_STATUS, int(status))])
                 newly = True
         total = float(self.f64[b + P_TOTAL]) if status != ConsensusStatus.PENDING else float(self.f64[C_TOTAL])
         return (
@@ -299,9 +323,14 @@ class Consensus:
             result, newly = self._evaluate(pid, b)
             if not result.decided:
                 bits = voted | mask
-                self.words[b + P_VOTED + word] = bits - (1 << 64) if bits >= 1 << 63 else bits
-                self.words[b + P_NVOTES] += 1
-                self.f64[b + (P_APPROVE if vote.approve else P_REJECT)] += weight
+                tally = b + (P_APPROVE if vote.approve else P_REJECT)
+                self._apply(
+                    [
+                        (b + P_VOTED + word, bits - (1 << 64) if bits >= 1 << 63 else bits),
+                        (b + P_NVOTES, int(self.words[b + P_NVOTES]) + 1),
+                        (tally, self._bits(float(self.f64[tally]) + weight)),
+                    ]
+                )
                 changed = True
                 result, newly = self._evaluate(pid, b)
         finally:

@@ -164,3 +164,30 @@ def test_pubsub_limits_and_async(mem):
         return await sub.arecv(timeout=5)
 
     assert asyncio.run(main()) == {"hello": 1}
+
+
+def test_a_half_applied_consensus_update_is_replayed_by_the_next_holder(mem):
+    """A holder killed between staging an update and finishing it: the next holder replays it, so a
+    voter's bit is never set without its weight (or the reverse)."""
+    from nt_memory.coordination import consensus as K
+
+    c = mem.consensus
+    _voters(c, {"a": 1, "b": 1, "c": 1})
+    pid = c.submit_proposal(Proposal("a", None, quorum=1.0))
+    _, base = c._slot(pid)
+    slot = c._voter_slot(b"a", False)
+    # Stage what vote(a, approve) writes, then "die": the words themselves are not written.
+    writes = [
+        (base + K.P_VOTED + slot // 64, 1 << (slot % 64) if slot % 64 < 63 else -(1 << 63)),
+        (base + K.P_NVOTES, 1),
+        (base + K.P_APPROVE, c._bits(1.0)),
+    ]
+    for i, (idx, value) in enumerate(writes):
+        c.words[K.C_REDO + 2 * i] = idx
+        c.words[K.C_REDO + 2 * i + 1] = value
+    c.words[K.C_REDO_COUNT] = len(writes)
+    r = c.result(pid)  # the next holder of the lock replays the staged update
+    assert (r.votes, r.approve_weight) == (1, 1.0) and int(c.words[K.C_REDO_COUNT]) == 0
+    with pytest.raises(ConsensusError, match="already voted"):
+        c.vote(Vote(pid, "a", True))
+    assert c.vote(Vote(pid, "b", True)).approve_weight == 2.0
