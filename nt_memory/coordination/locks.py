@@ -42,6 +42,7 @@ from nt_memory.shm.system import System
 from nt_memory.shm.wait import futex_wait, futex_wake
 
 LIVENESS_CHECK_S = 0.1
+SPIN_S = 20e-6  # how long a waiter polls before it sleeps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,12 @@ class Locks:
         fence = self._try(addr, owner, lease_ns, 0)
         if fence > 0:
             return LockToken(name, fence, owner, slot)
+        # Spin briefly before queueing to sleep: most critical sections are shorter than a wake-up.
+        spin_end = time.perf_counter() + SPIN_S
+        while time.perf_counter() < spin_end:
+            fence = self._try(addr, owner, lease_ns, 0)
+            if fence > 0:
+                return LockToken(name, fence, owner, slot)
         deadline = None if timeout is None else time.monotonic() + timeout
         base = slot * LOCK_SLOT_WORDS
         notify = self._addr(slot, LK_NOTIFY_IDX)
