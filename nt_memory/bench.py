@@ -410,8 +410,9 @@ def plot(samples: dict, path: str) -> None:
     for ax, (k, v) in zip(np.atleast_1d(axes), samples.items(), strict=True):
         v = np.asarray(v, dtype=np.float64)
         ax.hist(np.clip(v, None, np.percentile(v, 99.5)), bins=60)
-        ax.set_title(k)
+        ax.set_title(f"{k} (clipped at p99.5)", fontsize=9)
         ax.set_yscale("log")
+        ax.set_ylabel("calls")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
