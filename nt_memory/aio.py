@@ -8,13 +8,10 @@ thread (``asyncio.to_thread``). The synchronous ``MemorySystem`` stays the fast 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from nt_memory.config import MemoryConfig
-from nt_memory.kernels import status as S
-from nt_memory.kernels.table import J_JOURNAL
 from nt_memory.memory import MemorySystem
-from nt_memory.tiers.codec import decode, encode
+from nt_memory.tiers.codec import decode
 
 
 class AsyncMemorySystem:
@@ -36,23 +33,14 @@ class AsyncMemorySystem:
         mem = self.sync
         kb = mem.l1.key_bytes(namespace, key)
         h = mem.l1.hash_bytes(kb)
-        r = mem.l1._k_get(mem.l1._ctx_addr, h, kb)
-        if r >= 0:
-            return decode(mem.l1._outmv[: r >> 8])
-        return await asyncio.to_thread(mem._get_lower, r, h, kb, default)
+        found = mem.l1.get_encoded(kb, h)  # an L1 hit is answered inline
+        if not isinstance(found, int):
+            return decode(found)
+        return await asyncio.to_thread(mem._get_lower, found, h, kb, default)
 
     async def put(self, namespace, key, value, ttl=None, embedding=None) -> None:
-        mem = self.sync
-        if ttl is None and embedding is None and mem.durability == "write-behind":
-            # Inline when it is a plain journaled write that fits L1 and the journal has room.
-            vb = encode(value)
-            if len(vb) <= mem._l1_max_value:
-                kb = mem.l1.key_bytes(namespace, key)
-                h = mem.l1.hash_bytes(kb)
-                st = mem.l1.put_encoded(kb, h, vb, mem._l1_expiry(time.time_ns(), 0), 0, J_JOURNAL)
-                if st == S.OK:
-                    return
-        await asyncio.to_thread(mem.put, namespace, key, value, ttl, embedding)
+        if not self.sync.put_nowait(namespace, key, value, ttl, embedding):
+            await asyncio.to_thread(self.sync.put, namespace, key, value, ttl, embedding)
 
     async def delete(self, namespace, key) -> None:
         await asyncio.to_thread(self.sync.delete, namespace, key)

@@ -98,6 +98,7 @@ class MemorySystem:
             raise
         self.embedding_dim = self.l2.dim
         self._bank = None
+        self._beat_at = 0
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
@@ -229,6 +230,14 @@ class MemorySystem:
         ``max_key_bytes``, value over ``max_memory_bytes``), ``TierError``; in every case nothing
         at all is stored.
         """
+        self._put(namespace, key, value, ttl, embedding, True)
+
+    def put_nowait(self, namespace, key, value, ttl=None, embedding=None) -> bool:
+        """``put`` if it can complete without waiting (a plain journaled write with room in the
+        journal); otherwise stores nothing and returns False. For event loops (see aio.py)."""
+        return self._put(namespace, key, value, ttl, embedding, False)
+
+    def _put(self, namespace, key, value, ttl, embedding, may_block: bool) -> bool:
         vec = validate_embedding(embedding, self.embedding_dim) if embedding is not None else None
         kb = self.l1.key_bytes(namespace, key)
         h = self.l1.hash_bytes(kb)
@@ -242,17 +251,26 @@ class MemorySystem:
             )
         if len(kb) > self.l1.max_key_bytes:
             self.l1._raise_for(S.KEY_TOO_LARGE, kb, vb)
+        if now - self._beat_at > 1_000_000_000:
+            self._beat_at = now
+            self.system.heartbeat(now)
         if self.durability == "sync" or len(vb) > self._journal_max:
+            if not may_block:
+                return False
             self._write_through(kb, h, vb, l1_expiry, data_expiry, vec)
-            return
+            return True
         flags = J_JOURNAL if len(vb) <= self._l1_max_value else J_JOURNAL | J_NO_L1
         if vec is None:
             st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
             deadline = time.monotonic() + WRITE_TIMEOUT_S
             while st == S.JOURNAL_FULL:
+                if not may_block:
+                    return False
                 self.journal.make_room(deadline)
                 st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
-            return
+            return True
+        if not may_block:
+            return False
         # With an embedding: hold the key's stripe across the journal append and the log append,
         # so the log and the journal order this key's writes alike.
         emb = vec.tobytes()
@@ -263,7 +281,7 @@ class MemorySystem:
                 st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags | J_HELD, 0, emb)
                 if st == S.OK:
                     self.l2.append(kb, vec)
-                    return
+                    return True
             finally:
                 self.l1.unlock_stripe(h)
             self.journal.make_room(deadline)

@@ -263,3 +263,17 @@ def test_two_handles_in_one_process_share_one_lmdb_environment(config):
         a.close()
         b.close()
         b.unlink()
+
+
+def test_put_nowait_stores_nothing_when_it_would_wait(config):
+    with MemorySystem.open(config, durability="sync") as mem:
+        assert mem.put_nowait("ns", "k", 1) is False  # sync means a disk commit: would block
+        assert mem.get("ns", "k") is None
+        mem.unlink()
+    with MemorySystem.open(config) as mem:
+        assert mem.put_nowait("ns", "k", 1) is True and mem.get("ns", "k") == 1
+        assert mem.put_nowait("ns", "e", 2, embedding=np.ones(128)) is False
+        assert mem.get("ns", "e") is None and mem.l2.count == 0
+        beat = next(m for m in mem.system.members.members() if m.slot == mem.system.slot).heartbeat_ns
+        assert time.time_ns() - beat < 5e9
+        mem.unlink()

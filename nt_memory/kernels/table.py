@@ -175,7 +175,7 @@ MEMBER_STATS_WORDS = 2
 EMPTY = 0
 TOMB = 1
 BUSY_BASE = 2  # BUSY_BASE + stripe: a slot being claimed by that stripe's writer
-RESERVED_HASHES = 256  # hashes below this are markers; callers remap real hashes (see fix_hash)
+RESERVED_HASHES = 256  # hashes below this are markers; callers add it to a real hash that falls below
 
 SPINS = 1 << 14  # spin budget before a reader reports BUSY (about a millisecond), as for lock words
 # The coarse clock lags the precise one by at most a tick (4 ms at HZ=250, 10 ms at HZ=100); an
@@ -194,15 +194,6 @@ JOURNAL_PUT = 1
 JOURNAL_DELETE = 2
 JOURNAL_PUT_EMB = 3  # a put whose record also carries the key's embedding, after the value
 JOURNAL_PAYLOAD_FIXED = 16  # data expiry (8) | key length (4) | value length (4)
-
-
-@jit
-def fix_hash(h, mask):
-    """Apply the table's hash mask (a test hook to force collisions) and step over the markers."""
-    h = h & mask
-    if h < RESERVED_HASHES:
-        h += RESERVED_HASHES
-    return h
 
 
 @jit
