@@ -21,15 +21,17 @@ import time
 
 import numpy as np
 
-from nt_memory.config import CacheConfig, MemoryConfig
-from nt_memory.coordination.consensus import Consensus, consensus_layout
-from nt_memory.coordination.locks import Locks, LockToken
+from nt_memory.config import DURABILITY, CacheConfig, MemoryConfig
+from nt_memory.coordination.consensus import Consensus, consensus_layout, init_consensus
+from nt_memory.coordination.locks import FENCE_BLOCK, FENCE_KEY, MAX_LOCKS, Locks, LockToken, init_locks
 from nt_memory.coordination.namespaces import NamespaceView
 from nt_memory.coordination.pubsub import PubSub, Subscription
+from nt_memory.durations import expiry_ns
 from nt_memory.errors import ConfigError, SegmentError, SegmentExists, SegmentNotFound, TierError, ValueTooLarge
 from nt_memory.kernels import status as S
+from nt_memory.kernels.journal import JOURNAL_PAYLOAD_FIXED
 from nt_memory.kernels.ring import RECORD_HDR_BYTES
-from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE, JOURNAL_PAYLOAD_FIXED
+from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE
 from nt_memory.shm import layout as L
 from nt_memory.shm.coord_layout import LocksLayout, TopicsLayout
 from nt_memory.shm.embed_layout import EmbedLayout
@@ -43,7 +45,39 @@ from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 WRITE_TIMEOUT_S = 10.0
 MAX_TOPICS = 256
-MAX_LOCKS = 1024
+
+
+# Settings that shape the shared segments: the creator's stand. An attacher that asks for another
+# value than the default and than the system has gets a ConfigError instead of silently another.
+_SHAPE = {
+    "embedding_dim": lambda c: c.embedding_dim,
+    "vector_space": lambda c: c.vector_space,
+    "journal_bytes": lambda c: c.journal_bytes,
+    "max_memory_bytes": lambda c: c.max_memory_bytes,
+    "max_entries": lambda c: c.cache_config.max_entries,
+    "max_key_bytes": lambda c: c.cache_config.max_key_bytes,
+    "max_value_bytes": lambda c: c.cache_config.max_value_bytes,
+    "l1_ttl_s": lambda c: c.cache_config.ttl,
+}
+_DEFAULT_CONFIG = MemoryConfig()
+
+
+def _check_settings(config: MemoryConfig, stored: dict) -> None:
+    for key, read in _SHAPE.items():
+        want = read(config)
+        if want != read(_DEFAULT_CONFIG) and key in stored and stored[key] != want:
+            raise ConfigError(
+                f"{key}={want!r} cannot be honoured: system {config.name!r} was created with {key}={stored[key]!r} "
+                "(the creator's shape settings stand; open with the same value, or the default, to attach)"
+            )
+
+
+def _sync(durability, default: str) -> bool:
+    if durability is None:
+        return default == "sync"
+    if durability not in DURABILITY:
+        raise ConfigError(f"durability={durability!r} must be one of {DURABILITY}")
+    return durability == "sync"
 
 
 def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
@@ -80,18 +114,23 @@ class MemorySystem:
                 f"storage_path={config.path!r} differs from {stored['storage_path']!r}, the path system "
                 f"{config.name!r} was created with"
             )
-        self.durability = stored["durability"]
-        self.compression = stored["enable_compression"]
+        _check_settings(config, stored)
+        # Per open: what this process asked for is what its puts get (the creator's choice is only
+        # the creator's).
+        self.durability = config.durability
+        self.compression = config.enable_compression
         self.max_memory_bytes = stored["max_memory_bytes"]
         ttl = stored["l1_ttl_s"]
         self._l1_ttl_ns = ttl_to_ns(ttl) if ttl else 0
         self.store = ColdStore.shared(config.path, map_bytes=config.l3_map_bytes, compression=self.compression)
         try:
             self.l1 = HotCache(system, owns_system=False)
-            self.journal = Journal(system, self.l1._ctx_addr, self.store, self.compression)
-            self.l2 = VectorTier(system, config.path, space=stored["vector_space"], mode=config.mode)
+            self.journal = Journal(system, self.store, self.compression, self.l1.recover)
+            self.l2 = VectorTier(
+                system, config.path, space=stored["vector_space"], mode=config.mode, recover=self.l1.recover
+            )
             self.pubsub = PubSub(system)
-            self.locks = Locks(system)
+            self.locks = Locks(system, self.store)
             self.consensus = Consensus(system, self.store)
         except BaseException:
             self.store.close()
@@ -152,31 +191,54 @@ class MemorySystem:
             max_value_bytes=cc.max_value_bytes,
             track_access=cc.track_access,
         )
-        jl = JournalLayout.for_size(config.journal_bytes)
+        jl = JournalLayout.for_size(config.journal_bytes, make_log_id())
         specs.append(PartSpec("journal", L.KIND_JOURNAL, jl.total_bytes, jl.params, jl.init))
         el = EmbedLayout.for_dim(config.embedding_dim)
         log_id = make_log_id()
         specs.append(PartSpec("embed", L.KIND_EMBED, el.total_bytes, el.params, lambda seg: el.init(seg, log_id)))
         tl = TopicsLayout.for_count(MAX_TOPICS)
         specs.append(PartSpec("topics", L.KIND_TOPICS, tl.total_bytes, tl.params))
-        ll = LocksLayout.for_count(MAX_LOCKS)
-        specs.append(PartSpec("locks", L.KIND_LOCKS, ll.total_bytes, ll.params))
-        specs.append(PartSpec("consensus", L.KIND_CONSENSUS, consensus_layout().total_bytes, [1]))
         shm_total = sum(s.size for s in specs)
         if shm_total > config.max_memory_bytes:
             raise ConfigError(
                 f"the shared-memory footprint would be {shm_total:,} bytes (L1 table, arena, journal), over "
                 f"max_memory_bytes={config.max_memory_bytes:,}: lower max_entries, arena_bytes or journal_bytes"
             )
-        ColdStore.shared(config.path, map_bytes=config.l3_map_bytes).close()  # fail early on a bad path
-        return System.create(
-            config.name,
-            specs,
-            _system_config(config, l1_config),
-            mode=config.mode,
-            max_members=config.max_members,
-            label=label,
-        )
+        store = ColdStore.shared(config.path, map_bytes=config.l3_map_bytes)  # fails early on a bad path
+        try:
+            # High-water marks come from L3 and are reserved ahead before anyone can attach: fences
+            # and proposal ids continue above everything issued before a reboot.
+            fence_base = store.high_water(FENCE_KEY)
+            fence_limit = store.reserve(FENCE_KEY, fence_base, FENCE_BLOCK)
+            ll = LocksLayout.for_count(MAX_LOCKS)
+            specs.append(
+                PartSpec(
+                    "locks",
+                    L.KIND_LOCKS,
+                    ll.total_bytes,
+                    ll.params,
+                    lambda seg: init_locks(seg, ll, fence_base, fence_limit),
+                )
+            )
+            specs.append(
+                PartSpec(
+                    "consensus",
+                    L.KIND_CONSENSUS,
+                    consensus_layout().total_bytes,
+                    [1],
+                    lambda seg: init_consensus(seg, store),
+                )
+            )
+            return System.create(
+                config.name,
+                specs,
+                _system_config(config, l1_config),
+                mode=config.mode,
+                max_members=config.max_members,
+                label=label,
+            )
+        finally:
+            store.close()
 
     # ------------------------------------------------------------------------------------ reads
     def get(self, namespace, key, default=None):
@@ -190,8 +252,8 @@ class MemorySystem:
 
     def _get_lower(self, r: int, h: int, kb: bytes, default):
         if r not in (S.NOT_FOUND, S.EXPIRED):
-            found = self.l1._read_slow(r, h, kb, None, raw=True)
-            if found is not None and not isinstance(found, int):
+            found = self.l1.read_encoded(kb, h, r)
+            if not isinstance(found, int):
                 return decode(found)
         version = self.l1.stripe_version(h)
         pending = self.journal.find(kb)
@@ -221,67 +283,76 @@ class MemorySystem:
             exp = data_expiry
         return exp
 
-    def put(self, namespace, key, value, ttl=None, embedding=None) -> None:
-        """Store ``value`` (bytes, numpy array or JSON-able). ``ttl`` (seconds) bounds the data's
-        life in every tier; ``embedding`` (``embedding_dim`` floats) makes the entry findable by
-        :meth:`search_similar`. Returns once the write is durable as ``durability`` says.
+    def put(self, namespace, key, value, ttl=None, embedding=None, durability: str | None = None) -> None:
+        """Store ``value`` (bytes, numpy array or JSON-able). ``ttl`` (seconds or timedelta) bounds
+        the data's life in every tier; ``embedding`` (``embedding_dim`` floats) makes the entry
+        findable by :meth:`search_similar`. Returns once the write is as durable as ``durability``
+        says (this call's, else this handle's: ``"write-behind"`` or ``"sync"``).
 
         Raises ``InvalidKey``, ``CodecError``, ``InvalidEmbedding``, ``ValueTooLarge`` (key over
-        ``max_key_bytes``, value over ``max_memory_bytes``), ``TierError``; in every case nothing
-        at all is stored.
+        ``max_key_bytes``, value over ``max_memory_bytes``), ``CapacityError``, ``TierError``; in
+        every case nothing at all is stored. Thread-safe.
         """
-        self._put(namespace, key, value, ttl, embedding, True)
+        self._put(namespace, key, value, ttl, embedding, True, durability)
 
     def put_nowait(self, namespace, key, value, ttl=None, embedding=None) -> bool:
-        """``put`` if it can complete without waiting (a plain journaled write with room in the
-        journal); otherwise stores nothing and returns False. For event loops (see aio.py)."""
-        return self._put(namespace, key, value, ttl, embedding, False)
+        """``put`` if it can complete without waiting (a plain journaled write-behind write with
+        room in the journal); otherwise stores nothing and returns False. For event loops."""
+        return self._put(namespace, key, value, ttl, embedding, False, None)
 
-    def _put(self, namespace, key, value, ttl, embedding, may_block: bool) -> bool:
+    def _put(self, namespace, key, value, ttl, embedding, may_block: bool, durability) -> bool:
+        sync = _sync(durability, self.durability)
         vec = validate_embedding(embedding, self.embedding_dim) if embedding is not None else None
         kb = self.l1.key_bytes(namespace, key)
         h = self.l1.hash_bytes(kb)
         vb = encode(value)
         now = time.time_ns()
-        data_expiry = now + ttl_to_ns(ttl) if ttl is not None else 0
+        data_expiry = expiry_ns(now, ttl)
         l1_expiry = self._l1_expiry(now, data_expiry)
         if len(vb) > self.max_memory_bytes:
             raise ValueTooLarge(
                 f"value is {len(vb) - 1:,} bytes encoded; the limit is max_memory_bytes={self.max_memory_bytes:,}"
             )
         if len(kb) > self.l1.max_key_bytes:
-            self.l1._raise_for(S.KEY_TOO_LARGE, kb, vb)
+            self.l1.raise_for(S.KEY_TOO_LARGE, kb, vb)
         if now - self._beat_at > 1_000_000_000:
             self._beat_at = now
             self.system.heartbeat(now)
-        if self.durability == "sync" or len(vb) > self._journal_max:
-            if not may_block:
-                return False
+        if not may_block and (sync or vec is not None or len(vb) > self._journal_max):
+            return False
+        if len(vb) > self._journal_max:
             self._write_through(kb, h, vb, l1_expiry, data_expiry, vec)
             return True
         flags = J_JOURNAL if len(vb) <= self._l1_max_value else J_JOURNAL | J_NO_L1
         if vec is None:
             st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
-            deadline = time.monotonic() + WRITE_TIMEOUT_S
-            while st == S.JOURNAL_FULL:
+            if st == S.JOURNAL_FULL:
                 if not may_block:
-                    return False
-                self.journal.make_room(deadline)
-                st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
-            return True
-        if not may_block:
-            return False
-        # With an embedding: hold the key's stripe across the journal append and the log append,
-        # so the log and the journal order this key's writes alike.
+                    return False  # nothing was stored
+                deadline = time.monotonic() + WRITE_TIMEOUT_S
+                while st == S.JOURNAL_FULL:
+                    self.journal.make_room(deadline)
+                    st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
+        else:
+            self._put_with_embedding(kb, h, vb, l1_expiry, data_expiry, flags, vec)
+        if sync:
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put")
+        return True
+
+    def _put_with_embedding(self, kb, h, vb, l1_expiry, data_expiry, flags, vec) -> None:
+        """Hold the key's stripe across the journal append and the log append, so the log and the
+        journal order this key's writes alike; room in the log is reserved first, so a full
+        ``/dev/shm`` raises before anything is stored."""
         emb = vec.tobytes()
         deadline = time.monotonic() + WRITE_TIMEOUT_S
         while True:
             self.l1.lock_stripe(h)
             try:
-                st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags | J_HELD, 0, emb)
-                if st == S.OK:
-                    self.l2.append(kb, vec)
-                    return True
+                with self.l2.reserve(len(kb)) as write_vector:
+                    st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags | J_HELD, 0, emb)
+                    if st == S.OK:
+                        write_vector(kb, vec)
+                        return
             finally:
                 self.l1.unlock_stripe(h)
             self.journal.make_room(deadline)
@@ -289,10 +360,13 @@ class MemorySystem:
     def _write_through(
         self, kb: bytes, h: int, vb: bytes | None, l1_expiry: int, data_expiry: int, vec: np.ndarray | None = None
     ) -> None:
-        """Write straight to LMDB, ordered with the journal: hold the key's stripe, flush what the
-        journal holds (older writes land first), write, update L1 and the embedding log, release."""
+        """Write a value too large for the journal straight to LMDB, ordered with the journal: hold
+        the key's stripe, drop L1's copy, flush what the journal holds (older writes land first),
+        write, fill L1 and the embedding log, release. L1 is emptied *before* LMDB changes, so a
+        kill at any point leaves no tier serving a value LMDB does not hold."""
         self.l1.lock_stripe(h)
         try:
+            self.l1.delete_encoded(kb, h, J_HELD)
             self.journal.flush()
             if vb is None:
                 ops = [("kv", kb, None), ("embeddings", kb, None)]
@@ -300,36 +374,40 @@ class MemorySystem:
                 ops = [("kv", kb, pack_kv(vb, data_expiry, self.compression))]
                 if vec is not None:
                     ops.append(("embeddings", kb, vec.tobytes()))
-            self.store.write(ops)
-            if vb is None:
-                self.l1.delete_encoded(kb, h, J_HELD)
-            elif len(vb) <= self._l1_max_value:
-                self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, J_HELD)
-            else:
-                self.l1.put_encoded(kb, h, vb, 0, 0, J_HELD | J_NO_L1)
             if vec is not None or (vb is None and self.l2.count):
-                self.l2.append(kb, vec)
+                with self.l2.reserve(len(kb)) as write_vector:
+                    self.store.write(ops)
+                    write_vector(kb, vec)
+            else:
+                self.store.write(ops)
+            if vb is not None and len(vb) <= self._l1_max_value:
+                self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, J_HELD)
         finally:
             self.l1.unlock_stripe(h)
 
-    def delete(self, namespace, key) -> None:
-        """Remove ``(namespace, key)`` from every tier (its embedding included)."""
+    def delete(self, namespace, key, durability: str | None = None) -> None:
+        """Remove ``(namespace, key)`` from every tier (its embedding included), as durably as
+        ``durability`` (this call's, else this handle's) says. Thread-safe."""
+        sync = _sync(durability, self.durability)
         kb = self.l1.key_bytes(namespace, key)
         h = self.l1.hash_bytes(kb)
-        if self.durability == "sync":
-            self._write_through(kb, h, None, 0, 0)
-            return
         deadline = time.monotonic() + WRITE_TIMEOUT_S
         if not self.l2.count:
             while self.l1.delete_encoded(kb, h, J_JOURNAL) == S.JOURNAL_FULL:
                 self.journal.make_room(deadline)
-            return
+        else:
+            self._delete_with_embedding(kb, h, deadline)
+        if sync:
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' delete")
+
+    def _delete_with_embedding(self, kb: bytes, h: int, deadline: float) -> None:
         while True:
             self.l1.lock_stripe(h)
             try:
-                if self.l1.delete_encoded(kb, h, J_JOURNAL | J_HELD) != S.JOURNAL_FULL:
-                    self.l2.append(kb, None)
-                    return
+                with self.l2.reserve(len(kb)) as write_vector:
+                    if self.l1.delete_encoded(kb, h, J_JOURNAL | J_HELD) != S.JOURNAL_FULL:
+                        write_vector(kb, None)
+                        return
             finally:
                 self.l1.unlock_stripe(h)
             self.journal.make_room(deadline)
@@ -337,7 +415,7 @@ class MemorySystem:
     def keys(self, namespace) -> list[str]:
         """The live keys of ``namespace`` (flushes the journal, then reads L3)."""
         self._check_open()
-        prefix = self.l1._prefixes.get(namespace) or self.l1._prefix(namespace)
+        prefix = self.l1.prefix(namespace)
         self.journal.flush()
         now = time.time_ns()
         out = []
@@ -393,7 +471,7 @@ class MemorySystem:
         ``namespace``'s entries, or every namespace's with ``namespace=None``. ``ef`` trades recall
         for speed (default 320). Hits whose value has expired are dropped when ``with_values``."""
         self._check_open()
-        ns = None if namespace is None else (self.l1._prefixes.get(namespace) or self.l1._prefix(namespace))[:-1]
+        ns = None if namespace is None else self.l1.prefix(namespace)[:-1]
         hits = []
         for rid, dist in self.l2.search(ns, query, top_k, ef):
             ns_b, key_b = self.l2.key_of(rid).split(b"\0", 1)

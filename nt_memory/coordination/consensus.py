@@ -5,12 +5,20 @@ weight, **Rejected** as soon as it can no longer get there (the weight not yet a
 the quorum), **Expired** at its deadline, and **Pending** otherwise. One vote per voter: a second
 vote raises ``ConsensusError`` and the first stands; a vote counts with the voter's registered
 weight. A decided result never changes. State lives in shared memory under one lock word (owner
-word: a holder that dies is taken over); proposals' data and every decision go to L3.
+word: a holder that dies is taken over); proposals' data, voters and every decision go to L3.
+
+Durable before told: a decision is written to L3 (first write wins: an existing decision is never
+replaced) while the deciding process still holds the lock, before the decided status is applied
+in shared memory where others read it. A holder killed in between leaves the decision staged in
+the redo log with LOGGING set, and the next holder logs it before replaying it. Proposal ids come
+from a high-water mark held in L3 and reserved ahead in blocks (:data:`ID_BLOCK`), so ids are never
+reused, across reboots either; voters are stored in L3 and loaded when a system is created.
 
 Segment words (``consensus`` part)::
 
     control   0 LOCK  1 NEXT_ID  2 NVOTERS  3 TOTAL_WEIGHT (float64 bits)  8 NOTIFY (futex word)
-              4 REDO_COUNT  16.. REDO pairs (word index, value): see _apply
+              4 REDO_COUNT  5 ID_LIMIT  6 LOGGING (id of the decision staged in the redo log)
+              16.. REDO pairs (word index, value): see _apply
     voters    MAX_VOTERS x 8 words: HASH | WEIGHT (f64) | NAME_LEN | NAME (40 bytes)
     proposals MAX_PROPOSALS x 16 words, slot = id % MAX_PROPOSALS:
               ID | STATUS | QUORUM (f64) | DEADLINE_NS | APPROVE (f64) | REJECT (f64) | TOTAL (f64,
@@ -28,10 +36,11 @@ import time
 import numpy as np
 import xxhash
 
-from nt_memory.errors import ConfigError, ConsensusError, LockTimeout
-from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal
+from nt_memory.durations import seconds
+from nt_memory.errors import ConfigError, ConsensusError, CorruptSegment
 from nt_memory.kernels.words import word_fetch_add, word_load, word_store
 from nt_memory.shm import layout as L
+from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.system import System
 from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.l3 import ColdStore
@@ -41,7 +50,19 @@ MAX_PROPOSALS = 1024
 CTL_WORDS = 32
 VOTER_WORDS = 8
 PROPOSAL_WORDS = 16
-C_LOCK, C_NEXT_ID, C_NVOTERS, C_TOTAL, C_REDO_COUNT, C_NOTIFY, C_REDO = 0, 1, 2, 3, 4, 8, 16
+C_LOCK, C_NEXT_ID, C_NVOTERS, C_TOTAL, C_REDO_COUNT, C_ID_LIMIT, C_LOGGING, C_NOTIFY, C_REDO = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    8,
+    16,
+)
+ID_KEY = b"consensus/next_id"  # the high-water mark of proposal ids, in L3's meta database
+ID_BLOCK = 1024
 REDO_MAX = 8  # word writes one update may need
 V_HASH, V_WEIGHT, V_NAME_LEN, V_NAME = 0, 1, 2, 3
 P_ID, P_STATUS, P_QUORUM, P_DEADLINE, P_APPROVE, P_REJECT, P_TOTAL, P_NVOTES, P_VOTED = range(9)
@@ -120,11 +141,55 @@ def _weight(w, what: str) -> float:
     return float(w)
 
 
+def init_consensus(seg, store: ColdStore) -> None:
+    """Lay out a fresh consensus segment from what L3 holds: ids resume above the durable
+    high-water mark, and the registered voters come back. Creator only, before publishing."""
+    words = seg.region(consensus_layout().offset("words"), WORDS * 8, np.int64)
+    base = store.high_water(ID_KEY)
+    words[C_NEXT_ID] = base
+    words[C_ID_LIMIT] = store.reserve(ID_KEY, base, ID_BLOCK)
+    f64 = words.view(np.float64)
+    total = 0.0
+    for key, raw in store.items("consensus", b"voter/"):
+        name = key[len(b"voter/") :]
+        weight = float(json.loads(raw))
+        i = _voter_slot(words, name, True)
+        f64[CTL_WORDS + i * VOTER_WORDS + V_WEIGHT] = weight
+        total += weight
+    f64[C_TOTAL] = total
+
+
+def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
+    """The slot of voter ``raw`` (claimed if ``create``); -1 if absent. Caller holds the lock."""
+    h = xxhash.xxh3_64_intdigest(raw) & 0x7FFF_FFFF_FFFF_FFFF or 1
+    for probe in range(MAX_VOTERS):
+        i = (h + probe) % MAX_VOTERS
+        b = CTL_WORDS + i * VOTER_WORDS
+        sh = int(words[b + V_HASH])
+        if sh == h:
+            n = int(words[b + V_NAME_LEN])
+            if words[b + V_NAME : b + V_NAME + 5].tobytes()[: max(0, n)] == raw:
+                return i
+        elif sh == 0:
+            if not create:
+                return -1
+            words[b + V_NAME_LEN] = len(raw)
+            words[b + V_NAME : b + V_NAME + 5] = np.frombuffer(raw.ljust(40, b"\0"), np.int64)
+            words[b + V_HASH] = h
+            words[C_NVOTERS] += 1
+            return i
+    if create:
+        raise ConsensusError(f"all {MAX_VOTERS} voter slots are in use")
+    return -1
+
+
 class Consensus:
-    """The consensus state of a system, as seen from this process."""
+    """The consensus state of a system, as seen from this process. Thread-safe."""
 
     def __init__(self, system: System, store: ColdStore):
         seg = system.parts["consensus"]
+        if seg.size != consensus_layout().total_bytes:
+            raise CorruptSegment(f"system {system.name!r}: the consensus segment has an unexpected size")
         self.words = seg.region(consensus_layout().offset("words"), WORDS * 8, np.int64)
         self.f64 = self.words.view(np.float64)
         self.system = system
@@ -132,78 +197,102 @@ class Consensus:
         self._vbase = CTL_WORDS
         self._pbase = CTL_WORDS + MAX_VOTERS * VOTER_WORDS
         self.notify_addr = int(self.words.ctypes.data) + C_NOTIFY * 8
+        self._owned = OwnedLock(system, self.words, C_LOCK, "the consensus state")
 
     # ---------------------------------------------------------------------------- the lock
     def _lock(self):
-        owner = self.system.owner
-        deadline = time.monotonic() + 10
-        while not lockword_acquire(self.words, C_LOCK, owner):
-            holder = int(self.words[C_LOCK])
-            if holder and not self.system.owner_alive(holder):
-                lockword_steal(self.words, C_LOCK, holder, 0)
-            elif time.monotonic() > deadline:
-                raise LockTimeout(f"the consensus state of system {self.system.name!r} stayed locked")
-        if self.words[C_REDO_COUNT]:
-            self._replay()  # the previous holder died half-way through an update
+        self._owned.acquire()
+        try:
+            if self.words[C_REDO_COUNT]:
+                # The previous holder died half-way through an update: log a staged decision
+                # first (it may not have reached L3), then apply what was staged.
+                if self.words[C_LOGGING]:
+                    self._log_staged()
+                self._replay()
+        except BaseException:
+            self._owned.release()
+            raise
 
-    def _apply(self, writes: list[tuple[int, int]]) -> None:
-        """Write several words as one crash-safe update (caller holds the lock): stage the absolute
-        values in the redo log, publish its length, write them, clear the log. A holder killed
-        half-way leaves the log staged, and the next holder replays it (:meth:`_replay`); writing
-        absolute values twice is harmless."""
+    def _stage(self, writes: list[tuple[int, int]], logging: int = 0) -> None:
+        """Stage absolute word values in the redo log and publish its length (caller holds the
+        lock); ``logging``: the id of a decision among them, not yet in L3."""
+        if len(writes) > REDO_MAX:
+            raise ConsensusError(f"an update of {len(writes)} words exceeds the redo log's {REDO_MAX}")
         for i, (idx, value) in enumerate(writes):
             self.words[C_REDO + 2 * i] = idx
             self.words[C_REDO + 2 * i + 1] = value
+        self.words[C_LOGGING] = logging
         word_store(self.words.ctypes.data + C_REDO_COUNT * 8, len(writes))
+
+    def _apply(self, writes: list[tuple[int, int]]) -> None:
+        """Write several words as one crash-safe update: stage them, write them, clear the log. A
+        holder killed half-way leaves the log staged and the next holder replays it; writing
+        absolute values twice is harmless."""
+        self._stage(writes)
         self._replay()
+
+    def _decide(self, b: int, result: ConsensusResult) -> ConsensusResult:
+        """Make ``result`` (newly decided) durable in L3, then visible here. If L3 already holds a
+        decision for the proposal, that one stands and is what becomes visible."""
+        self._stage(
+            [(b + P_TOTAL, self._bits(result.total_weight)), (b + P_STATUS, int(result.status))],
+            int(result.proposal_id),
+        )
+        kept = self._log(result)
+        self.words[C_REDO + 3] = int(kept.status)  # the STATUS pair's value
+        self._replay()
+        return kept
 
     def _replay(self) -> None:
         n = int(self.words[C_REDO_COUNT])
-        for i in range(min(n, REDO_MAX)):
-            self.words[int(self.words[C_REDO + 2 * i])] = self.words[C_REDO + 2 * i + 1]
+        if not 0 <= n <= REDO_MAX:
+            raise CorruptSegment(f"system {self.system.name!r}: the consensus redo log length {n} is impossible")
+        for i in range(n):
+            idx = int(self.words[C_REDO + 2 * i])
+            if not (CTL_WORDS <= idx < WORDS or idx in (C_TOTAL, C_NVOTERS, C_NEXT_ID, C_ID_LIMIT)):
+                raise CorruptSegment(f"system {self.system.name!r}: the consensus redo log names word {idx}")
+            self.words[idx] = self.words[C_REDO + 2 * i + 1]
+        self.words[C_LOGGING] = 0
         word_store(self.words.ctypes.data + C_REDO_COUNT * 8, 0)
+
+    def _log_staged(self) -> None:
+        """Log the decision a dead holder staged (redo pairs 0 and 1: its proposal's TOTAL and
+        STATUS), keeping an earlier decision if L3 has one."""
+        pid = int(self.words[C_LOGGING])
+        _pid, b = self._slot(pid)
+        if int(self.words[C_REDO_COUNT]) != 2 or int(self.words[C_REDO + 2]) != b + P_STATUS:
+            return
+        if int(self.words[b + P_ID]) != pid:
+            return
+        total = float(np.int64(self.words[C_REDO + 1]).view(np.float64))
+        status = ConsensusStatus(int(self.words[C_REDO + 3]))
+        kept = self._log(self._result_of(pid, b, status, total))
+        self.words[C_REDO + 3] = int(kept.status)
 
     @staticmethod
     def _bits(x: float) -> int:
         return int(np.float64(x).view(np.int64))
 
     def _unlock(self, changed: bool) -> None:
-        lockword_release(self.words, C_LOCK)
+        self._owned.release()
         if changed:
             word_fetch_add(self.notify_addr, 1)
             futex_wake(self.notify_addr)
 
     # ------------------------------------------------------------------------------ voters
     def _voter_slot(self, raw: bytes, create: bool) -> int:
-        h = xxhash.xxh3_64_intdigest(raw) & 0x7FFF_FFFF_FFFF_FFFF or 1
-        for probe in range(MAX_VOTERS):
-            i = (h + probe) % MAX_VOTERS
-            b = self._vbase + i * VOTER_WORDS
-            sh = int(self.words[b + V_HASH])
-            if sh == h:
-                n = int(self.words[b + V_NAME_LEN])
-                if self.words[b + V_NAME : b + V_NAME + 5].tobytes()[:n] == raw:
-                    return i
-            elif sh == 0:
-                if not create:
-                    return -1
-                self.words[b + V_NAME_LEN] = len(raw)
-                self.words[b + V_NAME : b + V_NAME + 5] = np.frombuffer(raw.ljust(40, b"\0"), np.int64)
-                self.words[b + V_HASH] = h
-                self.words[C_NVOTERS] += 1
-                return i
-        if create:
-            raise ConsensusError(f"all {MAX_VOTERS} voter slots are in use")
-        return -1
+        return _voter_slot(self.words, raw, create)
 
     def register_voter(self, agent_id: str, weight: float = 1.0) -> None:
-        """Register (or re-weight) a voter. The total registered weight is what quorums are of."""
+        """Register (or re-weight) a voter. The total registered weight is what quorums are of.
+        The registration is in L3 before it counts here, so it survives a reboot."""
         raw = _agent(agent_id, "agent_id")
         w = _weight(weight, "weight")
         self._lock()
         try:
             i = self._voter_slot(raw, True)
             b = self._vbase + i * VOTER_WORDS
+            self.store.write([("consensus", b"voter/" + raw, json.dumps(w).encode())])
             total = float(self.f64[C_TOTAL]) + w - float(self.f64[b + V_WEIGHT])
             self._apply([(C_TOTAL, self._bits(total)), (b + V_WEIGHT, self._bits(w))])
         finally:
@@ -214,16 +303,16 @@ class Consensus:
 
     # --------------------------------------------------------------------------- proposals
     def submit_proposal(self, proposal: Proposal) -> str:
-        """Open ``proposal`` for votes; returns its id."""
+        """Open ``proposal`` for votes; returns its id (never one issued before, reboots included).
+        The proposal is in L3 before its id is returned."""
         if not isinstance(proposal, Proposal):
             raise ConfigError(f"submit_proposal takes a Proposal, got {type(proposal).__name__}")
         _agent(proposal.proposer, "proposer")
         q = proposal.quorum
         if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
             raise ConfigError(f"quorum={q!r} must be a fraction in (0, 1]")
-        deadline = 0
-        if proposal.timeout is not None:
-            deadline = time.time_ns() + int(_weight(proposal.timeout, "timeout") * 1e9)
+        timeout = seconds(proposal.timeout, "timeout")
+        deadline = time.time_ns() + int(timeout * 1e9) if timeout is not None else 0
         try:
             blob = json.dumps({"proposer": proposal.proposer, "data": proposal.data, "quorum": q})
         except (TypeError, ValueError) as exc:
@@ -231,16 +320,18 @@ class Consensus:
         self._lock()
         try:
             pid = int(self.words[C_NEXT_ID]) + 1
-            self.words[C_NEXT_ID] = pid
+            if pid > int(self.words[C_ID_LIMIT]):
+                self.words[C_ID_LIMIT] = self.store.reserve(ID_KEY, pid, ID_BLOCK)
+            self.store.write([("consensus", f"proposal/{pid}".encode(), blob.encode())])
             b = self._pbase + (pid % MAX_PROPOSALS) * PROPOSAL_WORDS
             self.words[b : b + PROPOSAL_WORDS] = 0
             self.words[b + P_STATUS] = ConsensusStatus.PENDING
             self.f64[b + P_QUORUM] = q
             self.words[b + P_DEADLINE] = deadline
             self.words[b + P_ID] = pid
+            word_store(self.words.ctypes.data + C_NEXT_ID * 8, pid)
         finally:
             self._unlock(True)
-        self.store.write([("consensus", f"proposal/{pid}".encode(), blob.encode())])
         return str(pid)
 
     def _slot(self, proposal_id) -> tuple[int, int]:
@@ -248,58 +339,70 @@ class Consensus:
             pid = int(proposal_id)
         except (TypeError, ValueError):
             raise ConsensusError(f"unknown proposal {proposal_id!r}") from None
+        if pid <= 0:
+            raise ConsensusError(f"unknown proposal {proposal_id!r}")
         b = self._pbase + (pid % MAX_PROPOSALS) * PROPOSAL_WORDS
         return pid, b
 
-    def _evaluate(self, pid: int, b: int) -> tuple[ConsensusResult, bool]:
-        """The result, deciding it if the tallies or the clock say so (caller holds the lock).
-        Returns (result, newly decided)."""
-        status = ConsensusStatus(int(self.words[b + P_STATUS]))
-        newly = False
-        if status == ConsensusStatus.PENDING:
-            total = float(self.f64[C_TOTAL])
-            q = float(self.f64[b + P_QUORUM])
-            approve, reject = float(self.f64[b + P_APPROVE]), float(self.f64[b + P_REJECT])
-            need = q * total
-            deadline = int(self.words[b + P_DEADLINE])
-            if total > 0 and approve >= need - EPSILON:
-                status = ConsensusStatus.APPROVED
-            elif total > 0 and total - reject < need - EPSILON:
-                status = ConsensusStatus.REJECTED
-            elif deadline and time.time_ns() >= deadline:
-                status = ConsensusStatus.EXPIRED
-            if status != ConsensusStatus.PENDING:
-                self._apply([(b + P_TOTAL, self._bits(total)), (b + P_STATUS, int(status))])
-                newly = True
-        total = float(self.f64[b + P_TOTAL]) if status != ConsensusStatus.PENDING else float(self.f64[C_TOTAL])
-        return (
-            ConsensusResult(
-                str(pid),
-                status,
-                float(self.f64[b + P_APPROVE]),
-                float(self.f64[b + P_REJECT]),
-                total,
-                float(self.f64[b + P_QUORUM]),
-                int(self.words[b + P_NVOTES]),
-            ),
-            newly,
+    def _result_of(self, pid: int, b: int, status: ConsensusStatus, total: float) -> ConsensusResult:
+        return ConsensusResult(
+            str(pid),
+            status,
+            float(self.f64[b + P_APPROVE]),
+            float(self.f64[b + P_REJECT]),
+            total,
+            float(self.f64[b + P_QUORUM]),
+            int(self.words[b + P_NVOTES]),
         )
 
-    def _log(self, result: ConsensusResult) -> None:
+    def _evaluate(self, pid: int, b: int) -> tuple[ConsensusResult, bool]:
+        """The result, deciding it (durably: :meth:`_decide`) if the tallies or the clock say so.
+        Caller holds the lock. Returns (result, newly decided)."""
+        status = ConsensusStatus(int(self.words[b + P_STATUS]))
+        if status != ConsensusStatus.PENDING:
+            return self._result_of(pid, b, status, float(self.f64[b + P_TOTAL])), False
+        total = float(self.f64[C_TOTAL])
+        q = float(self.f64[b + P_QUORUM])
+        approve, reject = float(self.f64[b + P_APPROVE]), float(self.f64[b + P_REJECT])
+        need = q * total
+        deadline = int(self.words[b + P_DEADLINE])
+        if total > 0 and approve >= need - EPSILON:
+            status = ConsensusStatus.APPROVED
+        elif total > 0 and total - reject < need - EPSILON:
+            status = ConsensusStatus.REJECTED
+        elif deadline and time.time_ns() >= deadline:
+            status = ConsensusStatus.EXPIRED
+        result = self._result_of(pid, b, status, total)
+        if status == ConsensusStatus.PENDING:
+            return result, False
+        return self._decide(b, result), True
+
+    def _log(self, result: ConsensusResult) -> ConsensusResult:
+        """Write a decision to L3 unless one is there already; returns the one that stands."""
         key = f"decision/{result.proposal_id}".encode()
-        self.store.write([("consensus", key, json.dumps(result.to_json()).encode())])
+        blob = json.dumps(result.to_json()).encode()
+        stored = self.store.update("consensus", key, lambda old: ... if old is not None else blob)
+        if stored is ...:
+            return self._from_log(int(result.proposal_id))
+        return result
 
     def _from_log(self, pid: int) -> ConsensusResult:
         raw = self.store.get("consensus", f"decision/{pid}".encode())
         if raw is None:
-            raise ConsensusError(f"unknown proposal {pid}")
+            if self.store.get("consensus", f"proposal/{pid}".encode()) is None:
+                raise ConsensusError(f"unknown proposal {pid}")
+            # Submitted, never decided, and no longer in shared memory (a reboot, or more than
+            # MAX_PROPOSALS newer proposals): it can receive no more votes, so it has expired.
+            q = json.loads(self.store.get("consensus", f"proposal/{pid}".encode())).get("quorum", 0.0)
+            return self._log(ConsensusResult(str(pid), ConsensusStatus.EXPIRED, 0.0, 0.0, 0.0, float(q), 0))
         d = json.loads(raw)
         return ConsensusResult(**(d | {"status": ConsensusStatus[d["status"]]}))
 
     def vote(self, vote: Vote) -> ConsensusResult:
         """Count ``vote`` (with the voter's registered weight) and return the proposal's result.
         ``ConsensusError`` for an unknown proposal or voter, a second vote by the same voter, or a
-        ``weight`` that differs from the registered one."""
+        ``weight`` that differs from the registered one. A decision it causes is in L3 before this
+        returns (and before any other process can see it)."""
         if not isinstance(vote, Vote):
             raise ConfigError(f"vote takes a Vote, got {type(vote).__name__}")
         raw = _agent(vote.voter, "voter")
@@ -308,7 +411,7 @@ class Consensus:
         changed = newly = False
         try:
             if int(self.words[b + P_ID]) != pid:
-                raise ConsensusError(f"unknown proposal {vote.proposal_id!r}")
+                raise ConsensusError(f"unknown proposal {vote.proposal_id!r} (decided ones: use result())")
             i = self._voter_slot(raw, False)
             if i < 0:
                 raise ConsensusError(f"voter {vote.voter!r} is not registered (register_voter first)")
@@ -335,32 +438,34 @@ class Consensus:
                 result, newly = self._evaluate(pid, b)
         finally:
             self._unlock(changed or newly)
-        if newly:
-            self._log(result)
         return result
 
     def proposal_ids(self) -> list[str]:
         """Ids of the proposals still held in shared memory (the newest MAX_PROPOSALS)."""
         last = int(self.words[C_NEXT_ID])
-        return [str(i) for i in range(max(1, last - MAX_PROPOSALS + 1), last + 1)]
+        return [
+            str(i)
+            for i in range(max(1, last - MAX_PROPOSALS + 1), last + 1)
+            if int(self.words[self._pbase + (i % MAX_PROPOSALS) * PROPOSAL_WORDS + P_ID]) == i
+        ]
 
     def result(self, proposal_id) -> ConsensusResult:
+        """The proposal's result, from shared memory or, once it has left it, from L3."""
         pid, b = self._slot(proposal_id)
         self._lock()
         newly = False
         try:
-            if int(self.words[b + P_ID]) != pid:
-                return self._from_log(pid)
-            result, newly = self._evaluate(pid, b)
+            if int(self.words[b + P_ID]) == pid:
+                result, newly = self._evaluate(pid, b)
+                return result
         finally:
             self._unlock(newly)
-        if newly:
-            self._log(result)
-        return result
+        return self._from_log(pid)
 
-    def wait(self, proposal_id, timeout: float | None = None) -> ConsensusResult:
+    def wait(self, proposal_id, timeout=None) -> ConsensusResult:
         """Return as soon as the proposal is decided (or expires); the pending result when
-        ``timeout`` seconds pass first."""
+        ``timeout`` (seconds or timedelta) passes first."""
+        timeout = seconds(timeout, "timeout", allow_zero=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seen = word_load(self.notify_addr)

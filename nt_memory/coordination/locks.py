@@ -1,11 +1,17 @@
 """Named locks shared by every attached process, with fencing numbers and leases.
 
 ``acquire_lock(name, timeout, lease)`` returns a :class:`LockToken` whose ``fence`` only grows from
-one holder to the next, so a resource guarded by the lock can refuse a stale holder's writes.
-``release_lock(token)`` with a stale token (lease run out, or taken over) raises ``StaleToken``.
-A lock whose holder died is taken over as soon as a waiter sees the death (pid gone, or its start
-time changed: the member table), within about 100 ms; a lease that runs out frees it too. Waiters
-sleep on a futex; newcomers queue behind sleeping waiters instead of barging past them.
+one holder to the next, across reboots too (fences are issued below a high-water mark that L3
+holds durably, reserved ahead in blocks of :data:`FENCE_BLOCK`), so a resource guarded by the lock
+can refuse a stale holder's writes. ``release_lock(token)`` with a stale token (lease run out, or
+taken over) raises ``StaleToken``. A lock whose holder died is taken over as soon as a waiter sees
+the death (pid gone, or its start time changed: the member table), within about 100 ms; a lease
+that runs out frees it too. Waiters sleep on a futex; newcomers queue behind sleeping waiters
+instead of barging past them.
+
+A system holds :data:`MAX_LOCKS` lock names at once. When every slot is in use, a new name takes
+over the slot of a name nobody holds or waits for; the fence numbering of every name keeps growing
+all the same.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ import time
 import numpy as np
 import xxhash
 
-from nt_memory.errors import CapacityError, ConfigError, LockTimeout, StaleToken
+from nt_memory.durations import duration_ns, seconds
+from nt_memory.errors import CapacityError, ConfigError, LockTimeout, StaleToken, TierError
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import INT, entry_point
 from nt_memory.kernels.locktable import (
+    CTL_FENCE_LIMIT_IDX,
+    FIRST_HASH,
+    HASH_FREE,
+    HASH_RECLAIMED,
     LK_FENCE_IDX,
     LK_HASH_IDX,
     LK_LEASE_IDX,
@@ -30,19 +41,26 @@ from nt_memory.kernels.locktable import (
     LK_NAME_LEN_IDX,
     LK_NOTIFY_IDX,
     LOCK_SLOT_WORDS,
+    lock_extend,
     lock_release,
     lock_take_over,
     lock_try_acquire,
+    lock_try_reclaim,
     lock_wait_count,
 )
-from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal
-from nt_memory.kernels.words import word_load
+from nt_memory.kernels.words import word_cas, word_load
 from nt_memory.shm import coord_layout as C
+from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.system import System
 from nt_memory.shm.wait import futex_wait, futex_wake
 
+MAX_LOCKS = 1024
 LIVENESS_CHECK_S = 0.1
 SPIN_S = 20e-6  # how long a waiter polls before it sleeps
+FENCE_KEY = b"locks/fence"  # the high-water mark of fences, in L3's meta database
+FENCE_BLOCK = 1 << 20  # fences reserved at a time (one durable write per million acquisitions)
+CTL_FENCE_FLOOR_IDX = 3  # the highest fence of a reclaimed slot: new slots start above it
+CTL_FENCE_BASE_IDX = 4  # the high-water mark at creation: every slot starts above it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +72,7 @@ class LockToken:
     fence: int
     owner: int
     slot: int
+    key_hash: int = 0
 
 
 def validate_lock_name(name) -> bytes:
@@ -62,123 +81,187 @@ def validate_lock_name(name) -> bytes:
     return name.encode()
 
 
-def _seconds_to_ns(value, what: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
-        raise ConfigError(f"{what}={value!r} must be a positive number of seconds or None")
-    return int(value * 1e9)
+def name_hash(raw: bytes) -> int:
+    return max(FIRST_HASH, xxhash.xxh3_64_intdigest(raw) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def init_locks(seg, layout: C.LocksLayout, base: int, limit: int) -> None:
+    """Lay out a fresh lock table whose fences start above ``base`` and may go up to ``limit``
+    (both durable high-water marks from L3). Creator only, before the system is published."""
+    ctl = seg.region(layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
+    ctl[CTL_FENCE_BASE_IDX] = base
+    ctl[CTL_FENCE_FLOOR_IDX] = base
+    ctl[CTL_FENCE_LIMIT_IDX] = limit
 
 
 class Locks:
-    """The named locks of a system, as seen from this process. Thread-safe."""
+    """The named locks of a system, as seen from this process. Thread-safe. ``store`` (L3) holds
+    the fences' high-water mark; without it (an observer) locks cannot be taken."""
 
-    def __init__(self, system: System):
+    def __init__(self, system: System, store=None):
         seg = system.parts["locks"]
-        self.layout = C.LocksLayout.for_count(seg.params[0])
+        max_locks = seg.params[0]
+        self.layout = C.LocksLayout.for_count(max_locks)
+        if not 1 <= max_locks <= 1 << 20 or self.layout.total_bytes != seg.size:
+            raise TierError(f"system {system.name!r}: the lock table's shape is impossible")
         self.system = system
+        self.store = store
         self.ctl = seg.region(self.layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
+        self.ctl_addr = int(self.ctl.ctypes.data)
         self.slots = seg.region(self.layout.slots_offset, self.layout.max_locks * LOCK_SLOT_WORDS * 8, np.int64)
         self.slots_addr = int(self.slots.ctypes.data)
-        self._slot_of: dict[str, int] = {}
-        self._try = entry_point(lock_try_acquire, INT, INT, INT, INT)
-        self._release = entry_point(lock_release, INT, INT, INT)
+        self._table_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the lock table")
+        self._slot_of: dict[str, tuple[int, int]] = {}
+        self._try = entry_point(lock_try_acquire, INT, INT, INT, INT, INT, INT)
+        self._release = entry_point(lock_release, INT, INT, INT, INT)
 
     def _addr(self, slot: int, idx: int = 0) -> int:
         return self.slots_addr + (slot * LOCK_SLOT_WORDS + idx) * 8
 
-    def _slot(self, name: str) -> int:
-        slot = self._slot_of.get(name)
-        if slot is not None:
-            return slot
+    def _slot(self, name: str) -> tuple[int, int]:
+        """(slot, name hash) of ``name``, claiming a slot (or reclaiming an unused one) if new."""
+        hit = self._slot_of.get(name)
+        if hit is not None:
+            return hit
         raw = validate_lock_name(name)
-        h = xxhash.xxh3_64_intdigest(raw) & 0x7FFF_FFFF_FFFF_FFFF or 1
+        h = name_hash(raw)
+        with self._table_lock:
+            slot = self._find_or_claim(raw, h)
+        self._slot_of[name] = (slot, h)
+        return slot, h
+
+    def _find_or_claim(self, raw: bytes, h: int) -> int:
         n = self.layout.max_locks
-        owner = self.system.owner
-        while not lockword_acquire(self.ctl, C.CTL_LOCK_IDX, owner):
-            holder = int(self.ctl[C.CTL_LOCK_IDX])
-            if holder and not self.system.owner_alive(holder):
-                lockword_steal(self.ctl, C.CTL_LOCK_IDX, holder, 0)
-        try:
-            for probe in range(n):
-                i = (h + probe) % n
-                base = i * LOCK_SLOT_WORDS
-                sh = int(self.slots[base + LK_HASH_IDX])
-                if sh == h and self._name(i) == raw:
-                    break
-                if sh == 0:
-                    self.slots[base + LK_NAME_LEN_IDX] = len(raw)
-                    self.slots[base + LK_NAME_IDX : base + LK_NAME_IDX + 8] = np.frombuffer(
-                        raw.ljust(LK_NAME_BYTES, b"\0"), np.int64
-                    )
-                    self.slots[base + LK_HASH_IDX] = h
-                    break
-            else:
-                raise CapacityError(f"all {n} lock slots of system {self.system.name!r} are in use")
-        finally:
-            lockword_release(self.ctl, C.CTL_LOCK_IDX)
-        self._slot_of[name] = i
-        return i
+        first_free = -1
+        for probe in range(n):
+            i = (h + probe) % n
+            sh = int(self.slots[i * LOCK_SLOT_WORDS + LK_HASH_IDX])
+            if sh == h and self._name(i) == raw:
+                return i
+            if sh in (HASH_FREE, HASH_RECLAIMED) and first_free < 0:
+                first_free = i
+            if sh == HASH_FREE:
+                break
+        if first_free < 0:
+            first_free = self._reclaim_one(h)
+        self._claim(first_free, raw, h)
+        return first_free
+
+    def _reclaim_one(self, h: int) -> int:
+        """Every slot names a lock: free one that nobody holds or waits for (caller holds the
+        table lock). Its fence raises the floor new slots start from."""
+        n = self.layout.max_locks
+        for probe in range(n):
+            i = (h + probe) % n
+            fence = lock_try_reclaim(self._addr(i), self.system.owner)
+            if fence >= 0:
+                self.ctl[CTL_FENCE_FLOOR_IDX] = max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), fence)
+                return i
+        raise CapacityError(f"all {n} lock slots of system {self.system.name!r} are held or waited for (MAX_LOCKS={n})")
+
+    def _claim(self, i: int, raw: bytes, h: int) -> None:
+        base = i * LOCK_SLOT_WORDS
+        floor = max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), int(self.ctl[CTL_FENCE_BASE_IDX]))
+        self.slots[base + LK_FENCE_IDX] = max(floor, int(self.slots[base + LK_FENCE_IDX]))
+        self.slots[base + LK_NAME_LEN_IDX] = len(raw)
+        self.slots[base + LK_NAME_IDX : base + LK_NAME_IDX + 8] = np.frombuffer(
+            raw.ljust(LK_NAME_BYTES, b"\0"), np.int64
+        )
+        word_cas(self._addr(i, LK_HASH_IDX), int(self.slots[base + LK_HASH_IDX]), h)
 
     def _name(self, slot: int) -> bytes:
         base = slot * LOCK_SLOT_WORDS
         n = int(self.slots[base + LK_NAME_LEN_IDX])
-        return self.slots[base + LK_NAME_IDX : base + LK_NAME_IDX + 8].tobytes()[:n]
+        return self.slots[base + LK_NAME_IDX : base + LK_NAME_IDX + 8].tobytes()[: max(0, n)]
+
+    def _reserve(self, slot: int) -> None:
+        """The next fence would pass the durable high-water mark: raise it in L3, then here."""
+        if self.store is None:
+            raise TierError("this handle has no L3 store: it cannot issue fencing numbers")
+        need = int(self.slots[slot * LOCK_SLOT_WORDS + LK_FENCE_IDX]) + 1
+        limit = self.store.reserve(FENCE_KEY, max(need, int(self.ctl[CTL_FENCE_LIMIT_IDX])), FENCE_BLOCK)
+        addr = self.ctl_addr + CTL_FENCE_LIMIT_IDX * 8
+        while True:
+            cur = word_load(addr)
+            if cur >= limit or word_cas(addr, cur, limit) == cur:
+                return
 
     # ---------------------------------------------------------------------------------- verbs
-    def acquire(self, name: str, timeout: float | None = None, lease: float | None = None) -> LockToken:
-        """Take ``name``; waits up to ``timeout`` seconds (None: forever) and raises
-        ``LockTimeout``. With ``lease`` (seconds) the lock frees itself when the lease runs out."""
-        lease_ns = _seconds_to_ns(lease, "lease")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
-        ):
-            raise ConfigError(f"timeout={timeout!r} must be a number of seconds >= 0, or None")
-        slot = self._slot(name)
+    def _attempt(self, name: str, lease_ns: int, queued: bool) -> tuple[int, int, int]:
+        """One try: (fence or BUSY, slot, hash), resolving the name again if its slot moved and
+        reserving fences when the mark is reached."""
+        for _ in range(8):
+            slot, h = self._slot(name)
+            fence = self._try(self._addr(slot), self.ctl_addr, h, self.system.owner, lease_ns, int(queued))
+            if fence == S.NOT_FOUND:
+                self._slot_of.pop(name, None)
+            elif fence == S.RESERVE:
+                self._reserve(slot)
+            else:
+                return fence, slot, h
+        return S.BUSY, slot, h
+
+    def acquire(self, name: str, timeout=None, lease=None) -> LockToken:
+        """Take ``name``; waits up to ``timeout`` (seconds or timedelta; None: forever) and raises
+        ``LockTimeout``. With ``lease`` the lock frees itself when the lease runs out."""
+        lease_ns = duration_ns(lease, "lease")
+        timeout = seconds(timeout, "timeout", allow_zero=True)
         owner = self.system.owner
-        addr = self._addr(slot)
-        fence = self._try(addr, owner, lease_ns, 0)
+        fence, slot, h = self._attempt(name, lease_ns, False)
         if fence > 0:
-            return LockToken(name, fence, owner, slot)
+            return LockToken(name, fence, owner, slot, h)
         # Spin briefly before queueing to sleep: most critical sections are shorter than a wake-up.
         spin_end = time.perf_counter() + SPIN_S
         while time.perf_counter() < spin_end:
-            fence = self._try(addr, owner, lease_ns, 0)
+            fence, slot, h = self._attempt(name, lease_ns, False)
             if fence > 0:
-                return LockToken(name, fence, owner, slot)
+                return LockToken(name, fence, owner, slot, h)
+        return self._wait(name, slot, h, lease_ns, timeout)
+
+    def _wait(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None) -> LockToken:
         deadline = None if timeout is None else time.monotonic() + timeout
-        base = slot * LOCK_SLOT_WORDS
-        notify = self._addr(slot, LK_NOTIFY_IDX)
-        lock_wait_count(addr, 1)
+        owner = self.system.owner
+        lock_wait_count(self._addr(slot), 1)
         try:
             while True:
-                seen = word_load(notify)
-                fence = self._try(addr, owner, lease_ns, 1)
+                base = slot * LOCK_SLOT_WORDS
+                seen = word_load(self._addr(slot, LK_NOTIFY_IDX))
+                fence, slot2, h = self._attempt(name, lease_ns, True)
                 if fence > 0:
-                    return LockToken(name, fence, owner, slot)
+                    return LockToken(name, fence, owner, slot2, h)
+                if slot2 != slot:  # the name moved to another slot: wait there
+                    lock_wait_count(self._addr(slot2), 1)
+                    lock_wait_count(self._addr(slot), -1)
+                    slot = slot2
+                    continue
                 holder = int(self.slots[base + LK_LOCK_IDX])
                 lease_end = int(self.slots[base + LK_LEASE_IDX])
                 if holder and ((lease_end and time.time_ns() >= lease_end) or not self.system.owner_alive(holder)):
-                    fence = lock_take_over(addr, holder, owner, lease_ns)
+                    fence = lock_take_over(self._addr(slot), self.ctl_addr, h, holder, owner, lease_ns)
+                    if fence == S.RESERVE:
+                        self._reserve(slot)
                     if fence > 0:
-                        return LockToken(name, fence, owner, slot)
+                        return LockToken(name, fence, owner, slot, h)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
+                    pid = self.system.members.owner_pid(holder) if holder else 0
                     raise LockTimeout(
-                        f"lock {name!r} is held (fence {int(self.slots[base + LK_FENCE_IDX])}); waited {timeout}s"
+                        f"lock {name!r} is held (fence {int(self.slots[base + LK_FENCE_IDX])}"
+                        f"{f', by pid {pid}' if pid else ''}); waited {timeout:g}s"
                     )
                 wait = LIVENESS_CHECK_S if left is None else min(left, LIVENESS_CHECK_S)
                 if lease_end:
                     wait = min(wait, max(0.0, (lease_end - time.time_ns()) / 1e9))
-                futex_wait(notify, seen, wait)
+                futex_wait(self._addr(slot, LK_NOTIFY_IDX), seen, wait)
         finally:
-            lock_wait_count(addr, -1)
+            lock_wait_count(self._addr(slot), -1)
 
     def release(self, token: LockToken) -> None:
         """Release; ``StaleToken`` if the token no longer holds the lock."""
         if not isinstance(token, LockToken):
             raise ConfigError(f"release_lock takes a LockToken, got {type(token).__name__}")
-        r = self._release(self._addr(token.slot), token.owner, token.fence)
+        h = token.key_hash or name_hash(validate_lock_name(token.name))
+        r = self._release(self._addr(token.slot), h, token.owner, token.fence)
         if r == S.STALE:
             raise StaleToken(
                 f"token for lock {token.name!r} (fence {token.fence}) is stale: its lease ran out or it was taken over"
@@ -186,8 +269,19 @@ class Locks:
         if r > 0:
             futex_wake(self._addr(token.slot, LK_NOTIFY_IDX))
 
+    def extend(self, token: LockToken, lease) -> LockToken:
+        """Give a held lock a new lease (from now; None: no lease). Returns the token (its fence is
+        unchanged); ``StaleToken`` if the lock was lost (lease ran out, or taken over)."""
+        if not isinstance(token, LockToken):
+            raise ConfigError(f"extend_lock takes a LockToken, got {type(token).__name__}")
+        lease_ns = duration_ns(lease, "lease")
+        h = token.key_hash or name_hash(validate_lock_name(token.name))
+        if lock_extend(self._addr(token.slot), h, token.owner, token.fence, lease_ns) != S.OK:
+            raise StaleToken(f"token for lock {token.name!r} (fence {token.fence}) no longer holds the lock")
+        return token
+
     @contextlib.contextmanager
-    def lock(self, name: str, timeout: float | None = None, lease: float | None = None):
+    def lock(self, name: str, timeout=None, lease=None):
         token = self.acquire(name, timeout, lease)
         try:
             yield token
@@ -199,10 +293,10 @@ class Locks:
         out = []
         for i in range(self.layout.max_locks):
             base = i * LOCK_SLOT_WORDS
-            if int(self.slots[base + LK_HASH_IDX]):
+            if int(self.slots[base + LK_HASH_IDX]) >= FIRST_HASH:
                 out.append(
                     {
-                        "name": self._name(i).decode(),
+                        "name": self._name(i).decode("utf-8", "replace"),
                         "holder": int(self.slots[base + LK_LOCK_IDX]),
                         "fence": int(self.slots[base + LK_FENCE_IDX]),
                         "lease_ns": int(self.slots[base + LK_LEASE_IDX]),

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 
 import numpy as np
 
-from nt_memory.errors import ConfigError, LockTimeout, SegmentExists, TierError, ValueTooLarge
+from nt_memory.durations import seconds
+from nt_memory.errors import ConfigError, CorruptSegment, SegmentExists, TierError, ValueTooLarge
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point
-from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal
 from nt_memory.kernels.ring import (
+    RING_CAPACITY_IDX,
     RING_LOCK_IDX,
-    RING_MSG_COUNT_IDX,
     RING_NOTIFY_IDX,
     RING_WAITERS_IDX,
     record_bytes,
@@ -33,6 +34,7 @@ from nt_memory.kernels.ring import (
 from nt_memory.kernels.words import word_fetch_add, word_load
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
+from nt_memory.shm.owned import BoundedWait, OwnedLock
 from nt_memory.shm.segment import Segment
 from nt_memory.shm.system import System, shm_name
 from nt_memory.shm.wait import futex_wait, futex_wake
@@ -50,15 +52,21 @@ def validate_topic(topic) -> bytes:
 
 
 class _Topic:
-    """One topic's ring, mapped in this process."""
+    """One topic's ring, mapped in this process. Its capacity comes from the segment's checksummed
+    header (validated against the ring's own word once): the kernels never read a shared size."""
 
-    def __init__(self, seg: Segment, capacity: int):
+    def __init__(self, seg: Segment):
+        capacity = seg.params[0]
         lay = C.TopicRingLayout.for_capacity(capacity)
+        if capacity < 1024 or capacity % 64 or seg.size != lay.total_bytes:
+            raise CorruptSegment(f"segment {seg.shm_name!r}: impossible topic ring capacity {capacity}")
         self.seg = seg
         self.capacity = capacity
         self.hdr_addr = seg.address + lay.ring_offset
         self.data_addr = seg.address + lay.data_offset
         self.ring = seg.region(lay.ring_offset, 64 * 8, np.int64)
+        if int(self.ring[RING_CAPACITY_IDX]) != capacity:
+            raise CorruptSegment(f"segment {seg.shm_name!r}: the ring's capacity word disagrees with its header")
         self.notify_addr = self.hdr_addr + RING_NOTIFY_IDX * 8
         self.waiters_addr = self.hdr_addr + RING_WAITERS_IDX * 8
         self.max_message = capacity // 4 - record_bytes(8) - 8
@@ -76,8 +84,9 @@ class PubSub:
         self.ctl = seg.region(self.layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
         self.entries = seg.region(self.layout.entries_offset, max_topics * C.TOPIC_ENTRY_WORDS * 8, np.int64)
         self._topics: dict[bytes, _Topic] = {}
-        self._publish = entry_point(ring_publish, INT, INT, INT, BYTES)
+        self._publish = entry_point(ring_publish, INT, INT, INT, INT, BYTES)
         self._receive = ring_receive
+        self._dir_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the topic directory")
         self.closed = False
 
     # --------------------------------------------------------------------------------- topics
@@ -91,10 +100,13 @@ class PubSub:
             if not create:
                 return None
             idx = self._create(key)
-        e = idx * C.TOPIC_ENTRY_WORDS
-        capacity = int(self.entries[e + C.TOPIC_CAPACITY_IDX])
         seg = Segment.attach(shm_name(self.system.name, f"topic.{idx}"), L.KIND_TOPIC)
-        t = self._topics[key] = _Topic(seg, capacity)
+        try:
+            t = _Topic(seg)
+        except BaseException:
+            seg.close()
+            raise
+        self._topics[key] = t
         return t
 
     def _find(self, key: bytes) -> int:
@@ -108,16 +120,7 @@ class PubSub:
         return -1
 
     def _create(self, key: bytes) -> int:
-        owner = self.system.owner
-        for _ in range(1000):
-            if lockword_acquire(self.ctl, C.CTL_LOCK_IDX, owner):
-                break
-            holder = int(self.ctl[C.CTL_LOCK_IDX])
-            if holder and not self.system.owner_alive(holder):
-                lockword_steal(self.ctl, C.CTL_LOCK_IDX, holder, 0)
-        else:
-            raise LockTimeout(f"the topic directory of system {self.system.name!r} stayed locked")
-        try:
+        with self._dir_lock:
             idx = self._find(key)
             if idx >= 0:
                 return idx
@@ -142,12 +145,10 @@ class PubSub:
             self.entries[e + C.TOPIC_STATE_IDX] = 1
             self.ctl[C.CTL_COUNT_IDX] = count + 1
             return count
-        finally:
-            lockword_release(self.ctl, C.CTL_LOCK_IDX)
 
     def topics(self) -> list[str]:
         out = []
-        for i in range(int(self.ctl[C.CTL_COUNT_IDX])):
+        for i in range(min(max(int(self.ctl[C.CTL_COUNT_IDX]), 0), self.layout.max_topics)):
             e = i * C.TOPIC_ENTRY_WORDS
             n = int(self.entries[e + C.TOPIC_NAME_LEN_IDX])
             out.append(self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n].decode())
@@ -156,39 +157,45 @@ class PubSub:
     # ---------------------------------------------------------------------------------- verbs
     def publish(self, topic: str, msg) -> int:
         """Publish ``msg`` (bytes or JSON-able) to every subscriber of ``topic``. Returns the
-        message's number. Raises ``ValueTooLarge`` over the topic's message limit."""
+        message's number on the topic. Raises ``ValueTooLarge`` over the topic's message limit,
+        ``LockTimeout`` naming the pid of a publisher stalled inside a publish. Thread-safe."""
         t = self.topic(topic)
         payload = encode(msg)
         if len(payload) > t.max_message:
             raise ValueTooLarge(
                 f"message is {len(payload):,} bytes encoded; topic {topic!r} takes at most {t.max_message:,}"
             )
-        deadline = None
+        wait = None
         while True:
-            r = self._publish(t.hdr_addr, t.data_addr, self.system.owner, payload)
+            r = self._publish(t.hdr_addr, t.data_addr, t.capacity, self.system.owner, payload)
             if r >= 0:
-                if r > 0:
+                if r & 1:
                     futex_wake(t.notify_addr)
-                return int(t.ring[RING_MSG_COUNT_IDX]) - 1
+                return r >> 1
             if r != S.BUSY:
                 raise TierError(f"publish to {topic!r} failed: {S.NAMES.get(r, r)}")
-            deadline = deadline or time.monotonic() + 10
-            holder = int(t.ring[RING_LOCK_IDX])
-            if holder and not self.system.owner_alive(holder):
-                ring_recover(t.ring, RING_LOCK_IDX, holder)  # a publisher died mid-message
-            elif time.monotonic() > deadline:
-                raise LockTimeout(f"topic {topic!r}: the append lock stayed held by a live process")
+            wait = self._wait_append(t, topic, wait)
+
+    def _wait_append(self, t: _Topic, topic: str, wait: BoundedWait | None) -> BoundedWait:
+        """The ring's append lock stayed held: take it from a dead publisher (its half-written
+        record was never published), or wait for a live one up to the stall bound."""
+        wait = wait or BoundedWait(self.system, f"topic {topic!r}")
+        holder = int(t.ring[RING_LOCK_IDX])
+        if wait.holder_dead(holder):
+            ring_recover(t.ring, RING_LOCK_IDX, holder)
+        else:
+            wait.pause(holder)
+        return wait
 
     def subscribe(self, topic: str) -> Subscription:
         """A subscription that receives every message published to ``topic`` from now on."""
         t = self.topic(topic)
+        wait = None
         while True:
             cursor, first = ring_snapshot(t.hdr_addr, self.system.owner)
             if cursor >= 0:
                 return Subscription(self, topic, t, cursor, first)
-            holder = int(t.ring[RING_LOCK_IDX])
-            if holder and not self.system.owner_alive(holder):
-                ring_recover(t.ring, RING_LOCK_IDX, holder)
+            wait = self._wait_append(t, topic, wait)
 
     def close(self) -> None:
         for t in self._topics.values():
@@ -198,10 +205,12 @@ class PubSub:
 
 
 class Subscription:
-    """Messages of one topic for one subscriber. Not shared between threads.
+    """Messages of one topic for one subscriber.
 
     ``recv(timeout=None)`` blocks (sleeping) and returns None when ``timeout`` passes;
     ``try_recv()`` never blocks; ``await arecv(timeout)``; iteration; ``dropped``; ``close()``.
+    Thread-safe: threads sharing a subscription share its cursor, so each message goes to one of
+    them (received + dropped still counts every message exactly once).
     """
 
     def __init__(self, pubsub: PubSub, topic: str, ring: _Topic, cursor: int, first_msg: int):
@@ -214,25 +223,32 @@ class Subscription:
         self._outmv = memoryview(self._out)
         self.received = 0
         self.dropped = 0
+        self._lock = threading.Lock()
         self.closed = False
 
     def try_recv(self):
         """The next message, or None if there is none yet."""
         if self.closed:
             raise ConfigError(f"subscription to {self.topic!r} is closed")
-        n, self._cursor, msg_no = self._pubsub._receive(self._t.hdr_addr, self._t.data_addr, self._cursor, self._out)
-        if n == S.NOT_FOUND:
-            return None
-        if n < 0:
-            raise TierError(f"receive from {self.topic!r} failed: {S.NAMES.get(n, n)}")
-        if msg_no > self._expected:
-            self.dropped += msg_no - self._expected
-        self._expected = msg_no + 1
-        self.received += 1
-        return decode(self._outmv[:n])
+        t = self._t
+        with self._lock:
+            n, self._cursor, msg_no = self._pubsub._receive(
+                t.hdr_addr, t.data_addr, t.capacity, self._cursor, self._out
+            )
+            if n == S.NOT_FOUND:
+                return None
+            if n < 0:
+                raise TierError(f"receive from {self.topic!r} failed: {S.NAMES.get(n, n)}")
+            if msg_no > self._expected:
+                self.dropped += msg_no - self._expected
+            self._expected = msg_no + 1
+            self.received += 1
+            return decode(self._outmv[:n])  # a copy, made before another thread reuses the buffer
 
     def recv(self, timeout: float | None = None):
-        """The next message; sleeps until one arrives. None when ``timeout`` seconds pass."""
+        """The next message; sleeps until one arrives. None when ``timeout`` (seconds or a
+        timedelta; None waits forever) passes."""
+        timeout = seconds(timeout, "timeout", allow_zero=True)
         msg = self.try_recv()
         if msg is not None:
             return msg

@@ -16,6 +16,11 @@ Arena header (int64 words; hot words on their own 64-byte lines)::
     word 24  CLASS_SIZE[64]  block size of each class, ascending, header included
     word 88  FREE_HEAD[c]    at 88 + 8*c: tag << 32 | (offset >> 4) of the top free block, 0 = empty
 
+Every kernel here takes the data region's size and the class sizes from the caller's *private*
+copy, validated when the segment was attached (``arena_sizes``), never from the shared header: a
+co-tenant that rewrites a header word can make allocations fail or collide, never make a kernel
+load or store outside the mapping.
+
 Block (16-byte aligned, offset 0 is never a block, so a unit index of 0 means "none")::
 
     +0   gen (low 32 bits) | class << 32     gen grows on every free: stale references fail
@@ -88,14 +93,15 @@ def make_ref(gen, offset):
 
 
 @jit
-def arena_class_for(hdr, nbytes):
-    """The smallest class whose blocks hold ``nbytes`` (header included), or -1 if none does."""
-    n = hdr[ARENA_NCLASSES_IDX]
+def arena_class_for(sizes, nbytes):
+    """The smallest class (index into the private ``sizes``) whose blocks hold ``nbytes`` (header
+    included), or -1 if none does."""
+    n = len(sizes)
     lo = 0
     hi = n
     while lo < hi:
         mid = (lo + hi) >> 1
-        if hdr[ARENA_CLASS_SIZE_IDX + mid] < nbytes:
+        if sizes[mid] < nbytes:
             lo = mid + 1
         else:
             hi = mid
@@ -103,28 +109,45 @@ def arena_class_for(hdr, nbytes):
 
 
 @jit
-def arena_block_ok(hdr, ref):
-    """True when ``ref`` points at a block that lies wholly inside the data region."""
+def arena_block_ok(data_bytes, ref):
+    """True when ``ref`` points at a block header that lies inside the data region."""
     off = ref_offset(ref)
-    if off < FIRST_BLOCK_OFFSET or off + BLOCK_HDR_BYTES > hdr[ARENA_DATA_BYTES_IDX]:
-        return False
-    return True
+    return off >= FIRST_BLOCK_OFFSET and off + BLOCK_HDR_BYTES <= data_bytes
 
 
 @jit
-def arena_alloc(hdr, data, nbytes):
+def arena_block(data_w, data_bytes, ref):
+    """(payload offset, value length, key length) of the live block ``ref`` names, or (-1, 0, 0)
+    when the reference is outside the region, its generation has moved on, or the lengths in the
+    block header run past the region. Any caller; the lengths may be torn unless the caller holds
+    the block's writer out (seqlock readers re-validate after copying)."""
+    if not arena_block_ok(data_bytes, ref):
+        return -1, 0, 0
+    off = ref_offset(ref)
+    if (data_w[off >> 3] & _GEN_MASK) != ref_gen(ref):
+        return -1, 0, 0
+    w1 = data_w[(off >> 3) + 1]
+    vlen = (w1 >> 32) & _U32
+    klen = w1 & _U32
+    if off + BLOCK_HDR_BYTES + vlen + klen > data_bytes:
+        return -1, 0, 0
+    return off + BLOCK_HDR_BYTES, vlen, klen
+
+
+@jit
+def arena_alloc(hdr, data, nbytes, data_bytes, sizes):
     """Allocate a block for ``nbytes`` of payload. Many callers, lock-free.
 
-    ``hdr`` is the arena header words, ``data`` the data region as int64 words. Returns a reference
-    (> 0), FULL when no class that fits has a block, or CORRUPT on an impossible free-list link.
+    ``hdr`` is the arena header words, ``data`` the data region as int64 words, ``data_bytes`` and
+    ``sizes`` the private copies of its size and class sizes. Returns a reference (> 0), FULL when
+    no class that fits has a block, or CORRUPT on an impossible free-list link or bump pointer.
     The block's key/value lengths are left for the caller to write.
     """
     need = nbytes + BLOCK_HDR_BYTES
-    c = arena_class_for(hdr, need)
+    c = arena_class_for(sizes, need)
     if c < 0:
         return FULL
-    data_bytes = hdr[ARENA_DATA_BYTES_IDX]
-    ncls = hdr[ARENA_NCLASSES_IDX]
+    ncls = len(sizes)
     last = min(c + CLASS_FALLBACK, ncls - 1)
     for cc in range(c, last + 1):
         head_idx = ARENA_FREE_HEAD_IDX + ARENA_FREE_HEAD_STRIDE * cc
@@ -141,14 +164,19 @@ def arena_alloc(hdr, data, nbytes):
             nxt = data[(off >> 3) + 2] & _U32
             new_head = ((((head >> 32) + 1) & _U32) << 32) | nxt
             if cas(hdr, head_idx, head, new_head) == head:
-                size = hdr[ARENA_CLASS_SIZE_IDX + cc]
-                fetch_add(hdr, ARENA_USED_BYTES_IDX, size)
+                if off + sizes[cc] > data_bytes:
+                    return CORRUPT
+                fetch_add(hdr, ARENA_USED_BYTES_IDX, sizes[cc])
                 fetch_add(hdr, ARENA_ALLOCS_IDX, 1)
+                # The block keeps its class: a free list of one class holds only blocks of it,
+                # unless the shared words were rewritten, which the class check below refuses.
+                if ((data[off >> 3] >> 32) & 0xFFFF) != cc:
+                    return CORRUPT
                 return make_ref(data[off >> 3] & _U32, off)
         if cc == c:
-            size = hdr[ARENA_CLASS_SIZE_IDX + c]
+            size = sizes[c]
             off = fetch_add(hdr, ARENA_BUMP_IDX, size)
-            if off + size <= data_bytes:
+            if off >= FIRST_BLOCK_OFFSET and off + size <= data_bytes:
                 data[off >> 3] = 1 | (c << 32)
                 fetch_add(hdr, ARENA_USED_BYTES_IDX, size)
                 fetch_add(hdr, ARENA_ALLOCS_IDX, 1)
@@ -157,18 +185,18 @@ def arena_alloc(hdr, data, nbytes):
 
 
 @jit
-def arena_free(hdr, data, ref):
+def arena_free(hdr, data, ref, data_bytes, sizes):
     """Return the block of ``ref`` to its class's free list. Many callers, lock-free, idempotent.
 
     Freeing a reference whose generation is already past (freed before, maybe reused since) does
     nothing: crash recovery may replay a free. Returns OK, or CORRUPT for an impossible reference.
     """
-    if not arena_block_ok(hdr, ref):
+    if not arena_block_ok(data_bytes, ref):
         return CORRUPT
     off = ref_offset(ref)
     w = load_acquire(data, off >> 3)
     c = (w >> 32) & 0xFFFF
-    if c >= hdr[ARENA_NCLASSES_IDX]:
+    if c >= len(sizes) or off + sizes[c] > data_bytes:
         return CORRUPT
     gen = w & _U32
     if (gen & _GEN_MASK) != ref_gen(ref):
@@ -185,7 +213,7 @@ def arena_free(hdr, data, ref):
         new_head = ((((head >> 32) + 1) & _U32) << 32) | (off >> 4)
         if cas(hdr, head_idx, head, new_head) == head:
             break
-    fetch_add(hdr, ARENA_USED_BYTES_IDX, -hdr[ARENA_CLASS_SIZE_IDX + c])
+    fetch_add(hdr, ARENA_USED_BYTES_IDX, -sizes[c])
     fetch_add(hdr, ARENA_FREES_IDX, 1)
     return OK
 

@@ -27,6 +27,12 @@ receiver copies a record, then re-reads TAIL_INTENT: if the appender may have st
 the record, the copy is discarded and the receiver jumps to LATEST, counting what it skipped from
 the message numbers (each record starts with its own), so received + dropped = published exactly.
 
+Every kernel takes the capacity from the caller's private copy (validated at attach against the
+checksummed segment header), never from the shared CAPACITY word, and checks each record's length
+against it before touching the payload: a co-tenant that rewrites a word gets garbage or a status,
+never a load or store outside the ring. Record walks are bounded by the number of records a ring of
+that capacity can hold.
+
 Record at byte offset ``pos % CAPACITY`` (8-byte aligned, never split across the end)::
 
     word 0  POS      the record's position; written last (release) so a reader can tell a record
@@ -46,7 +52,7 @@ from nt_memory.kernels.atomics import (
     store_release,
 )
 from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal, lockword_try_acquire
-from nt_memory.kernels.status import BUSY, FULL, NOT_FOUND, OK, OUT_TOO_SMALL, VALUE_TOO_LARGE
+from nt_memory.kernels.status import BUSY, CORRUPT, FULL, NOT_FOUND, OK, OUT_TOO_SMALL, VALUE_TOO_LARGE
 
 RING_CAPACITY_IDX = 0
 RING_LOCK_IDX = 8
@@ -65,6 +71,7 @@ RING_HDR_BYTES = RING_HDR_WORDS * 8
 
 RECORD_HDR_BYTES = 16
 KIND_PAD = 0xFF
+KIND_CORRUPT = 0xFE  # reported by ring_record_at for a record whose length runs past the ring
 
 
 @jit
@@ -84,14 +91,16 @@ def ring_unlock(hdr):
 
 
 @jit
-def ring_reserve(hdr, data_w, payload_len, kind, respect_head):
+def ring_reserve(hdr, data_w, cap, payload_len, kind, respect_head):
     """Reserve room for a record (the caller holds the lock); returns its position, or FULL /
-    VALUE_TOO_LARGE. Writes a PAD record first when the record would not fit before the end."""
-    cap = hdr[RING_CAPACITY_IDX]
+    VALUE_TOO_LARGE / CORRUPT (a negative TAIL). Writes a PAD record first when the record would
+    not fit before the end."""
     need = record_bytes(payload_len)
     if need > cap // 2:
         return VALUE_TOO_LARGE
     tail = hdr[RING_TAIL_IDX]
+    if tail < 0:
+        return CORRUPT
     off = tail % cap
     pad = cap - off if off + need > cap else 0
     if respect_head and tail + pad + need - load_acquire(hdr, RING_HEAD_IDX) > cap:
@@ -106,10 +115,9 @@ def ring_reserve(hdr, data_w, payload_len, kind, respect_head):
 
 
 @jit
-def ring_commit(hdr, data_w, pos, payload_len):
+def ring_commit(hdr, data_w, cap, pos, payload_len):
     """Publish the record at ``pos``: its POS word, then TAIL (both release). Caller holds the lock
     and releases it after."""
-    cap = hdr[RING_CAPACITY_IDX]
     store_release(data_w, (pos % cap) >> 3, pos)
     store_release(hdr, RING_TAIL_IDX, pos + record_bytes(payload_len))
     fetch_add(hdr, RING_APPENDS_IDX, 1)
@@ -117,17 +125,27 @@ def ring_commit(hdr, data_w, pos, payload_len):
 
 
 @jit
-def ring_record_at(hdr, data_w, pos):
+def ring_record_at(data_w, cap, pos):
     """The record at ``pos`` (below TAIL): (next position, payload byte offset, payload length,
-    kind); a PAD record reports kind PAD and its next position is the start of the next lap."""
-    cap = hdr[RING_CAPACITY_IDX]
+    kind); a PAD record reports kind PAD and its next position is the start of the next lap; a
+    record whose length would run past the ring reports KIND_CORRUPT."""
     off = pos % cap
+    if off & 7 or off + RECORD_HDR_BYTES > cap:
+        return pos + 8, 0, 0, KIND_CORRUPT
     meta = data_w[(off >> 3) + 1]
     kind = (meta >> 32) & 0xFF
     if kind == KIND_PAD:
         return pos + (cap - off), off + RECORD_HDR_BYTES, 0, kind
     n = meta & 0xFFFFFFFF
+    if off + record_bytes(n) > cap:
+        return pos + 8, 0, 0, KIND_CORRUPT
     return pos + record_bytes(n), off + RECORD_HDR_BYTES, n, kind
+
+
+@jit
+def ring_max_records(cap):
+    """An upper bound on the records between any two positions one ring apart: bounds every walk."""
+    return cap // RECORD_HDR_BYTES + 1
 
 
 @jit
@@ -151,12 +169,12 @@ def ring_set_head(hdr, pos):
 
 
 @jit
-def ring_publish(hdr_addr, data_addr, owner, msg):
+def ring_publish(hdr_addr, data_addr, cap, owner, msg):
     """Broadcast ``msg`` (bytes): many publishers, serialised by the append lock; never waits for
-    receivers. Returns the number of sleeping receivers (>= 0: wake them if any), or BUSY /
-    VALUE_TOO_LARGE. The record's payload is its message number (8 bytes) then ``msg``."""
+    receivers. Returns ``message number << 1 | 1 if receivers sleep`` (>= 0: wake them if the low
+    bit is set), or BUSY / VALUE_TOO_LARGE / CORRUPT. The record's payload is its message number
+    (8 bytes) then ``msg``."""
     hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
-    cap = hdr[RING_CAPACITY_IDX]
     data_w = address_to_words(data_addr, cap >> 3)
     data_b = address_to_bytes(data_addr, cap)
     n = 8 + len(msg)
@@ -165,24 +183,27 @@ def ring_publish(hdr_addr, data_addr, owner, msg):
     if not lockword_acquire(hdr, RING_LOCK_IDX, owner):
         return BUSY
     tail = hdr[RING_TAIL_IDX]
+    if tail < 0:
+        lockword_release(hdr, RING_LOCK_IDX)
+        return CORRUPT
     off = tail % cap
     need = record_bytes(n)
     end = tail + (cap - off if off + need > cap else 0) + need
     # Receivers check this after copying: anything within CAP of it may be overwritten now.
     store_release(hdr, RING_TAIL_INTENT_IDX, end)
     fence_release()
-    pos = ring_reserve(hdr, data_w, n, 1, False)
+    pos = ring_reserve(hdr, data_w, cap, n, 1, False)
     msg_no = hdr[RING_MSG_COUNT_IDX]
     poff = (pos % cap) + RECORD_HDR_BYTES
     data_w[poff >> 3] = msg_no
     for j in range(len(msg)):
         data_b[poff + 8 + j] = msg[j]
-    ring_commit(hdr, data_w, pos, n)
+    ring_commit(hdr, data_w, cap, pos, n)
     store_release(hdr, RING_LATEST_IDX, pos)
     store_release(hdr, RING_MSG_COUNT_IDX, msg_no + 1)
     lockword_release(hdr, RING_LOCK_IDX)
     fetch_add(hdr, RING_NOTIFY_IDX, 1)
-    return load_acquire(hdr, RING_WAITERS_IDX)
+    return (msg_no << 1) | (1 if load_acquire(hdr, RING_WAITERS_IDX) > 0 else 0)
 
 
 @jit
@@ -199,14 +220,13 @@ def ring_snapshot(hdr_addr, owner):
 
 
 @jit
-def ring_receive(hdr_addr, data_addr, cursor, out):
+def ring_receive(hdr_addr, data_addr, cap, cursor, out):
     """The next message at or after ``cursor``, for one receiver. No lock.
 
     Returns (length or NOT_FOUND / OUT_TOO_SMALL, next cursor, message number); the message is
     copied into ``out``. A receiver that was lapped resumes at the newest record: the gap in
     message numbers is what it lost."""
     hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
-    cap = hdr[RING_CAPACITY_IDX]
     data_w = address_to_words(data_addr, cap >> 3)
     data_b = address_to_bytes(data_addr, cap)
     for _ in range(64):
@@ -220,11 +240,11 @@ def ring_receive(hdr_addr, data_addr, cursor, out):
         if load_acquire(data_w, off >> 3) != cursor:
             cursor = load_acquire(hdr, RING_LATEST_IDX)
             continue
-        nxt, poff, n, kind = ring_record_at(hdr, data_w, cursor)
+        nxt, poff, n, kind = ring_record_at(data_w, cap, cursor)
         if kind == KIND_PAD:
             cursor = nxt
             continue
-        if n < 8 or poff + n > cap:
+        if kind == KIND_CORRUPT or n < 8 or poff + n > cap:
             cursor = load_acquire(hdr, RING_LATEST_IDX)
             continue
         msg_no = data_w[poff >> 3]

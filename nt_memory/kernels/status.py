@@ -14,6 +14,7 @@ OUT_TOO_SMALL = -10  # the caller's output buffer cannot hold the value
 JOURNAL_FULL = -11  # the write-behind journal has no room until the flusher catches up: nothing done
 DELETED = -12  # the journal's newest record for the key is a delete
 STALE = -13  # a conditional write found the stripe written since its version was read: nothing done
+RESERVE = -14  # a number (fence) would pass its durable high-water mark: reserve more, then retry
 
 NAMES = {
     OK: "OK",
@@ -30,4 +31,5 @@ NAMES = {
     JOURNAL_FULL: "JOURNAL_FULL",
     DELETED: "DELETED",
     STALE: "STALE",
+    RESERVE: "RESERVE",
 }

@@ -160,6 +160,15 @@ class MemberTable:
             return False
         return self._slot_alive(slot, state)
 
+    def owner_pid(self, owner: int) -> int:
+        """The pid registered behind an owner word (0 if its slot is out of range or moved on)."""
+        slot = owner_slot(owner)
+        if not 0 <= slot < self.capacity:
+            return 0
+        if word_load(self._addr(slot, M_STATE_IDX)) != owner_state(owner):
+            return 0
+        return int(self.words[slot * MEMBER_WORDS + M_PID_IDX])
+
     def members(self) -> list[MemberInfo]:
         out = []
         for slot in range(self.capacity):

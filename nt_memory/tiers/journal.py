@@ -1,11 +1,22 @@
-"""The write-behind journal: puts land here (shared memory) and a flusher drains them into LMDB.
+"""The write-behind journal: puts land here (shared memory) and are drained, in order, into LMDB.
 
-A put that returned is in the journal, which survives the death of every process. One flusher at a
-time drains it, in order, in batches of one LMDB transaction each. It holds the ring's consumer
-lock (an owner word), so a flusher that dies is replaced by the next process that notices. Every
-attached ``MemorySystem`` runs a flusher thread that is either draining or watching the flusher.
-A drain re-applied after a crash (LMDB committed, HEAD not yet advanced) writes the same values in
-the same order, so it is harmless.
+A put that returned is in the journal, which survives the death of every process. Draining is
+safe for any number of processes at once: each batch is applied in one LMDB transaction that also
+stores the journal's drain position, and skips what an earlier transaction applied
+(``ColdStore.apply_journal``). So a drainer that stalls (SIGSTOP, a debugger) can be taken over at
+any moment without a record being applied twice out of order, and the shared HEAD is only ever
+raised (CAS) to what LMDB has committed.
+
+Roles: one process at a time is the *flusher* (the ROLE word): its thread drains as soon as
+records arrive (polling with a back-off from 0.25 to 8 ms). Every other open ``MemorySystem``
+runs a watcher thread that checks every :data:`WATCH_S`; if the flusher is dead, or the journal
+has had a backlog with neither the flusher's heartbeat nor HEAD moving for :data:`TAKEOVER_S`, it
+takes the role. Hence the bound the README states: while any runnable process has the system
+open, an acknowledged write-behind put reaches LMDB within TAKEOVER_S + WATCH_S plus one batch.
+
+``durability="sync"`` puts, ``flush()`` and writers waiting for room drain themselves when nobody
+else is draining (one transaction then commits every waiting writer's records: group commit), and
+otherwise sleep on the journal's futex word until HEAD passes their record.
 """
 
 from __future__ import annotations
@@ -16,23 +27,11 @@ import time
 
 import numpy as np
 
-from nt_memory.errors import TierError
+from nt_memory.errors import CorruptSegment, TierError
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, entry_point
-from nt_memory.kernels.ring import (
-    RING_APPEND_BYTES_IDX,
-    RING_APPENDS_IDX,
-    RING_CAPACITY_IDX,
-    RING_CONSUMER_LOCK_IDX,
-    RING_HDR_BYTES,
-    RING_HEAD_IDX,
-    RING_LOCK_IDX,
-    RING_TAIL_IDX,
-    ring_recover,
-    ring_set_head,
-    ring_try_lock_consumer,
-)
-from nt_memory.kernels.table import (
+from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
+from nt_memory.kernels.atomics import address_to_bytes, address_to_words
+from nt_memory.kernels.journal import (
     JOURNAL_DELETE,
     JOURNAL_PAYLOAD_FIXED,
     JOURNAL_PUT,
@@ -40,160 +39,280 @@ from nt_memory.kernels.table import (
     journal_find,
     journal_index,
 )
-from nt_memory.kernels.words import word_load
-from nt_memory.shm.journal_layout import JournalLayout
+from nt_memory.kernels.lockword import lockword_steal, lockword_try_acquire
+from nt_memory.kernels.ring import (
+    KIND_PAD,
+    RING_APPEND_BYTES_IDX,
+    RING_APPENDS_IDX,
+    RING_HDR_WORDS,
+    RING_HEAD_IDX,
+    RING_NOTIFY_IDX,
+    RING_TAIL_IDX,
+    RING_WAITERS_IDX,
+)
+from nt_memory.kernels.words import word_cas, word_fetch_add, word_load, word_store
+from nt_memory.shm.journal_layout import (
+    DRAIN_LOCK_IDX,
+    DRAINS_IDX,
+    PROGRESS_IDX,
+    ROLE_BEAT_IDX,
+    ROLE_IDX,
+    JournalLayout,
+)
+from nt_memory.shm.owned import process_runnable
 from nt_memory.shm.system import System
+from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 _PAYLOAD_HEAD = struct.Struct("<qII")
 BATCH_RECORDS = 4096
 BATCH_BYTES = 8 << 20
+WATCH_S = 0.05  # how often a watcher looks at the flusher
+TAKEOVER_S = 0.25  # a backlog with no heartbeat and no progress for this long moves the role
+IDLE_MAX_S = 0.008
+ROOM_TIMEOUT_S = 10.0
+
+
+@jit
+def _find_at(ring_addr, data_addr, cap, key):
+    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
+    jw = address_to_words(data_addr, cap >> 3)
+    jb = address_to_bytes(data_addr, cap)
+    return journal_find(jhdr, jw, jb, cap, key)
+
+
+@jit
+def _index_at(ring_addr, data_addr, cap, pos, tail, out):
+    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
+    jw = address_to_words(data_addr, cap >> 3)
+    return journal_index(jhdr, jw, cap, pos, tail, out)
 
 
 class Journal:
-    """This process's view of the system's journal, and its flusher thread."""
+    """This process's view of the system's journal, and its flusher/watcher thread.
 
-    def __init__(self, system: System, ctx_addr: int, store: ColdStore, compression: bool):
+    ``recover`` is called to repair dead writers (the L1 tier's ``recover``: it also frees a dead
+    writer's hold on the journal's append lock, after replaying its stripes)."""
+
+    def __init__(self, system: System, store: ColdStore, compression: bool, recover):
         seg = system.parts["journal"]
         lay = JournalLayout.from_segment(seg)
         self.system = system
         self.store = store
         self.compression = compression
-        self.ring = seg.region(lay.ring_offset, RING_HDR_BYTES, np.int64)
+        self.recover = recover
+        self.ring = seg.region(lay.ring_offset, RING_HDR_WORDS * 8, np.int64)
         self.data = seg.region(lay.data_offset, lay.capacity)
         self.ring_addr = seg.address + lay.ring_offset
         self.data_addr = seg.address + lay.data_offset
         self.capacity = lay.capacity
-        self._ctx_addr = ctx_addr
-        self._find = entry_point(journal_find, INT, BYTES)
+        self.journal_id = lay.journal_id
+        self.position_key = f"journal/{lay.journal_id:016x}".encode()
+        self._find = entry_point(_find_at, INT, INT, INT, BYTES)
         self._index = np.zeros((BATCH_RECORDS, 4), np.int64)
         self._drain_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.drained_records = 0
         self.drains = 0
+        self.takeovers = 0
         self.error: BaseException | None = None
 
     # -------------------------------------------------------------------------------- positions
+    def _word(self, idx: int) -> int:
+        return word_load(self.ring_addr + idx * 8)
+
     @property
     def head(self) -> int:
-        return word_load(self.ring_addr + RING_HEAD_IDX * 8)
+        return self._word(RING_HEAD_IDX)
 
     @property
     def tail(self) -> int:
-        return word_load(self.ring_addr + RING_TAIL_IDX * 8)
+        return self._word(RING_TAIL_IDX)
 
     def backlog_bytes(self) -> int:
         return self.tail - self.head
 
     # ------------------------------------------------------------------------------------ reads
-    def _payload(self, pos: int):
-        off = pos % self.capacity + 16
+    def _payload(self, off: int):
+        """(data expiry, key start, key length, value length) of the payload at byte ``off``."""
         expiry, klen, vlen = _PAYLOAD_HEAD.unpack_from(self.data, off)
-        start = off + JOURNAL_PAYLOAD_FIXED
-        return expiry, start, klen, vlen
+        return expiry, off + JOURNAL_PAYLOAD_FIXED, klen, vlen
 
     def find(self, kb: bytes):
         """The newest unflushed write of ``kb``: None (nothing pending: ask L3), ``("delete",)``, or
         ``("put", encoded value bytes, data expiry)``."""
-        r = self._find(self._ctx_addr, kb)
+        r = self._find(self.ring_addr, self.data_addr, self.capacity, kb)
         if r == S.NOT_FOUND:
             return None
         if r < 0:
-            raise TierError(f"journal lookup failed: {S.NAMES.get(r, r)}")
+            raise CorruptSegment(f"system {self.system.name!r}: the journal's positions are impossible")
         pos, deleted = r >> 1, r & 1
         if deleted:
             result = ("delete",)
         else:
-            expiry, start, klen, vlen = self._payload(pos)
+            expiry, start, klen, vlen = self._payload(pos % self.capacity + 16)
             result = ("put", self.data[start + klen : start + klen + vlen].tobytes(), expiry)
         # Valid only if the flusher has not consumed the record meanwhile (then L3 has it).
         return result if self.head <= pos else None
 
-    # -------------------------------------------------------------------------------- flushing
-    def is_flusher(self) -> bool:
-        return int(self.ring[RING_CONSUMER_LOCK_IDX]) == self.system.owner
+    # -------------------------------------------------------------------------------- draining
+    def _records(self, head: int, tail: int):
+        """Copy the records of [head, tail) (at most one batch) into LMDB operations: returns
+        ([(position, ops)], end position)."""
+        rows, end = _index_at(self.ring_addr, self.data_addr, self.capacity, head, tail, self._index)
+        if rows < 0:
+            raise CorruptSegment(f"system {self.system.name!r}: the journal holds an impossible record at {end}")
+        now = time.time_ns()
+        records = []
+        size = 0
+        for i in range(rows):
+            pos, off, n, kind = (int(x) for x in self._index[i])
+            if kind == KIND_PAD or kind not in (JOURNAL_PUT, JOURNAL_DELETE, JOURNAL_PUT_EMB):
+                continue
+            expiry, start, klen, vlen = self._payload(off)
+            if JOURNAL_PAYLOAD_FIXED + klen + vlen > n:
+                raise CorruptSegment(f"system {self.system.name!r}: journal record at {pos} has impossible lengths")
+            kb = self.data[start : start + klen].tobytes()
+            if kind == JOURNAL_DELETE or (expiry and expiry <= now):
+                ops = [("kv", kb, None), ("embeddings", kb, None)]
+            else:
+                vb = self.data[start + klen : start + klen + vlen].tobytes()
+                ops = [("kv", kb, pack_kv(vb, expiry, self.compression))]
+                if kind == JOURNAL_PUT_EMB:
+                    ops.append(("embeddings", kb, self.data[start + klen + vlen : off + n].tobytes()))
+            records.append((pos, ops))
+            size += n
+            if size >= BATCH_BYTES:
+                end = int(self._index[i + 1, 0]) if i + 1 < rows else end
+                break
+        return records, end
 
-    def try_become_flusher(self) -> bool:
-        if ring_try_lock_consumer(self.ring, self.system.owner):
+    def _take_drain_lock(self) -> bool:
+        owner = self.system.owner
+        if lockword_try_acquire(self.ring, DRAIN_LOCK_IDX, owner):
             return True
-        holder = int(self.ring[RING_CONSUMER_LOCK_IDX])
-        if holder and not self.system.owner_alive(holder):
-            ring_recover(self.ring, RING_CONSUMER_LOCK_IDX, holder)
-            return bool(ring_try_lock_consumer(self.ring, self.system.owner))
-        return False
+        holder = int(self.ring[DRAIN_LOCK_IDX])
+        if holder == 0 or holder == owner:
+            return False
+        if self.system.owner_alive(holder) and not self._stalled(holder):
+            return False
+        # Dead or stalled mid-batch: safe to take over (apply_journal skips what it committed).
+        return bool(lockword_steal(self.ring, DRAIN_LOCK_IDX, holder, owner))
 
-    def recover_appender(self) -> int:
-        """Free the append lock of a dead appender (its record was never published)."""
-        holder = int(self.ring[RING_LOCK_IDX])
-        if holder and not self.system.owner_alive(holder):
-            return int(ring_recover(self.ring, RING_LOCK_IDX, holder))
-        return 0
+    def _stalled(self, holder: int) -> bool:
+        pid = self.system.members.owner_pid(holder)
+        if pid and not process_runnable(pid):
+            return True
+        return time.time_ns() - self._word(PROGRESS_IDX) > TAKEOVER_S * 1e9
 
     def drain(self) -> int:
-        """Move one batch of records into LMDB (caller is the flusher). Returns records moved."""
+        """Move one batch of records into LMDB if nobody else is draining (or the one who is has
+        stalled or died). Returns the records moved (0: nothing to do, or someone else is)."""
         with self._drain_lock:
             head = self.head
-            tail = self.tail
-            if head >= tail:
+            if head >= self.tail or not self._take_drain_lock():
                 return 0
-            rows, end = journal_index(self.ring_addr, self.data_addr, self.capacity, head, tail, self._index)
-            now = time.time_ns()
-            ops = []
-            size = 0
-            for i in range(rows):
-                pos, _off, n, kind = (int(x) for x in self._index[i])
-                if kind in (JOURNAL_PUT, JOURNAL_DELETE, JOURNAL_PUT_EMB):
-                    expiry, start, klen, vlen = self._payload(pos)
-                    kb = self.data[start : start + klen].tobytes()
-                    if kind == JOURNAL_DELETE or (expiry and expiry <= now):
-                        ops.append(("kv", kb, None))
-                        ops.append(("embeddings", kb, None))
-                    else:
-                        vb = self.data[start + klen : start + klen + vlen].tobytes()
-                        ops.append(("kv", kb, pack_kv(vb, expiry, self.compression)))
-                        if kind == JOURNAL_PUT_EMB:
-                            end_emb = start + n - JOURNAL_PAYLOAD_FIXED
-                            ops.append(("embeddings", kb, self.data[start + klen + vlen : end_emb].tobytes()))
-                    size += n
-                if size >= BATCH_BYTES:
-                    end = int(self._index[i + 1, 0]) if i + 1 < rows else end
-                    break
-            if ops:
-                self.store.write(ops)
-            ring_set_head(self.ring, end)
-            self.drained_records += len(ops)
+            try:
+                head = self.head  # re-read under the drain lock: another drainer may have moved it
+                tail = self.tail
+                if head >= tail:
+                    return 0
+                records, end = self._records(head, tail)
+                self.store.apply_journal(self.position_key, records, end)
+                self._advance_head(end)
+            finally:
+                word_cas(self.ring_addr + DRAIN_LOCK_IDX * 8, self.system.owner, 0)
+            self.drained_records += len(records)
             self.drains += 1
-            return max(len(ops), 1)
+            return max(len(records), 1)
+
+    def _advance_head(self, end: int) -> None:
+        """Raise HEAD to ``end`` (never lower it: a drainer that stalled and resumed may hold an
+        older end), note the progress, and wake writers waiting for it."""
+        addr = self.ring_addr + RING_HEAD_IDX * 8
+        while True:
+            cur = word_load(addr)
+            if cur >= end or word_cas(addr, cur, end) == cur:
+                break
+        word_store(self.ring_addr + PROGRESS_IDX * 8, time.time_ns())
+        word_fetch_add(self.ring_addr + DRAINS_IDX * 8, 1)
+        word_fetch_add(self.ring_addr + RING_NOTIFY_IDX * 8, 1)
+        if self._word(RING_WAITERS_IDX) > 0:
+            futex_wake(self.ring_addr + RING_NOTIFY_IDX * 8)
+
+    def _wait_for_head(self, target: int, deadline: float) -> bool:
+        """Drain or sleep until HEAD reaches ``target`` (True) or ``deadline`` passes (False).
+        Drains itself when it can (group commit), else sleeps on the journal's futex word."""
+        notify = self.ring_addr + RING_NOTIFY_IDX * 8
+        waiters = self.ring_addr + RING_WAITERS_IDX * 8
+        while self.head < target:
+            seen = word_load(notify)
+            if self.drain():
+                continue
+            if self.head >= target:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            word_fetch_add(waiters, 1)
+            try:
+                futex_wait(notify, seen, min(left, 0.002))
+            finally:
+                word_fetch_add(waiters, -1)
+        return True
+
+    def wait_durable(self, target: int, timeout: float, what: str = "flush") -> None:
+        """Return once HEAD has passed ``target``: every record before it is committed in LMDB."""
+        if not self._wait_for_head(target, time.monotonic() + timeout):
+            raise TierError(
+                f"{what}: the journal of system {self.system.name!r} did not reach position {target} "
+                f"within {timeout:g}s (at {self.head}; drainer owner {int(self.ring[DRAIN_LOCK_IDX]):#x})"
+            )
 
     def flush(self, timeout: float = 30.0) -> None:
         """Return once everything appended before the call is in LMDB."""
-        target = self.tail
-        deadline = time.monotonic() + timeout
-        pause = 0.0002
-        while self.head < target:
-            if self.is_flusher() or self.try_become_flusher():
-                self.drain()
-                continue
-            if time.monotonic() > deadline:
-                raise TierError(
-                    f"flush: the flusher (owner {int(self.ring[RING_CONSUMER_LOCK_IDX]):#x}) did not reach position "
-                    f"{target} within {timeout}s (at {self.head})"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.005)
+        self.wait_durable(self.tail, timeout)
 
     def make_room(self, deadline: float) -> None:
-        """Called when an append found the journal full: drain if we can, else wait for the flusher."""
-        self.recover_appender()
-        if self.is_flusher() or self.try_become_flusher():
-            self.drain()
-            return
-        if time.monotonic() > deadline:
+        """Called when an append found the journal full: repair dead writers, then drain (or wait
+        for a drain) until HEAD moves. Raises ``TierError`` past ``deadline``."""
+        self.recover()
+        head = self.head
+        if not self._wait_for_head(head + 1, min(deadline, time.monotonic() + 0.05)) and time.monotonic() > deadline:
             raise TierError(
-                f"the write-behind journal ({self.capacity:,} bytes) stayed full: the flusher is not keeping up"
+                f"the write-behind journal ({self.capacity:,} bytes) of system {self.system.name!r} stayed "
+                "full: nothing drained it in time"
             )
-        time.sleep(0.0005)
+
+    # ----------------------------------------------------------------------------- the role
+    def is_flusher(self) -> bool:
+        return self._word(ROLE_IDX) == self.system.owner
+
+    def _try_take_role(self) -> bool:
+        owner = self.system.owner
+        holder = self._word(ROLE_IDX)
+        if holder == owner:
+            return True
+        if holder and self.system.owner_alive(holder) and not self._role_stalled():
+            return False
+        if word_cas(self.ring_addr + ROLE_IDX * 8, holder, owner) == holder:
+            if holder:
+                self.takeovers += 1
+            self._beat()
+            return True
+        return False
+
+    def _role_stalled(self) -> bool:
+        """A backlog with neither the flusher's heartbeat nor HEAD moving for TAKEOVER_S."""
+        if self.head >= self.tail:
+            return False
+        now = time.time_ns()
+        limit = TAKEOVER_S * 1e9
+        return now - self._word(ROLE_BEAT_IDX) > limit and now - self._word(PROGRESS_IDX) > limit
+
+    def _beat(self) -> None:
+        word_store(self.ring_addr + ROLE_BEAT_IDX * 8, time.time_ns())
 
     # ----------------------------------------------------------------------------- the thread
     def start(self) -> None:
@@ -204,34 +323,37 @@ class Journal:
         idle = 0
         while not self._stop.is_set():
             try:
-                if self.is_flusher() or self.try_become_flusher():
+                if self.is_flusher() or self._try_take_role():
+                    self._beat()
                     if self.drain():
                         idle = 0
                         self.error = None
                         continue
                     idle += 1
-                    # Idle: back off from 0.25 ms to 8 ms between checks (a few wakeups a second
-                    # at most while nothing is written).
-                    self._stop.wait(min(0.00025 * (1 << min(idle, 5)), 0.008))
+                    # Idle: back off from 0.25 ms to 8 ms between checks (a few hundred wake-ups a
+                    # second at most while nothing is written).
+                    self._stop.wait(min(0.00025 * (1 << min(idle, 5)), IDLE_MAX_S))
                 else:
-                    self._stop.wait(0.05)
+                    self._stop.wait(WATCH_S)
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: nothing is lost (HEAD did
                 # not move), so keep the error for stats() and retry after a pause.
                 self.error = exc
                 self._stop.wait(1.0)
 
-    def stop(self) -> None:
-        """Stop the thread; if we were the flusher, drain what is left and hand the role back."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread; if we were the flusher, drain what is left and give the role up."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
         if self.is_flusher():
-            while self.head < self.tail:
-                self.drain()
-            ring_recover(self.ring, RING_CONSUMER_LOCK_IDX, self.system.owner)
+            try:
+                self.flush(timeout)
+            finally:
+                word_cas(self.ring_addr + ROLE_IDX * 8, self.system.owner, 0)
 
     def stats(self) -> dict:
+        now = time.time_ns()
         return {
             "capacity_bytes": self.capacity,
             "head": self.head,
@@ -239,9 +361,13 @@ class Journal:
             "backlog_bytes": self.backlog_bytes(),
             "appends": int(self.ring[RING_APPENDS_IDX]),
             "append_bytes": int(self.ring[RING_APPEND_BYTES_IDX]),
-            "flusher_owner": int(self.ring[RING_CONSUMER_LOCK_IDX]),
+            "drains": int(self.ring[DRAINS_IDX]),
+            "flusher_owner": self._word(ROLE_IDX),
+            "flusher_pid": self.system.members.owner_pid(self._word(ROLE_IDX)),
+            "flusher_beat_age_s": (now - self._word(ROLE_BEAT_IDX)) / 1e9 if self._word(ROLE_BEAT_IDX) else None,
+            "progress_age_s": (now - self._word(PROGRESS_IDX)) / 1e9 if self._word(PROGRESS_IDX) else None,
             "this_process_flushes": self.is_flusher(),
             "drained_records_here": self.drained_records,
-            "capacity_ok": int(self.ring[RING_CAPACITY_IDX]) == self.capacity,
+            "takeovers_here": self.takeovers,
             "last_error": repr(self.error) if self.error else None,
         }

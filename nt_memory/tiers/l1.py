@@ -24,23 +24,26 @@ and never leaves nopython mode::
 
 The handle is valid until ``cache.close()``; after it, ``l1_lookup`` returns ``status.CLOSED``. Do
 not close a cache while another thread is still inside ``@njit`` code that uses its handle.
+
+Threads: a ``HotCache`` may be shared by any number of threads. Kernels run without the GIL, so
+every thread reads into its own output buffer (made on its first read); nothing a thread reads
+passes through memory another thread writes.
 """
 
 from __future__ import annotations
 
-import math
-import os
+import threading
 import time
 
 import numpy as np
 import xxhash
 
+from nt_memory.durations import duration_ns, expiry_ns
 from nt_memory.errors import (
     CapacityError,
     ConfigError,
     CorruptSegment,
     InvalidKey,
-    LockTimeout,
     SegmentClosed,
     SegmentError,
     ValueTooLarge,
@@ -49,30 +52,36 @@ from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
 from nt_memory.kernels.arena import (
     ARENA_BUMP_IDX,
+    ARENA_CLASS_SIZE_IDX,
     ARENA_DATA_BYTES_IDX,
     ARENA_HDR_WORDS,
     ARENA_USED_BYTES_IDX,
     BLOCK_HDR_BYTES,
+    class_sizes,
 )
-from nt_memory.kernels.ring import RING_HDR_BYTES, RING_LOCK_IDX, ring_recover
+from nt_memory.kernels.repair import table_lock_owners, table_recover, table_rehash
 from nt_memory.kernels.table import (
     CTX_ACCESS_IDX,
     CTX_ARENA_BYTES_IDX,
     CTX_ARENA_DATA_IDX,
     CTX_ARENA_IDX,
+    CTX_CLASS_SIZE_IDX,
     CTX_JOURNAL_BYTES_IDX,
     CTX_JOURNAL_DATA_IDX,
     CTX_JOURNAL_IDX,
+    CTX_MAX_KEY_IDX,
+    CTX_MAX_VALUE_IDX,
     CTX_MEMBER_IDX,
+    CTX_NCLASSES_IDX,
     CTX_NSLOTS_IDX,
     CTX_NSTRIPES_IDX,
     CTX_OPEN_IDX,
     CTX_OUT_BYTES_IDX,
-    CTX_OUT_IDX,
     CTX_OWNER_IDX,
     CTX_SLOTS_IDX,
     CTX_STRIPES_IDX,
     CTX_TABLE_IDX,
+    CTX_TRACK_ACCESS_IDX,
     CTX_WORDS,
     HDR_COUNT_IDX,
     HDR_DEFAULT_TTL_IDX,
@@ -84,6 +93,8 @@ from nt_memory.kernels.table import (
     HDR_MAX_ENTRIES_IDX,
     HDR_MAX_KEY_IDX,
     HDR_MAX_VALUE_IDX,
+    HDR_NSLOTS_IDX,
+    HDR_NSTRIPES_IDX,
     HDR_REHASHES_IDX,
     HDR_REPAIRS_IDX,
     HDR_RETIRED_HITS_IDX,
@@ -101,9 +112,6 @@ from nt_memory.kernels.table import (
     table_lock_stripe,
     table_lookup,
     table_put,
-    table_recover,
-    table_rehash,
-    table_stripe_owners,
     table_stripe_version,
     table_unlock_stripe,
 )
@@ -111,6 +119,7 @@ from nt_memory.kernels.words import word_fetch_add
 from nt_memory.shm import layout as L
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.l1_layout import MAX_ARENA_BYTES, ArenaLayout, L1Layout
+from nt_memory.shm.owned import BoundedWait
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.tiers.codec import TAG_BYTES, decode, encode
 
@@ -120,10 +129,25 @@ MAX_VALUE_BYTES_LIMIT = 1 << 20
 DEFAULT_MAX_KEY_BYTES = 256
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
 DEFAULT_BYTES_PER_ENTRY = 256
-WRITE_TIMEOUT_S = 10.0
 _PREFIX_CACHE_LIMIT = 4096
 
 _xxh = xxhash.xxh3_64_intdigest
+
+
+class _Buffer:
+    __slots__ = ("arr", "addr", "mv")
+
+    def __init__(self, nbytes: int):
+        self.arr = np.zeros(nbytes, np.uint8)
+        self.addr = int(self.arr.ctypes.data)
+        self.mv = memoryview(self.arr)
+
+
+class _Scratch(threading.local):
+    """One output buffer per thread (``.buf``), made on the thread's first read."""
+
+    def __init__(self, nbytes: int):
+        self.buf = _Buffer(nbytes)
 
 
 class _Kernels:
@@ -138,7 +162,7 @@ class _Kernels:
             cls.contains = entry_point(table_contains, INT, INT, BYTES)
             cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
             cls.delete = entry_point(table_delete, INT, INT, BYTES, INT)
-            cls.get = entry_point(table_get, INT, INT, BYTES)
+            cls.get = entry_point(table_get, INT, INT, BYTES, INT)
             cls.version = entry_point(table_stripe_version, INT, INT)
             cls.lock_stripe = entry_point(table_lock_stripe, INT, INT)
             cls.unlock_stripe = entry_point(table_unlock_stripe, INT, INT)
@@ -166,14 +190,8 @@ def _positive_int(name: str, value, limit: int) -> int:
 
 
 def ttl_to_ns(ttl, name: str = "ttl") -> int:
-    """Seconds (int or float, > 0) to nanoseconds; ``None`` -> 0 (no expiry)."""
-    if ttl is None:
-        return 0
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float | np.integer | np.floating):
-        raise ConfigError(f"{name} must be a number of seconds, got {type(ttl).__name__} {ttl!r}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ConfigError(f"{name}={ttl!r} must be a finite number of seconds greater than 0")
-    return max(1, int(ttl * 1e9))
+    """A ttl (seconds or timedelta, > 0) in nanoseconds; ``None`` or ``inf`` -> 0 (no expiry)."""
+    return duration_ns(ttl, name)
 
 
 class HotCache:
@@ -298,18 +316,17 @@ class HotCache:
         aseg = system.parts["arena"]
         tl = L1Layout.from_segment(tseg)
         al = ArenaLayout.from_segment(aseg)
-        al.validate_header(aseg)
         self._hdr = tseg.region(tl.table_offset, TABLE_HDR_BYTES, np.int64)
         self._ahdr = aseg.region(al.arena_offset, ARENA_HDR_WORDS * 8, np.int64)
-        if int(self._hdr[0]) != tl.nslots or int(self._ahdr[ARENA_DATA_BYTES_IDX]) != al.data_bytes:
-            raise CorruptSegment(f"system {self.name!r}: L1 headers disagree with their layouts")
+        sizes = class_sizes(al.max_block_bytes)
+        self._check_headers(tl, al, sizes)
         self.max_key_bytes = int(self._hdr[HDR_MAX_KEY_IDX])
         self.max_value_bytes = int(self._hdr[HDR_MAX_VALUE_IDX])  # encoded, tag included
         self.max_entries = int(self._hdr[HDR_MAX_ENTRIES_IDX])
         self.default_ttl_ns = int(self._hdr[HDR_DEFAULT_TTL_IDX])
         self._mask = int(self._hdr[HDR_HASH_MASK_IDX])
-        self._out = np.zeros(self.max_value_bytes + 8, np.uint8)  # + room for word-wise copies
-        self._outmv = memoryview(self._out)
+        self._track_access = bool(self._hdr[HDR_TRACK_ACCESS_IDX])
+        # The kernels take every size from this private context, never from the shared headers.
         ctx = np.zeros(CTX_WORDS, np.int64)
         ctx[CTX_TABLE_IDX] = tseg.address + tl.table_offset
         ctx[CTX_STRIPES_IDX] = tseg.address + tl.stripes_offset
@@ -320,33 +337,61 @@ class HotCache:
         ctx[CTX_ARENA_IDX] = aseg.address + al.arena_offset
         ctx[CTX_ARENA_DATA_IDX] = aseg.address + al.data_offset
         ctx[CTX_ARENA_BYTES_IDX] = al.data_bytes
-        ctx[CTX_OUT_IDX] = self._out.ctypes.data
-        ctx[CTX_OUT_BYTES_IDX] = len(self._out)
+        ctx[CTX_MAX_KEY_IDX] = self.max_key_bytes
+        ctx[CTX_MAX_VALUE_IDX] = self.max_value_bytes
+        ctx[CTX_TRACK_ACCESS_IDX] = int(self._track_access)
+        ctx[CTX_NCLASSES_IDX] = len(sizes)
+        ctx[CTX_CLASS_SIZE_IDX : CTX_CLASS_SIZE_IDX + len(sizes)] = sizes
+        # Every thread's output buffer has this size: the largest value + room for word-wise copies.
+        ctx[CTX_OUT_BYTES_IDX] = self.max_value_bytes + 8
         ctx[CTX_OWNER_IDX] = system.owner
         if system.slot >= 0:
             ctx[CTX_MEMBER_IDX] = system.members.stats_address(system.slot)
         else:  # an observer: its counters go to a private scratch word pair
             self._observer_stats = np.zeros(2, np.int64)
             ctx[CTX_MEMBER_IDX] = self._observer_stats.ctypes.data
-        self._jring = None
         if "journal" in system.parts:
             jseg = system.parts["journal"]
             jl = JournalLayout.from_segment(jseg)
             ctx[CTX_JOURNAL_IDX] = jseg.address + jl.ring_offset
             ctx[CTX_JOURNAL_DATA_IDX] = jseg.address + jl.data_offset
             ctx[CTX_JOURNAL_BYTES_IDX] = jl.capacity
-            self._jring = jseg.region(jl.ring_offset, RING_HDR_BYTES, np.int64)
         ctx[CTX_OPEN_IDX] = 1
         self._ctx = ctx
         self._ctx_addr = int(ctx.ctypes.data)
         self._nstripes = tl.nstripes
         self._nslots = tl.nslots
+        self._scratch = _Scratch(int(ctx[CTX_OUT_BYTES_IDX]))
         self._prefixes: dict = {}
         self._beat_at = 0
         _Kernels.load()
         self._k_get = _Kernels.get
         self._k_put = _Kernels.put
         self._bind_get()
+
+    def _check_headers(self, tl: L1Layout, al: ArenaLayout, sizes: np.ndarray) -> None:
+        """Refuse headers that disagree with the checksummed layout params or hold impossible
+        limits: the values copied into the private context must be safe to trust."""
+        h, a = self._hdr, self._ahdr
+        problems = []
+        if int(h[HDR_NSLOTS_IDX]) != tl.nslots or int(h[HDR_NSTRIPES_IDX]) != tl.nstripes:
+            problems.append("table shape")
+        if not 1 <= int(h[HDR_MAX_KEY_IDX]) <= MAX_KEY_BYTES_LIMIT:
+            problems.append(f"max key {int(h[HDR_MAX_KEY_IDX])}")
+        if not 2 <= int(h[HDR_MAX_VALUE_IDX]) <= MAX_VALUE_BYTES_LIMIT + 1:
+            problems.append(f"max value {int(h[HDR_MAX_VALUE_IDX])}")
+        if BLOCK_HDR_BYTES + int(h[HDR_MAX_KEY_IDX]) + int(h[HDR_MAX_VALUE_IDX]) > al.max_block_bytes + 1:
+            problems.append("limits larger than the arena's blocks")
+        if not 1 <= int(h[HDR_MAX_ENTRIES_IDX]) <= tl.nslots // 2:
+            problems.append(f"max entries {int(h[HDR_MAX_ENTRIES_IDX])}")
+        if int(a[ARENA_DATA_BYTES_IDX]) != al.data_bytes or int(a[1]) != len(sizes):
+            problems.append("arena size")
+        elif not np.array_equal(a[ARENA_CLASS_SIZE_IDX : ARENA_CLASS_SIZE_IDX + len(sizes)], sizes):
+            problems.append("arena classes")
+        if problems:
+            raise CorruptSegment(
+                f"system {self.name!r}: the L1 headers disagree with their layouts ({', '.join(problems)})"
+            )
 
     # ------------------------------------------------------------------------------------- keys
     def _prefix(self, ns) -> bytes:
@@ -362,6 +407,10 @@ class HotCache:
             self._prefixes.clear()
         prefix = self._prefixes[ns] = raw + b"\0"
         return prefix
+
+    def prefix(self, ns) -> bytes:
+        """``namespace \\0`` as stored (validated): what every key of ``ns`` starts with."""
+        return self._prefixes.get(ns) or self._prefix(ns)
 
     def key_bytes(self, ns, key) -> bytes:
         """The stored form of a key: ``namespace \\0 key`` in UTF-8."""
@@ -398,12 +447,12 @@ class HotCache:
         """The value stored under ``(ns, key)``, or ``default`` if absent or expired. No lock.
 
         Raises ``InvalidKey`` for a key that is not str/bytes, ``ValueTooLarge`` for one over
-        ``max_key_bytes``, ``SegmentClosed`` after ``close()``.
+        ``max_key_bytes``, ``SegmentClosed`` after ``close()``. Thread-safe.
         """
         return self._get(ns, key, default)  # replaced per instance by _bind_get's closure
 
     def _bind_get(self) -> None:
-        self.get = self._get = self.make_getter(self._read_slow)
+        self.get = self._get = self.make_getter(self._get_slow)
         self.get.__doc__ = HotCache.get.__doc__
 
     def make_getter(self, on_miss):
@@ -415,7 +464,7 @@ class HotCache:
         mask = self._mask
         k_get = self._k_get
         ctx_addr = self._ctx_addr
-        outmv = self._outmv
+        scratch = self._scratch
         xxh = _xxh
         reserved = RESERVED_HASHES
         tag_bytes = TAG_BYTES
@@ -429,47 +478,47 @@ class HotCache:
             h = xxh(kb) & mask
             if h < reserved:
                 h += reserved
-            r = k_get(ctx_addr, h, kb)
+            buf = scratch.buf
+            r = k_get(ctx_addr, h, kb, buf.addr)
             if r >= 0:
                 if r & 0xFF == tag_bytes:
-                    return outmv[1 : r >> 8].tobytes()
-                return decode(outmv[: r >> 8])
+                    return buf.mv[1 : r >> 8].tobytes()
+                return decode(buf.mv[: r >> 8])
             return on_miss(r, h, kb, default)
 
         return get
 
-    def get_encoded(self, kb: bytes, h: int):
-        """The encoded value (tag first) under stored key ``kb``/hash ``h``: bytes, or a negative
-        status (NOT_FOUND / EXPIRED) — for the tiers above, which decode themselves."""
-        r = self._k_get(self._ctx_addr, h, kb)
+    def read_encoded(self, kb: bytes, h: int, status: int | None = None):
+        """The encoded value (tag first) under stored key ``kb``/hash ``h``: ``bytes``, or
+        ``S.NOT_FOUND`` / ``S.EXPIRED``. Waits out a busy writer (repairing a dead one); raises for
+        anything else. ``status``: what a first attempt returned, if the caller made one. For the
+        tiers above, which decode themselves."""
+        buf = self._scratch.buf
+        r = self._k_get(self._ctx_addr, h, kb, buf.addr) if status is None or status == S.BUSY else status
+        wait = None
+        while r == S.BUSY:
+            wait = wait or BoundedWait(self.system, f"L1 read of {kb!r}")
+            self._wait_busy(wait)
+            r = self._k_get(self._ctx_addr, h, kb, buf.addr)
         if r >= 0:
-            return self._outmv[: r >> 8].tobytes()
+            return buf.mv[: r >> 8].tobytes()
         if r in (S.NOT_FOUND, S.EXPIRED):
             return r
-        out = self._read_slow(r, h, kb, r, raw=True)
-        return out
+        self.raise_for(r, kb, None)
 
-    def _read_slow(self, r: int, h: int, kb: bytes, default, raw: bool = False):
-        deadline = None
-        while True:
-            if r == S.NOT_FOUND or r == S.EXPIRED:
-                return default
-            if r >= 0:
-                if raw:
-                    return self._outmv[: r >> 8].tobytes()
-                return decode(self._outmv[: r >> 8])
-            if r != S.BUSY:
-                self._raise_for(r, kb, None)
-            if deadline is None:
-                deadline = time.monotonic() + WRITE_TIMEOUT_S
-            self._wait_busy(deadline, "read")
-            r = _Kernels.get(self._ctx_addr, h, kb)
+    def get_encoded(self, kb: bytes, h: int):
+        """Same as :meth:`read_encoded` (kept for callers of the first version)."""
+        return self.read_encoded(kb, h)
+
+    def _get_slow(self, r: int, h: int, kb: bytes, default):
+        found = self.read_encoded(kb, h, r)
+        return default if isinstance(found, int) else decode(found)
 
     def __contains__(self, item) -> bool:
         ns, key = item
         kb = self.key_bytes(ns, key)
         h = self.hash_bytes(kb)
-        deadline = None
+        wait = None
         while True:
             r = _Kernels.contains(self._ctx_addr, h, kb)
             if r >= 0:
@@ -477,10 +526,9 @@ class HotCache:
             if r in (S.NOT_FOUND, S.EXPIRED):
                 return False
             if r != S.BUSY:
-                self._raise_for(r, kb, None)
-            if deadline is None:
-                deadline = time.monotonic() + WRITE_TIMEOUT_S
-            self._wait_busy(deadline, "read")
+                self.raise_for(r, kb, None)
+            wait = wait or BoundedWait(self.system, "L1 read")
+            self._wait_busy(wait)
 
     def __len__(self) -> int:
         """Entries in the table (expired ones not yet removed included)."""
@@ -493,7 +541,7 @@ class HotCache:
 
         ``ttl`` (seconds) overrides the table's default for this entry. At capacity the least
         recently used entries are evicted (CLOCK). Raises ``ValueTooLarge`` (key or value over the
-        limit; nothing stored), ``InvalidKey``, ``CodecError``, ``CapacityError``.
+        limit; nothing stored), ``InvalidKey``, ``CodecError``, ``CapacityError``. Thread-safe.
         """
         kb = self.key_bytes(ns, key)
         vb = encode(value)
@@ -501,7 +549,7 @@ class HotCache:
         if ttl is None:
             expiry = now + self.default_ttl_ns if self.default_ttl_ns else 0
         else:
-            expiry = now + ttl_to_ns(ttl)
+            expiry = expiry_ns(now, ttl)
         self.put_encoded(kb, self.hash_bytes(kb), vb, expiry)
         if now - self._beat_at > 1_000_000_000:
             self._beat_at = now
@@ -522,36 +570,36 @@ class HotCache:
         the kernel's J_* flags. Waits out BUSY/NEEDS_REHASH; returns OK, or JOURNAL_FULL / STALE
         for the tiers above to handle; raises for the rest."""
         st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version, emb)
-        if st == S.OK:
-            return st
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        wait = None
         while st != S.OK:
-            if st == S.NEEDS_REHASH:
-                self._rehash(deadline)
-            elif st == S.BUSY:
-                self._wait_busy(deadline, "write")
-            elif st in (S.JOURNAL_FULL, S.STALE):
+            if st in (S.JOURNAL_FULL, S.STALE):
                 return st
+            if st not in (S.NEEDS_REHASH, S.BUSY):
+                self.raise_for(st, kb, vb)
+            wait = wait or BoundedWait(self.system, "an L1 write stripe")
+            if st == S.NEEDS_REHASH:
+                self._rehash(wait)
             else:
-                self._raise_for(st, kb, vb)
+                self._wait_busy(wait)
             st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version, emb)
         return st
 
     def delete(self, ns, key) -> bool:
-        """Remove ``(ns, key)``; returns whether a live entry was removed."""
+        """Remove ``(ns, key)``; returns whether a live entry was removed. Thread-safe."""
         kb = self.key_bytes(ns, key)
         return self.delete_encoded(kb, self.hash_bytes(kb)) == S.OK
 
     def delete_encoded(self, kb: bytes, h: int, flags: int = 0) -> int:
         """Delete by stored key; returns OK, NOT_FOUND or (journaled) JOURNAL_FULL."""
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        wait = None
         while True:
             st = _Kernels.delete(self._ctx_addr, h, kb, flags)
             if st in (S.OK, S.NOT_FOUND, S.JOURNAL_FULL):
                 return st
             if st != S.BUSY:
-                self._raise_for(st, kb, None)
-            self._wait_busy(deadline, "write")
+                self.raise_for(st, kb, None)
+            wait = wait or BoundedWait(self.system, "an L1 write stripe")
+            self._wait_busy(wait)
 
     def stripe_version(self, h: int) -> int:
         """The write count of the stripe of ``h`` (see J_PROMOTE)."""
@@ -559,62 +607,63 @@ class HotCache:
 
     def lock_stripe(self, h: int) -> None:
         """Hold the stripe of ``h`` for a multi-step write (then pass J_HELD; release with
-        :meth:`unlock_stripe`). Waits, recovering dead holders, up to the write timeout."""
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        :meth:`unlock_stripe`). Waits, recovering dead holders, up to the stall bound."""
+        wait = None
         while True:
             st = _Kernels.lock_stripe(self._ctx_addr, h)
             if st == S.OK:
                 return
             if st != S.BUSY:
-                self._raise_for(st, b"", None)
-            self._wait_busy(deadline, "write")
+                self.raise_for(st, b"", None)
+            wait = wait or BoundedWait(self.system, "an L1 write stripe")
+            self._wait_busy(wait)
 
     def unlock_stripe(self, h: int) -> None:
         _Kernels.unlock_stripe(self._ctx_addr, h)
 
     def rehash(self) -> None:
         """Drop every tombstone now (normally automatic)."""
-        self._rehash(time.monotonic() + WRITE_TIMEOUT_S, force=True)
+        self._rehash(BoundedWait(self.system, "the L1 table (rehash)"), force=True)
 
-    def _rehash(self, deadline: float, force: bool = False) -> None:
+    def _rehash(self, wait: BoundedWait, force: bool = False) -> None:
         while True:
             st = table_rehash(self._ctx_addr, force)
             if st == S.OK:
                 return
             if st != S.BUSY:
-                self._raise_for(st, b"", None)
-            self._wait_busy(deadline, "rehash")
+                self.raise_for(st, b"", None)
+            self._wait_busy(wait)
 
     # --------------------------------------------------------------------------- dead owners
+    def lock_owners(self) -> set[int]:
+        """The owner words holding a stripe, the rehash or the journal's append lock now."""
+        owners = np.zeros(self._nstripes + 2, np.int64)
+        n = table_lock_owners(self._ctx_addr, owners)
+        return {int(o) for o in owners[:n]} - {0}
+
     def recover(self) -> int:
-        """Repair what dead writers left: take their stripes, replay their intents. Returns the
-        number of stripes repaired. Runs automatically when a read or write finds a stripe held
-        too long; call it from Python when ``l1_lookup`` keeps returning BUSY."""
+        """Repair what dead writers left: take their stripes, replay their intents, free the
+        journal's append lock they held. Returns the number of locks repaired. Runs automatically
+        when a read or write finds a stripe held too long; call it from Python when ``l1_lookup``
+        keeps returning BUSY."""
         self._check_open()
-        owners = np.zeros(self._nstripes + 1, np.int64)
-        n = table_stripe_owners(self._ctx_addr, owners)
         repaired = 0
-        for owner in {int(o) for o in owners[:n]} - {0}:
+        for owner in self.lock_owners():
             if not self.system.owner_alive(owner):
-                repaired += max(0, table_recover(self._ctx_addr, owner))
-        if self._jring is not None:
-            # A writer holds the journal's append lock inside its stripe: check it too.
-            holder = int(self._jring[RING_LOCK_IDX])
-            if holder and not self.system.owner_alive(holder):
-                repaired += int(ring_recover(self._jring, RING_LOCK_IDX, holder))
+                for _ in range(1000):
+                    r = table_recover(self._ctx_addr, owner)
+                    if r != S.BUSY:
+                        break
+                repaired += max(0, r)
         return repaired
 
-    def _wait_busy(self, deadline: float, what: str) -> None:
+    def _wait_busy(self, wait: BoundedWait) -> None:
         if self.recover():
             return
-        if time.monotonic() > deadline:
-            raise LockTimeout(
-                f"L1 {what} in system {self.name!r}: a write stripe stayed locked by a live process "
-                f"for over {WRITE_TIMEOUT_S}s"
-            )
-        os.sched_yield() if hasattr(os, "sched_yield") else time.sleep(0)
+        owners = self.lock_owners()
+        wait.pause(next(iter(owners)) if len(owners) == 1 else 0)
 
-    def _raise_for(self, st: int, kb: bytes, vb) -> None:
+    def raise_for(self, st: int, kb: bytes, vb) -> None:
         if st == S.KEY_TOO_LARGE:
             raise ValueTooLarge(
                 f"key is {len(kb)} bytes (namespace + NUL + key, UTF-8); "

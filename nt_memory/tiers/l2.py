@@ -14,6 +14,7 @@ Labels in the index are record ids; ``labels_ns`` maps them to namespace numbers
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,11 +26,11 @@ import hnswlib
 import numpy as np
 import xxhash
 
-from nt_memory.errors import ConfigError, InvalidEmbedding, LockTimeout, SegmentExists, TierError
-from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal
+from nt_memory.errors import ConfigError, InvalidEmbedding, SegmentExists, TierError
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
+from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.segment import Segment
 from nt_memory.shm.system import System, shm_name
 
@@ -75,7 +76,7 @@ def validate_embedding(vec, dim: int) -> np.ndarray:
 class VectorTier:
     """This process's view of the embedding log, and its (lazily built) hnswlib index."""
 
-    def __init__(self, system: System, path: str, space: str = "cosine", mode: int = 0o600):
+    def __init__(self, system: System, path: str, space: str = "cosine", mode: int = 0o600, recover=None):
         if space not in SPACES:
             raise ConfigError(f"vector space {space!r} must be one of {SPACES}")
         self.system = system
@@ -85,6 +86,10 @@ class VectorTier:
         self.layout = E.EmbedLayout.from_segment(seg)
         self.ctl = seg.region(self.layout.ctl_offset, E.CTL_WORDS * 8, np.int64)
         self.ctl_addr = seg.address + self.layout.ctl_offset
+        # A dead appender's stripes are replayed (``recover``) before its log lock is taken over.
+        self._log_lock = OwnedLock(
+            system, self.ctl, E.LOCK_IDX, "the embedding log", (lambda _dead: recover()) if recover else None
+        )
         self.dim = int(self.ctl[E.DIM_IDX])
         self.rec_bytes = int(self.ctl[E.RECORD_BYTES_IDX])
         self.log_id = int(self.ctl[E.LOG_ID_IDX])
@@ -163,48 +168,49 @@ class VectorTier:
             hit = self._latest.get(xxhash.xxh3_64_intdigest(kb))
             return hit[0] if hit and hit[1] == kb else -1
 
-    def _lock_log(self) -> None:
-        ctl = self.ctl
-        for _ in range(2000):
-            if lockword_acquire(ctl, E.LOCK_IDX, self.system.owner):
-                return
-            holder = int(ctl[E.LOCK_IDX])
-            if holder and not self.system.owner_alive(holder):
-                lockword_steal(ctl, E.LOCK_IDX, holder, 0)
-        raise LockTimeout(f"the embedding log of system {self.system.name!r} stayed locked")
+    @contextlib.contextmanager
+    def reserve(self, klen: int):
+        """Hold the log's append lock with room for one record whose key is ``klen`` bytes (a new
+        chunk is made first if needed: ``CapacityError`` when shared memory is full, before the
+        caller has written anything). Yields ``write(kb, vec) -> record id``; the caller holds the
+        key's L1 stripe, so per key the log's order is the journal's order."""
+        with self._lock:
+            self._log_lock.acquire()
+            try:
+                self._sync_latest()
+                rid = self.count
+                seg, lay = self._writable_chunk(rid, klen)
+                yield lambda kb, vec: self._write(seg, lay, rid, kb, vec)
+            finally:
+                self._log_lock.release()
+
+    def _write(self, seg: Segment, lay, rid: int, kb: bytes, vec: np.ndarray | None) -> int:
+        prev = self._latest.get(xxhash.xxh3_64_intdigest(kb))
+        prev_id = prev[0] if prev and prev[1] == kb else -1
+        if vec is None and prev_id < 0:
+            return -1
+        cw = seg.region(lay.offset("chunk"), 64, np.int64)
+        koff = int(cw[E.KEY_BUMP_IDX])
+        seg.buf[koff : koff + len(kb)] = np.frombuffer(kb, np.uint8)
+        cw[E.KEY_BUMP_IDX] = koff + len(kb)
+        off = lay.offset("records") + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes
+        w = seg.buf[off : off + 32].view(np.int64)
+        w[0] = (E.REC_PUT if vec is not None else E.REC_DELETE) | (len(kb) << 32)
+        w[1] = koff
+        w[2] = prev_id + 1
+        vbuf = seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32)
+        if vec is not None:
+            vbuf[:] = vec
+        else:
+            vbuf[:] = 0
+        word_store(self.ctl_addr + E.COUNT_IDX * 8, rid + 1)  # publish (release)
+        return rid
 
     def append(self, kb: bytes, vec: np.ndarray | None) -> int:
         """Append a PUT (``vec``) or DELETE (None) record for ``kb``; returns its id (-1 if a
-        delete found no embedding). The caller holds the key's L1 stripe, so per key the log's
-        order is the journal's order."""
-        with self._lock:
-            self._lock_log()
-            try:
-                self._sync_latest()
-                prev = self._latest.get(xxhash.xxh3_64_intdigest(kb))
-                prev_id = prev[0] if prev and prev[1] == kb else -1
-                if vec is None and prev_id < 0:
-                    return -1
-                rid = self.count
-                seg, lay = self._writable_chunk(rid, len(kb))
-                cw = seg.region(lay.offset("chunk"), 64, np.int64)
-                koff = int(cw[E.KEY_BUMP_IDX])
-                seg.buf[koff : koff + len(kb)] = np.frombuffer(kb, np.uint8)
-                cw[E.KEY_BUMP_IDX] = koff + len(kb)
-                off = lay.offset("records") + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes
-                w = seg.buf[off : off + 32].view(np.int64)
-                w[0] = (E.REC_PUT if vec is not None else E.REC_DELETE) | (len(kb) << 32)
-                w[1] = koff
-                w[2] = prev_id + 1
-                vbuf = seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32)
-                if vec is not None:
-                    vbuf[:] = vec
-                else:
-                    vbuf[:] = 0
-                word_store(self.ctl_addr + E.COUNT_IDX * 8, rid + 1)  # publish (release)
-                return rid
-            finally:
-                lockword_release(self.ctl, E.LOCK_IDX)
+        delete found no embedding). The caller holds the key's L1 stripe."""
+        with self.reserve(len(kb)) as write:
+            return write(kb, vec)
 
     def _writable_chunk(self, rid: int, klen: int):
         """The chunk to append record ``rid`` to, creating the next one when the last is full."""
@@ -215,7 +221,7 @@ class VectorTier:
             cw = seg.region(lay.offset("chunk"), 64, np.int64)
             used = rid - int(cw[E.FIRST_ID_IDX])
             key_end = lay.offset("keys") + self.layout.chunk_key_bytes
-            if used < self.layout.chunk_records and int(cw[E.KEY_BUMP_IDX]) + klen <= key_end:
+            if 0 <= used < self.layout.chunk_records and int(cw[E.KEY_BUMP_IDX]) + klen <= key_end:
                 return seg, lay
         name = shm_name(self.system.name, f"embed.{nchunks}")
         try:

@@ -7,6 +7,12 @@ from LMDB is raised as a :class:`TierError` with the original as its cause.
 
 A ``kv`` record is ``flags (1) | data expiry (8, wall ns, 0 = never) | encoded value``, with flag
 bit 0 set when the value is zlib-compressed (``enable_compression``; only when it saves >= 1/8).
+
+The storage directory is created ``0700`` and LMDB's files ``0600``: what the agents of one user
+store is not readable by another local user.
+
+``meta`` holds the high-water marks that must survive reboots (:meth:`ColdStore.reserve`: fencing
+numbers, proposal ids) and each journal's drain position (:meth:`ColdStore.apply_journal`).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ class ColdStore:
         self.path = os.path.abspath(path)
         self.compression = compression
         try:
-            os.makedirs(self.path, exist_ok=True)
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"storage_path={self.path!r} cannot be created: {exc.strerror}") from exc
         if not os.access(self.path, os.W_OK | os.X_OK):
@@ -90,6 +96,7 @@ class ColdStore:
                 readahead=False,
                 max_readers=1024,
                 lock=True,
+                mode=0o600,
             )
             self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
         except lmdb.Error as exc:
@@ -99,19 +106,13 @@ class ColdStore:
         self.closed = False
 
     # ------------------------------------------------------------------------------- writes
-    def write(self, ops: Iterable[tuple[str, bytes, bytes | None]]) -> int:
-        """Apply ``(db, key, value or None to delete)`` in order, in one transaction; grows the map
-        and retries when it is full. Returns the number of operations."""
-        ops = list(ops)
+    def transact(self, fn):
+        """Run ``fn(txn)`` in one write transaction and commit; grows the map and runs it again
+        when the map is full (``fn`` must not act outside the transaction). Returns its result."""
         for _ in range(40):
             try:
                 with self.env.begin(write=True) as txn:
-                    for db, key, value in ops:
-                        if value is None:
-                            txn.delete(key, db=self.dbs[db])
-                        else:
-                            txn.put(key, value, db=self.dbs[db])
-                return len(ops)
+                    return fn(txn)
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.MapResizedError:
@@ -119,6 +120,79 @@ class ColdStore:
             except lmdb.Error as exc:
                 raise TierError(f"LMDB write to {self.path!r} failed: {exc}") from exc
         raise TierError(f"LMDB at {self.path!r} stayed full after growing the map")
+
+    def _apply(self, txn, ops) -> None:
+        for db, key, value in ops:
+            if value is None:
+                txn.delete(key, db=self.dbs[db])
+            else:
+                txn.put(key, value, db=self.dbs[db])
+
+    def write(self, ops: Iterable[tuple[str, bytes, bytes | None]]) -> int:
+        """Apply ``(db, key, value or None to delete)`` in order, in one transaction; grows the map
+        and retries when it is full. Returns the number of operations."""
+        ops = list(ops)
+        self.transact(lambda txn: self._apply(txn, ops))
+        return len(ops)
+
+    def apply_journal(self, journal_key: bytes, records, end: int) -> int:
+        """Apply journal records ``[(position, ops)]`` drained up to position ``end``, in one
+        transaction that also stores ``end`` as the journal's drain position; records below the
+        stored position are skipped. Any number of drainers may race (one stalled, one taking
+        over): LMDB serialises their transactions, and each applies only what no earlier one did,
+        in journal order. Returns the number of records applied."""
+
+        def run(txn):
+            raw = txn.get(journal_key, db=self.dbs["meta"])
+            done = int.from_bytes(raw, "little") if raw else 0
+            if end <= done:
+                return 0
+            n = 0
+            for pos, ops in records:
+                if pos >= done:
+                    self._apply(txn, ops)
+                    n += 1
+            txn.put(journal_key, end.to_bytes(8, "little"), db=self.dbs["meta"])
+            return n
+
+        return self.transact(run)
+
+    def journal_position(self, journal_key: bytes) -> int:
+        raw = self.get("meta", journal_key)
+        return int.from_bytes(raw, "little") if raw else 0
+
+    def reserve(self, key: bytes, need: int, block: int) -> int:
+        """Raise the high-water mark ``key`` to at least ``need + block`` (durably) and return it.
+        Whatever was issued below an earlier mark is below the new one too: after a reboot,
+        numbering resumes above every mark ever returned."""
+
+        def run(txn):
+            raw = txn.get(key, db=self.dbs["meta"])
+            mark = max(int.from_bytes(raw, "little") if raw else 0, need) + block
+            txn.put(key, mark.to_bytes(8, "little"), db=self.dbs["meta"])
+            return mark
+
+        return self.transact(run)
+
+    def high_water(self, key: bytes) -> int:
+        raw = self.get("meta", key)
+        return int.from_bytes(raw, "little") if raw else 0
+
+    def update(self, db: str, key: bytes, fn) -> object:
+        """Read-modify-write one record atomically across processes: ``fn(old bytes or None)``
+        returns the new bytes (None deletes; ``...`` leaves it) and runs inside the write
+        transaction. Returns what ``fn`` returned."""
+
+        def run(txn):
+            old = txn.get(key, db=self.dbs[db])
+            new = fn(bytes(old) if old is not None else None)
+            if new is None:
+                txn.delete(key, db=self.dbs[db])
+            elif new is not ...:
+                txn.put(key, new, db=self.dbs[db])
+            return new
+
+        return self.transact(run)
 
     def _grow(self) -> None:
         with self._resize_lock:

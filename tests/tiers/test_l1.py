@@ -1,3 +1,4 @@
+import datetime
 import os
 import stat
 import time
@@ -215,9 +216,19 @@ def test_bad_names_raise_config_error(bad):
 
 
 def test_bad_ttl_on_put(cache):
-    for ttl in (0, -5, float("inf"), "10", True):
+    for ttl in (0, -5, float("nan"), 1e300, "10", True, datetime.timedelta(seconds=-1)):
         with pytest.raises(ConfigError, match="ttl"):
             cache.put("ns", "k", 1, ttl=ttl)
+    assert cache.get("ns", "k") is None  # nothing was stored by any of them
+
+
+def test_ttl_forms(cache):
+    """Seconds, a timedelta, or inf (never expires) all mean what they say."""
+    cache.put("ns", "inf", 1, ttl=float("inf"))
+    cache.put("ns", "td", 2, ttl=datetime.timedelta(milliseconds=50))
+    cache.put("ns", "np", 3, ttl=np.float32(0.05))
+    time.sleep(0.1)
+    assert (cache.get("ns", "inf"), cache.get("ns", "td"), cache.get("ns", "np")) == (1, None, None)
 
 
 def test_create_twice_and_attach_missing(cache, name):
