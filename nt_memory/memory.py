@@ -23,7 +23,7 @@ import numpy as np
 
 from nt_memory.config import DURABILITY, CacheConfig, MemoryConfig
 from nt_memory.coordination.consensus import Consensus, consensus_layout, init_consensus
-from nt_memory.coordination.locks import FENCE_BLOCK, FENCE_KEY, MAX_LOCKS, Locks, LockToken, init_locks
+from nt_memory.coordination.locks import MAX_LOCKS, Locks, LockToken, init_locks, reserve_fences
 from nt_memory.coordination.namespaces import NamespaceView
 from nt_memory.coordination.pubsub import PubSub, Subscription
 from nt_memory.durations import expiry_ns
@@ -141,6 +141,7 @@ class MemorySystem:
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
+        self.l1.recover()  # what members that died left half-done, before this process reads
         self.journal.start()
         self.closed = False
         if system.root.creator_pid == os.getpid() and self.l2.count == 0 and self.store.count("embeddings") > 0:
@@ -208,8 +209,7 @@ class MemorySystem:
         try:
             # High-water marks come from L3 and are reserved ahead before anyone can attach: fences
             # and proposal ids continue above everything issued before a reboot.
-            fence_base = store.high_water(FENCE_KEY)
-            fence_limit = store.reserve(FENCE_KEY, fence_base, FENCE_BLOCK)
+            fence_base, fence_limit = reserve_fences(store)
             ll = LocksLayout.for_count(MAX_LOCKS)
             specs.append(
                 PartSpec(

@@ -85,6 +85,13 @@ def name_hash(raw: bytes) -> int:
     return max(FIRST_HASH, xxhash.xxh3_64_intdigest(raw) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+def reserve_fences(store) -> tuple[int, int]:
+    """(base, limit) for a lock table being created: fences resume above every fence issued
+    before (the durable mark in L3), and a first block above it is reserved durably."""
+    base = store.high_water(FENCE_KEY)
+    return base, store.reserve(FENCE_KEY, base, FENCE_BLOCK)
+
+
 def init_locks(seg, layout: C.LocksLayout, base: int, limit: int) -> None:
     """Lay out a fresh lock table whose fences start above ``base`` and may go up to ``limit``
     (both durable high-water marks from L3). Creator only, before the system is published."""

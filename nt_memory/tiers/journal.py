@@ -321,8 +321,16 @@ class Journal:
 
     def _run(self) -> None:
         idle = 0
+        repaired_at = 0.0
         while not self._stop.is_set():
             try:
+                now = time.monotonic()
+                if now - repaired_at >= WATCH_S:
+                    # A writer killed inside a stripe left its write half-done: finish or undo it
+                    # now, not when the next writer of that stripe happens along, so no reader
+                    # keeps seeing L1's old value while the journal carries the new one to L3.
+                    repaired_at = now
+                    self.recover()
                 if self.is_flusher() or self._try_take_role():
                     self._beat()
                     if self.drain():

@@ -92,3 +92,25 @@ def voter(name, path, pid, agent, approve, out):
         out.put((agent, r.status.name))
     finally:
         mem.close()
+
+
+def decide_and_die(name: str, path: str, conn) -> None:
+    """Cast the deciding vote, and die (os._exit, like a SIGKILL: nothing runs after) as the
+    decision is being logged to L3."""
+    import os
+
+    from nt_memory import MemoryConfig, MemorySystem, Proposal, Vote
+    from nt_memory.coordination.consensus import Consensus
+
+    mem = MemorySystem.open(MemoryConfig(name=name, storage_path=path), label="decider")
+    mem.consensus.register_voter("a", 1.0)
+    mem.consensus.register_voter("b", 1.0)
+    pid = mem.consensus.submit_proposal(Proposal("a", {"act": "buy"}, quorum=0.5))
+    conn.send(pid)
+
+    def die(self, result):
+        os._exit(0)
+
+    Consensus._log = die
+    mem.consensus.vote(Vote(pid, "a", approve=True))
+    os._exit(1)  # not reached: the vote decides

@@ -45,3 +45,85 @@ def opener(name: str, path: str, barrier, result) -> None:
         result.put(mem.system.root.creator_pid)
     finally:
         mem.close()
+
+
+KC_KEYS = 16
+KC_DIM = 8
+
+
+def kc_config(name: str, path: str) -> MemoryConfig:
+    return MemoryConfig(
+        name=name, storage_path=path, embedding_dim=KC_DIM, cache_config=CacheConfig(max_entries=64)
+    )
+
+
+_KC_BLOCK = random.Random(7).randbytes(60_000)
+
+
+def kc_value(k: int, n: int, size: int) -> bytes:
+    """Key number, write number, a body, and an xxh3 of all of it: a mix of two writes (which
+    differ in their numbers) fails to verify. Cheap to make, so the writer spends its time writing."""
+    import xxhash
+
+    body = k.to_bytes(4, "little") + n.to_bytes(8, "little") + _KC_BLOCK[:size]
+    return body + xxhash.xxh3_64_intdigest(body).to_bytes(8, "little")
+
+
+def kc_parse(v: bytes) -> tuple[int, int] | None:
+    import xxhash
+
+    if not isinstance(v, bytes) or len(v) < 20 or xxhash.xxh3_64_intdigest(v[:-8]) != int.from_bytes(v[-8:], "little"):
+        return None
+    return int.from_bytes(v[:4], "little"), int.from_bytes(v[4:12], "little")
+
+
+def kill_consistency_writer(name: str, path: str, conn, seed: int, start: int) -> None:
+    """Overwrite a few keys with large values (long copies: kills land inside writes), some with
+    embeddings (the stripe is held across Python code), acknowledging each returned put, until
+    SIGKILLed. Write numbers start at ``start`` so rounds never reuse one."""
+    import numpy as np
+
+    mem = MemorySystem.open(kc_config(name, path), label="kc-writer")
+    rnd = random.Random(seed)
+    n = start
+    conn.send(("ready", 0, 0))
+    while True:
+        k = rnd.randrange(KC_KEYS)
+        n += 1
+        value = kc_value(k, n, rnd.choice((20_000, 40_000, 60_000)))
+        if rnd.random() < 0.5:
+            mem.put("kc", f"k{k}", value, embedding=np.full(KC_DIM, float(n % 97) + 1.0))
+        elif rnd.random() < 0.05:
+            mem.delete("kc", f"k{k}")
+            n_deleted = -n
+            conn.send(("ack", k, n_deleted))
+            continue
+        else:
+            mem.put("kc", f"k{k}", value)
+        conn.send(("ack", k, n))
+
+
+def open_and_idle(name: str, path: str, conn, durability: str = "write-behind") -> None:
+    """Open (the first to open is the flusher), say so, then idle until killed."""
+    import time
+
+    mem = MemorySystem.open(MemoryConfig(name=name, storage_path=path, durability=durability), label="idler")
+    deadline = time.monotonic() + 10
+    while not mem.journal.is_flusher() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the system thread takes the role as it starts
+    conn.send(("ready", mem.journal.is_flusher()))
+    while True:
+        time.sleep(1)
+
+
+def acking_putter(name: str, path: str, n: int, durability: str, conn) -> None:
+    """Put ``n`` keys with ``durability``, acknowledging each returned put; then idle (open)."""
+    import time
+
+    mem = MemorySystem.open(MemoryConfig(name=name, storage_path=path, durability=durability), label="putter")
+    for i in range(n):
+        mem.put("dur", f"k{i}", {"i": i})
+        conn.send(i)
+    conn.send("done")
+    while True:
+        time.sleep(1)
