@@ -136,7 +136,9 @@ def test_threads_sharing_a_subscription_split_every_message_exactly_once(name, t
 
 
 def test_threads_sharing_a_memory_system_with_embeddings_and_locks(name, tmp_path):
-    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8, cache_config=CacheConfig(max_entries=512))
+    cfg = MemoryConfig(
+        name=name, storage_path=str(tmp_path), embedding_dim=8, cache_config=CacheConfig(max_entries=512)
+    )
     with MemorySystem.open(cfg) as mem:
         try:
             total = [0]

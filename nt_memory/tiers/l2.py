@@ -26,7 +26,7 @@ import hnswlib
 import numpy as np
 import xxhash
 
-from nt_memory.errors import ConfigError, InvalidEmbedding, SegmentExists, TierError
+from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, SegmentExists, TierError
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
@@ -43,6 +43,7 @@ DEFAULT_M = 16
 _REC_HEAD = struct.Struct("<qqq")  # kind | key length << 32, key offset, previous id + 1
 EF_CONSTRUCTION = 200
 SYNC_BATCH = 50_000
+MAX_CHUNKS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,16 +116,30 @@ class VectorTier:
     # ------------------------------------------------------------------------------- the log
     @property
     def count(self) -> int:
-        return word_load(self.ctl_addr + E.COUNT_IDX * 8)
+        """Records committed, checked against what the published chunks can hold: a shared word
+        is never trusted as a loop bound."""
+        count = word_load(self.ctl_addr + E.COUNT_IDX * 8)
+        nchunks = word_load(self.ctl_addr + E.NCHUNKS_IDX * 8)
+        if not 0 <= nchunks <= MAX_CHUNKS or not 0 <= count <= nchunks * self.layout.chunk_records:
+            raise self._corrupt(f"{count} records in {nchunks} chunks")
+        return count
+
+    def _corrupt(self, what: str) -> CorruptSegment:
+        return CorruptSegment(f"system {self.system.name!r}: the embedding log is damaged ({what})")
 
     def _chunk(self, i: int) -> Segment:
+        lay = self.layout.chunk_layout()
         while len(self._chunks) <= i:
             seg = Segment.attach(shm_name(self.system.name, f"embed.{len(self._chunks)}"), L.KIND_EMBED_CHUNK)
-            lay = self.layout.chunk_layout()
             if seg.size != lay.total_bytes:
+                seg.close()
                 raise TierError(f"embedding chunk {seg.shm_name!r} has an unexpected size")
+            first = int(seg.region(lay.offset("chunk"), 64, np.int64)[E.FIRST_ID_IDX])
+            if first < 0 or (self._first_ids and first <= self._first_ids[-1]):
+                seg.close()
+                raise self._corrupt(f"chunk {len(self._chunks)} starts at record {first}")
             self._chunks.append(seg)
-            self._first_ids.append(int(seg.region(lay.offset("chunk"), 64, np.int64)[E.FIRST_ID_IDX]))
+            self._first_ids.append(first)
         return self._chunks[i]
 
     def _locate(self, rid: int) -> tuple[Segment, int]:
@@ -136,12 +151,17 @@ class VectorTier:
             self._chunk(word_load(self.ctl_addr + E.NCHUNKS_IDX * 8) - 1)
             self._mapped_below = count
         i = bisect.bisect_right(self._first_ids, rid) - 1
-        return self._chunks[i], self._records_offset + (rid - self._first_ids[i]) * self.rec_bytes
+        within = rid - self._first_ids[i] if i >= 0 else -1
+        if not 0 <= within < self.layout.chunk_records:
+            raise self._corrupt(f"record {rid} lies in no chunk")
+        return self._chunks[i], self._records_offset + within * self.rec_bytes
 
     def _record(self, rid: int):
         seg, off = self._locate(rid)
         w0, koff, prev1 = _REC_HEAD.unpack_from(seg.buf, off)
-        kind, klen = w0 & 0xFFFFFFFF, w0 >> 32
+        kind, klen = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFFFFFFFF
+        if kind not in (E.REC_PUT, E.REC_DELETE) or not 0 <= koff <= seg.size - klen or not 0 <= prev1 <= rid:
+            raise self._corrupt(f"record {rid} is impossible")
         return kind, bytes(seg.buf[koff : koff + klen]), prev1 - 1, seg, off
 
     def vector_view(self, rid: int) -> np.ndarray:
