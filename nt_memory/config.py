@@ -68,7 +68,11 @@ class MemoryConfig:
 
     ``durability``: ``"write-behind"`` (a put returns once it is in the shared-memory journal, which
     survives the death of every process; a flusher makes it durable in LMDB within milliseconds) or
-    ``"sync"`` (a put returns once LMDB has committed it to disk).
+    ``"sync"`` (a put returns once LMDB has committed it to disk). Each process's own setting
+    holds for its puts, whatever the creator chose; ``put(..., durability=)`` overrides it.
+
+    ``group``: share the system with a group's members (needs ``mode=0o660`` or ``0o640``); without
+    it, only this user's processes can attach, and segments another user created are refused.
     """
 
     name: str = "default"
@@ -83,6 +87,7 @@ class MemoryConfig:
     l3_map_bytes: int = 1 << 30
     mode: int = 0o600
     max_members: int = 256
+    group: int | str | None = None
 
     def __post_init__(self):
         validate_name(self.name)
@@ -103,6 +108,26 @@ class MemoryConfig:
         if self.mode not in (0o600, 0o660, 0o640, 0o644, 0o666):
             raise ConfigError(f"mode={self.mode!r} must be one of 0o600, 0o640, 0o644, 0o660, 0o666")
         _int("max_members", self.max_members, 2, 4096)
+        if self.group is not None:
+            self.gid  # noqa: B018 - resolves (and validates) the group now
+            if self.mode not in (0o660, 0o640):
+                raise ConfigError(f"group={self.group!r} needs mode=0o660 or 0o640 (got {self.mode:#o})")
+
+    @property
+    def gid(self) -> int | None:
+        """The group a shared system belongs to (``group``, by name or number), or None."""
+        if self.group is None:
+            return None
+        if isinstance(self.group, int) and not isinstance(self.group, bool) and self.group >= 0:
+            return self.group
+        if isinstance(self.group, str):
+            import grp
+
+            try:
+                return grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                raise ConfigError(f"group={self.group!r}: no such group on this host") from None
+        raise ConfigError(f"group must be a group name or number, got {self.group!r}")
 
     @property
     def path(self) -> str:

@@ -37,6 +37,10 @@ class SegmentExists(SegmentError, FileExistsError):
     """A segment (or system) of that name already exists."""
 
 
+class SegmentNotOwned(SegmentError, PermissionError):
+    """A segment of that name belongs to another user (or is not accessible to this one)."""
+
+
 class LayoutMismatch(SegmentError):
     """The segment was made by another layout version or is of another kind."""
 

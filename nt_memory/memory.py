@@ -164,7 +164,9 @@ class MemorySystem:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                system = System.attach(config.name, timeout=max(0.1, deadline - time.monotonic()), label=label)
+                system = System.attach(
+                    config.name, timeout=max(0.1, deadline - time.monotonic()), label=label, allow_gid=config.gid
+                )
             except SegmentNotFound:
                 try:
                     system = cls._create(config, label)
@@ -236,6 +238,7 @@ class MemorySystem:
                 mode=config.mode,
                 max_members=config.max_members,
                 label=label,
+                gid=config.gid,
             )
         finally:
             store.close()

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from nt_memory.durations import seconds
-from nt_memory.errors import ConfigError, CorruptSegment, SegmentExists, TierError, ValueTooLarge
+from nt_memory.errors import ConfigError, CorruptSegment, TierError, ValueTooLarge
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point
 from nt_memory.kernels.ring import (
@@ -36,7 +36,7 @@ from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
 from nt_memory.shm.segment import Segment
-from nt_memory.shm.system import System, shm_name
+from nt_memory.shm.system import System
 from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.codec import decode, encode
 
@@ -100,7 +100,7 @@ class PubSub:
             if not create:
                 return None
             idx = self._create(key)
-        seg = Segment.attach(shm_name(self.system.name, f"topic.{idx}"), L.KIND_TOPIC)
+        seg = self.system.attach_segment(f"topic.{idx}", L.KIND_TOPIC)
         try:
             t = _Topic(seg)
         except BaseException:
@@ -128,12 +128,7 @@ class PubSub:
             if count >= self.layout.max_topics:
                 raise ConfigError(f"system {self.system.name!r} already has {count} topics, its maximum")
             lay = C.TopicRingLayout.for_capacity(self.topic_bytes)
-            name = shm_name(self.system.name, f"topic.{count}")
-            try:
-                seg = Segment.create(name, L.KIND_TOPIC, lay.total_bytes, [self.topic_bytes], mode=0o600)
-            except SegmentExists:  # left by a creator that died before publishing the entry
-                Segment.attach(name, L.KIND_TOPIC).unlink()
-                seg = Segment.create(name, L.KIND_TOPIC, lay.total_bytes, [self.topic_bytes], mode=0o600)
+            seg = self.system.create_segment(f"topic.{count}", L.KIND_TOPIC, lay.total_bytes, [self.topic_bytes])
             lay.init(seg)
             seg.close()
             e = count * C.TOPIC_ENTRY_WORDS

@@ -19,7 +19,14 @@ import time
 import numpy as np
 import posix_ipc
 
-from nt_memory.errors import CapacityError, CorruptSegment, LayoutMismatch, SegmentExists, SegmentNotFound
+from nt_memory.errors import (
+    CapacityError,
+    CorruptSegment,
+    LayoutMismatch,
+    SegmentExists,
+    SegmentNotFound,
+    SegmentNotOwned,
+)
 from nt_memory.shm import layout as L
 
 SHM_DIR = "/dev/shm"
@@ -29,8 +36,9 @@ class Segment:
     """A mapped segment. ``buf`` (uint8) and ``words`` (int64) view all of it; ``address`` is the
     base address kernels receive."""
 
-    def __init__(self, shm_name: str, mm: mmap.mmap):
+    def __init__(self, shm_name: str, mm: mmap.mmap, mode: int = 0o600):
         self.shm_name = shm_name
+        self.mode = mode
         self.size = len(mm)
         self._mm = mm
         self.buf = np.frombuffer(mm, dtype=np.uint8)
@@ -41,7 +49,14 @@ class Segment:
     # -------------------------------------------------------------------------------- lifecycle
     @classmethod
     def create(
-        cls, shm_name: str, kind: int, size: int, params=(), mode: int = 0o600, state: int = L.STATE_READY
+        cls,
+        shm_name: str,
+        kind: int,
+        size: int,
+        params=(),
+        mode: int = 0o600,
+        state: int = L.STATE_READY,
+        gid: int | None = None,
     ) -> Segment:
         """Create and map a new segment of ``size`` bytes with a fresh header; fails with
         ``SegmentExists`` if the name is taken.
@@ -58,6 +73,9 @@ class Segment:
         except posix_ipc.ExistentialError:
             raise SegmentExists(f"shared-memory segment {shm_name!r} already exists") from None
         try:
+            if gid is not None:
+                os.fchown(shm.fd, -1, gid)
+            os.fchmod(shm.fd, mode)  # exactly the mode asked for, whatever the umask
             try:
                 if hasattr(os, "posix_fallocate"):
                     os.posix_fallocate(shm.fd, 0, size)
@@ -76,7 +94,7 @@ class Segment:
             _unlink_quietly(build_name)
             raise
         shm.close_fd()
-        seg = cls(shm_name, mm)
+        seg = cls(shm_name, mm, mode)
         w = seg.words
         w[L.MAGIC_IDX] = L.MAGIC
         w[L.VERSION_KIND_IDX] = L.LAYOUT_VERSION | (kind << 32)
@@ -103,14 +121,24 @@ class Segment:
         return seg
 
     @classmethod
-    def attach(cls, shm_name: str, kind: int) -> Segment:
-        """Map an existing segment and validate its header (magic, version, kind, size, checksum)."""
+    def attach(cls, shm_name: str, kind: int, *, allow_gid: int | None = None) -> Segment:
+        """Map an existing segment and validate its owner and its header (magic, version, kind,
+        size, checksum). A segment owned by another uid is refused (``SegmentNotOwned``) unless
+        ``allow_gid`` is its group and only that group shares it: another local user who created
+        the name first must not be able to read or replace what this process stores."""
         try:
             shm = posix_ipc.SharedMemory(shm_name)
         except posix_ipc.ExistentialError:
             raise SegmentNotFound(f"no shared-memory segment named {shm_name!r}") from None
+        except posix_ipc.PermissionsError:
+            raise SegmentNotOwned(
+                f"shared-memory segment {shm_name!r} exists but this user may not open it: another user made it "
+                "(choose another system name)"
+            ) from None
         try:
-            size = os.fstat(shm.fd).st_size
+            st = os.fstat(shm.fd)
+            check_owner(shm_name, st, allow_gid)
+            size = st.st_size
             if size < L.HEADER_BYTES:
                 raise CorruptSegment(
                     f"segment {shm_name!r} is truncated: {size} bytes, shorter than its {L.HEADER_BYTES}-byte header"
@@ -118,7 +146,7 @@ class Segment:
             mm = mmap.mmap(shm.fd, size)
         finally:
             shm.close_fd()
-        seg = cls(shm_name, mm)
+        seg = cls(shm_name, mm, st.st_mode & 0o777)
         try:
             seg._validate(kind)
         except BaseException:
@@ -185,6 +213,20 @@ class Segment:
     def unlink(self) -> None:
         """Remove the name; processes that have it mapped keep their mapping."""
         _unlink_quietly(self.shm_name)
+
+
+def check_owner(shm_name: str, st: os.stat_result, allow_gid: int | None = None) -> None:
+    """Refuse a segment this effective uid does not own, unless it is shared with ``allow_gid``
+    (group-owned by it, and not open to others)."""
+    if st.st_uid == os.geteuid():
+        return
+    if allow_gid is not None and st.st_gid == allow_gid and not st.st_mode & 0o007:
+        return
+    raise SegmentNotOwned(
+        f"shared-memory segment {shm_name!r} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}): "
+        "refusing to attach (another local user may have created the name first; choose another name, or "
+        "share a system through a group with MemoryConfig(group=...))"
+    )
 
 
 def _unlink_quietly(shm_name: str) -> bool:

@@ -7,7 +7,13 @@ Root segment (kind ROOT)::
     config     8-byte length + UTF-8 JSON: what attachers need to know (sizes, limits, paths)
     members    MAX_MEMBERS x 128 bytes: see members.py
 
-Root params: MAX_MEMBERS, DIR_CAPACITY, CONFIG_BYTES, DIR_OFFSET, CONFIG_OFFSET, MEMBERS_OFFSET, NPARTS.
+Root params (checksummed with the header): MAX_MEMBERS, DIR_CAPACITY, CONFIG_BYTES, DIR_OFFSET,
+CONFIG_OFFSET, MEMBERS_OFFSET, NPARTS, CONFIG_CHECKSUM (xxh3 of the config JSON: every setting an
+attacher reads is covered, not only the header's words).
+
+Ownership: every segment of a system belongs to the uid that created it, and an attacher refuses a
+segment another uid owns (unless the system is shared with a group it names): a local user who
+creates a name first cannot make another user's process store into, or read from, its segments.
 
 Create/attach race: the creator makes the root with O_CREAT|O_EXCL (state INITIALIZING), creates and
 initialises every part, then publishes READY with a release store. Attachers wait (bounded) for
@@ -24,8 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import xxhash
 
-from nt_memory.errors import ConfigError, CorruptSegment, SegmentError, SegmentNotFound
+from nt_memory.errors import ConfigError, CorruptSegment, SegmentError, SegmentExists, SegmentNotFound
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
@@ -47,6 +54,7 @@ P_DIR_OFFSET = 3
 P_CONFIG_OFFSET = 4
 P_MEMBERS_OFFSET = 5
 P_NPARTS = 6
+P_CONFIG_CHECKSUM = 7
 
 
 def validate_name(name) -> str:
@@ -70,6 +78,10 @@ class PartSpec:
     init: Callable[[Segment], None] | None = None
 
 
+def config_checksum(blob: bytes) -> int:
+    return xxhash.xxh3_64_intdigest(blob) & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def _root_layout(max_members: int) -> L.Layout:
     lay = L.Layout()
     lay.add("dir", DIR_CAPACITY * DIR_ENTRY_BYTES)
@@ -81,12 +93,23 @@ def _root_layout(max_members: int) -> L.Layout:
 class System:
     """An open system: its root, its parts by name, and this handle's member registration."""
 
-    def __init__(self, name: str, root: Segment, parts: dict[str, Segment], register: bool, label: str):
+    def __init__(
+        self,
+        name: str,
+        root: Segment,
+        parts: dict[str, Segment],
+        register: bool,
+        label: str,
+        mode: int = 0o600,
+        gid: int | None = None,
+    ):
         self.name = name
         self.root = root
         self.parts = parts
+        self.mode = mode
+        self.gid = gid
         p = root.params
-        self.config = _read_config(root, p[P_CONFIG_OFFSET], p[P_CONFIG_BYTES])
+        self.config = _read_config(root, p[P_CONFIG_OFFSET], p[P_CONFIG_BYTES], p[P_CONFIG_CHECKSUM])
         self.members = MemberTable(
             root.region(p[P_MEMBERS_OFFSET], p[P_MAX_MEMBERS] * MEMBER_BYTES, np.int64),
             root.address + p[P_MEMBERS_OFFSET],
@@ -112,9 +135,11 @@ class System:
         mode: int = 0o600,
         max_members: int = DEFAULT_MAX_MEMBERS,
         label: str = "",
+        gid: int | None = None,
     ) -> System:
         """Create every segment of a new system and publish it READY. Fails with
-        ``SegmentExists`` if the name is taken; on any failure removes what it made."""
+        ``SegmentExists`` if the name is taken; on any failure removes what it made. ``gid``: a
+        group to share the system with (with a group-readable ``mode``)."""
         validate_name(name)
         if len(parts) > DIR_CAPACITY:
             raise ConfigError(f"{len(parts)} parts exceed the directory's {DIR_CAPACITY}")
@@ -130,9 +155,10 @@ class System:
             lay.offset("config"),
             lay.offset("members"),
             len(parts),
+            config_checksum(blob),
         ]
         root = Segment.create(
-            shm_name(name, "root"), L.KIND_ROOT, lay.total_bytes, params, mode, state=L.STATE_INITIALIZING
+            shm_name(name, "root"), L.KIND_ROOT, lay.total_bytes, params, mode, state=L.STATE_INITIALIZING, gid=gid
         )
         made: dict[str, Segment] = {}
         try:
@@ -143,14 +169,14 @@ class System:
             for i, spec in enumerate(parts):
                 if not re.match(r"^[a-z0-9_.]{1,39}$", spec.part) or spec.part == "root":
                     raise ConfigError(f"part name {spec.part!r} is invalid")
-                seg = Segment.create(shm_name(name, spec.part), spec.kind, spec.size, spec.params, mode)
+                seg = Segment.create(shm_name(name, spec.part), spec.kind, spec.size, spec.params, mode, gid=gid)
                 made[spec.part] = seg
                 if spec.init is not None:
                     spec.init(seg)
                 entry = dirv[i * DIR_ENTRY_BYTES : (i + 1) * DIR_ENTRY_BYTES]
                 entry[:DIR_NAME_BYTES] = np.frombuffer(spec.part.encode().ljust(DIR_NAME_BYTES, b"\0"), np.uint8)
                 entry[DIR_NAME_BYTES:].view(np.int64)[:3] = [spec.kind, spec.size, 0]
-            system = cls(name, root, made, register=True, label=label)
+            system = cls(name, root, made, register=True, label=label, mode=mode, gid=gid)
         except BaseException:
             for seg in made.values():
                 seg.unlink()
@@ -162,13 +188,22 @@ class System:
         return system
 
     @classmethod
-    def attach(cls, name: str, *, timeout: float = 5.0, register: bool = True, label: str = "") -> System:
+    def attach(
+        cls,
+        name: str,
+        *,
+        timeout: float = 5.0,
+        register: bool = True,
+        label: str = "",
+        allow_gid: int | None = None,
+    ) -> System:
         """Attach to an existing system by name. Waits up to ``timeout`` seconds for a creator that
-        is still laying it out. Raises ``SegmentNotFound`` if there is no such system and a
+        is still laying it out. Raises ``SegmentNotFound`` if there is no such system,
+        ``SegmentNotOwned`` if another user made it (unless shared with ``allow_gid``) and a
         ``SegmentError`` if it is damaged or was abandoned half-made."""
         validate_name(name)
         try:
-            root = Segment.attach(shm_name(name, "root"), L.KIND_ROOT)
+            root = Segment.attach(shm_name(name, "root"), L.KIND_ROOT, allow_gid=allow_gid)
         except SegmentNotFound:
             raise SegmentNotFound(f"no nt-memory system named {name!r} (no {SHM_DIR}/{PREFIX}{name}.root)") from None
         try:
@@ -189,7 +224,7 @@ class System:
             try:
                 for part, kind, size in _read_dir(root, p[P_DIR_OFFSET], p[P_NPARTS]):
                     try:
-                        seg = Segment.attach(shm_name(name, part), kind)
+                        seg = Segment.attach(shm_name(name, part), kind, allow_gid=allow_gid)
                     except SegmentNotFound:
                         raise SegmentError(
                             f"system {name!r} is incomplete: part {part!r} is missing (run `nt-memory gc`)"
@@ -197,7 +232,9 @@ class System:
                     parts[part] = seg
                     if seg.size != size:
                         raise CorruptSegment(f"system {name!r}: part {part!r} is {seg.size} bytes, expected {size}")
-                return cls(name, root, parts, register=register, label=label)
+                return cls(
+                    name, root, parts, register=register, label=label, mode=root.mode, gid=allow_gid
+                )
             except BaseException:
                 for seg in parts.values():
                     seg.close()
@@ -205,6 +242,23 @@ class System:
         except BaseException:
             root.close()
             raise
+
+    # --------------------------------------------------------------------------- later parts
+    def attach_segment(self, part: str, kind: int) -> Segment:
+        """Map a part made after creation (a topic ring, an embedding chunk), checking its owner."""
+        return Segment.attach(shm_name(self.name, part), kind, allow_gid=self.gid)
+
+    def create_segment(self, part: str, kind: int, size: int, params=()) -> Segment:
+        """Make a part after creation, with the system's mode and group. A leftover of an appender
+        that died before publishing the part (nothing refers to it) is replaced."""
+        name = shm_name(self.name, part)
+        try:
+            seg = Segment.create(name, kind, size, params, mode=self.mode, gid=self.gid)
+        except SegmentExists:
+            self.attach_segment(part, kind).unlink()
+            seg = Segment.create(name, kind, size, params, mode=self.mode, gid=self.gid)
+        self.shm_names.append(name)
+        return seg
 
     # ----------------------------------------------------------------------------------- lifetime
     def heartbeat(self, now_ns: int) -> None:
@@ -268,13 +322,16 @@ def _wait_ready(root: Segment, name: str, timeout: float) -> None:
         pause = min(pause * 2, 0.02)
 
 
-def _read_config(root: Segment, offset: int, nbytes: int) -> dict:
+def _read_config(root: Segment, offset: int, nbytes: int, checksum: int) -> dict:
     region = root.region(offset, nbytes)
     n = int(region[:8].view(np.int64)[0])
     if not 0 <= n <= nbytes - 8:
         raise CorruptSegment(f"segment {root.shm_name!r}: configuration length {n} is impossible")
+    blob = region[8 : 8 + n].tobytes()
+    if config_checksum(blob) != checksum:
+        raise CorruptSegment(f"segment {root.shm_name!r}: its configuration does not match the header's checksum")
     try:
-        return json.loads(region[8 : 8 + n].tobytes())
+        return json.loads(blob)
     except ValueError as exc:
         raise CorruptSegment(f"segment {root.shm_name!r}: configuration is not valid JSON") from exc
 

@@ -26,13 +26,13 @@ import hnswlib
 import numpy as np
 import xxhash
 
-from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, SegmentExists, TierError
+from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, TierError
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.segment import Segment
-from nt_memory.shm.system import System, shm_name
+from nt_memory.shm.system import System
 
 SPACES = ("cosine", "l2", "ip")
 # Measured on 20k clustered 64-d vectors (tests/tiers/test_l2.py), M=16: recall@10 0.83 at ef=100,
@@ -130,7 +130,7 @@ class VectorTier:
     def _chunk(self, i: int) -> Segment:
         lay = self.layout.chunk_layout()
         while len(self._chunks) <= i:
-            seg = Segment.attach(shm_name(self.system.name, f"embed.{len(self._chunks)}"), L.KIND_EMBED_CHUNK)
+            seg = self.system.attach_segment(f"embed.{len(self._chunks)}", L.KIND_EMBED_CHUNK)
             if seg.size != lay.total_bytes:
                 seg.close()
                 raise TierError(f"embedding chunk {seg.shm_name!r} has an unexpected size")
@@ -243,13 +243,7 @@ class VectorTier:
             key_end = lay.offset("keys") + self.layout.chunk_key_bytes
             if 0 <= used < self.layout.chunk_records and int(cw[E.KEY_BUMP_IDX]) + klen <= key_end:
                 return seg, lay
-        name = shm_name(self.system.name, f"embed.{nchunks}")
-        try:
-            seg = Segment.create(name, L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim], mode=self.mode)
-        except SegmentExists:
-            # Left by an appender that died before publishing it: not in use, replace it.
-            Segment.attach(name, L.KIND_EMBED_CHUNK).unlink()
-            seg = Segment.create(name, L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim], mode=self.mode)
+        seg = self.system.create_segment(f"embed.{nchunks}", L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim])
         cw = seg.region(lay.offset("chunk"), 64, np.int64)
         cw[E.FIRST_ID_IDX] = rid
         cw[E.KEY_BUMP_IDX] = lay.offset("keys")
@@ -403,11 +397,13 @@ class VectorTier:
         with self._lock:
             if self.index is None or self._indexed_upto <= self._saved_upto:
                 return False
-            os.makedirs(self.dir, exist_ok=True)
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
             path = self._index_file()
             tmp = f"{path}.{os.getpid()}.{secrets.token_hex(3)}"
             self.index.save_index(tmp)
-            with open(tmp + ".json", "w") as f:
+            os.chmod(tmp, 0o600)  # hnswlib creates it with the umask's mode: keep it private
+            fd = os.open(tmp + ".json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
                 json.dump({"log_id": self.log_id, "upto": self._indexed_upto, "space": self.space, "dim": self.dim}, f)
             os.replace(tmp, path)
             os.replace(tmp + ".json", path + ".json")
