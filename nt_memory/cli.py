@@ -89,9 +89,13 @@ def cmd_inspect(args) -> int:
 def cmd_gc(args) -> int:
     from nt_memory.shm.system import gc
 
-    removed = gc()
+    def skipped(name: str, why: str) -> None:
+        print(f"kept: {name}  ({why})")
+
+    removed = gc(args.names, dry_run=args.dry_run, force=args.force, on_skip=skipped)
+    verb = "would remove" if args.dry_run else "removed"
     for name in removed:
-        print(f"removed: {name}")
+        print(f"{verb}: {name}")
     if not removed:
         print("nothing to remove")
     return 0
@@ -163,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("inspect", help="sizes, fill and counters of one system")
     sp.add_argument("name")
     sp.set_defaults(func=cmd_inspect)
-    sub.add_parser("gc", help="remove systems that no live process is attached to").set_defaults(func=cmd_gc)
+    sp = sub.add_parser("gc", help="remove systems that no live process is attached to")
+    sp.add_argument("names", nargs="*", help="only systems whose names match these shell patterns")
+    sp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    sp.add_argument("--force", action="store_true", help="also remove systems with unflushed journal records")
+    sp.set_defaults(func=cmd_gc)
     sp = sub.add_parser("bench", help="measure the seed's performance targets on this machine")
     sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
     sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")

@@ -37,6 +37,10 @@ class SegmentExists(SegmentError, FileExistsError):
     """A segment (or system) of that name already exists."""
 
 
+class SystemAbandoned(SegmentError):
+    """The system's creator died before finishing it: nothing in it is worth keeping."""
+
+
 class SegmentNotOwned(SegmentError, PermissionError):
     """A segment of that name belongs to another user (or is not accessible to this one)."""
 

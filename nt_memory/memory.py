@@ -27,7 +27,15 @@ from nt_memory.coordination.locks import MAX_LOCKS, Locks, LockToken, init_locks
 from nt_memory.coordination.namespaces import NamespaceView
 from nt_memory.coordination.pubsub import PubSub, Subscription
 from nt_memory.durations import expiry_ns
-from nt_memory.errors import ConfigError, SegmentError, SegmentExists, SegmentNotFound, TierError, ValueTooLarge
+from nt_memory.errors import (
+    ConfigError,
+    SegmentError,
+    SegmentExists,
+    SegmentNotFound,
+    SystemAbandoned,
+    TierError,
+    ValueTooLarge,
+)
 from nt_memory.kernels import status as S
 from nt_memory.kernels.journal import JOURNAL_PAYLOAD_FIXED
 from nt_memory.kernels.ring import RECORD_HDR_BYTES
@@ -171,12 +179,14 @@ class MemorySystem:
                 try:
                     system = cls._create(config, label)
                 except SegmentExists:
+                    if time.monotonic() > deadline:
+                        raise
                     continue  # another process won the race: attach to its system
-            except SegmentError as exc:
-                if "never finished" in str(exc) and time.monotonic() < deadline:
-                    remove_system(config.name)  # its creator died half-way: nothing to keep
-                    continue
-                raise
+            except SystemAbandoned:
+                if time.monotonic() > deadline:
+                    raise
+                remove_system(config.name)  # its creator died half-way: nothing to keep
+                continue
             try:
                 return cls(config, system)
             except BaseException:

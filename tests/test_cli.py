@@ -19,10 +19,15 @@ def test_ls_inspect_gc(name, capsys):
         out = capsys.readouterr().out
         assert "l1_entries: 1 / 100" in out and "label=cli-test alive" in out
         main(["gc"])
-        assert name not in capsys.readouterr().out  # a live member keeps it
+        out = capsys.readouterr().out
+        assert f"removed: {name}" not in out and f"kept: {name}  (live members: pids {os.getpid()})" in out
     finally:
         cache.close()
-    assert main(["gc"]) == 0
+    assert main(["gc", "--dry-run", name]) == 0
+    assert f"would remove: {name}" in capsys.readouterr().out
+    assert main(["gc", "t-no-match-*"]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+    assert main(["gc", name]) == 0
     assert f"removed: {name}" in capsys.readouterr().out
 
 

@@ -121,6 +121,8 @@ class Locks:
         self._slot_of: dict[str, tuple[int, int]] = {}
         self._try = entry_point(lock_try_acquire, INT, INT, INT, INT, INT, INT)
         self._release = entry_point(lock_release, INT, INT, INT, INT)
+        # Compiled (or loaded) here, not on first use: a first extend must not spend its lease compiling.
+        self._extend = entry_point(lock_extend, INT, INT, INT, INT, INT)
 
     def _addr(self, slot: int, idx: int = 0) -> int:
         return self.slots_addr + (slot * LOCK_SLOT_WORDS + idx) * 8
@@ -283,7 +285,7 @@ class Locks:
             raise ConfigError(f"extend_lock takes a LockToken, got {type(token).__name__}")
         lease_ns = duration_ns(lease, "lease")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
-        if lock_extend(self._addr(token.slot), h, token.owner, token.fence, lease_ns) != S.OK:
+        if self._extend(self._addr(token.slot), h, token.owner, token.fence, lease_ns) != S.OK:
             raise StaleToken(f"token for lock {token.name!r} (fence {token.fence}) no longer holds the lock")
         return token
 

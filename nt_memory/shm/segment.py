@@ -36,9 +36,10 @@ class Segment:
     """A mapped segment. ``buf`` (uint8) and ``words`` (int64) view all of it; ``address`` is the
     base address kernels receive."""
 
-    def __init__(self, shm_name: str, mm: mmap.mmap, mode: int = 0o600):
+    def __init__(self, shm_name: str, mm: mmap.mmap, mode: int = 0o600, inode: int = 0):
         self.shm_name = shm_name
         self.mode = mode
+        self.inode = inode
         self.size = len(mm)
         self._mm = mm
         self.buf = np.frombuffer(mm, dtype=np.uint8)
@@ -146,7 +147,7 @@ class Segment:
             mm = mmap.mmap(shm.fd, size)
         finally:
             shm.close_fd()
-        seg = cls(shm_name, mm, st.st_mode & 0o777)
+        seg = cls(shm_name, mm, st.st_mode & 0o777, st.st_ino)
         try:
             seg._validate(kind)
         except BaseException:

@@ -17,12 +17,20 @@ creates a name first cannot make another user's process store into, or read from
 
 Create/attach race: the creator makes the root with O_CREAT|O_EXCL (state INITIALIZING), creates and
 initialises every part, then publishes READY with a release store. Attachers wait (bounded) for
-READY; a creator that died before publishing is reported, and ``gc`` removes what it left.
+READY; a creator that died before publishing is reported (``SystemAbandoned``), and ``gc`` removes
+what it left.
+
+Attach and gc exclude each other with ``flock`` on the root's file: a registering attach holds it
+shared until its member slot is taken; gc holds it exclusive while it checks that no member is
+alive and unlinks. So gc never removes a system a process is joining, nor one with a live member.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import fnmatch
 import json
 import os
 import re
@@ -32,9 +40,19 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import xxhash
 
-from nt_memory.errors import ConfigError, CorruptSegment, SegmentError, SegmentExists, SegmentNotFound
+from nt_memory.errors import (
+    ConfigError,
+    CorruptSegment,
+    SegmentError,
+    SegmentExists,
+    SegmentNotFound,
+    SegmentNotOwned,
+    SystemAbandoned,
+)
+from nt_memory.kernels.ring import RING_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import layout as L
+from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
 from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly
 
@@ -202,10 +220,18 @@ class System:
         ``SegmentNotOwned`` if another user made it (unless shared with ``allow_gid``) and a
         ``SegmentError`` if it is damaged or was abandoned half-made."""
         validate_name(name)
+        with _attach_lock(name, register, timeout) as inode:
+            return cls._attach(name, timeout, register, label, allow_gid, inode)
+
+    @classmethod
+    def _attach(cls, name, timeout, register, label, allow_gid, inode) -> System:
         try:
             root = Segment.attach(shm_name(name, "root"), L.KIND_ROOT, allow_gid=allow_gid)
         except SegmentNotFound:
             raise SegmentNotFound(f"no nt-memory system named {name!r} (no {SHM_DIR}/{PREFIX}{name}.root)") from None
+        if inode is not None and root.inode != inode:
+            root.close()  # gc removed the system we locked and another took its name: start again
+            raise SegmentNotFound(f"system {name!r} was replaced while attaching")
         try:
             _wait_ready(root, name, timeout)
             p = root.params
@@ -300,6 +326,36 @@ def _default_label() -> str:
     return f"{os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'python'}"
 
 
+@contextlib.contextmanager
+def _attach_lock(name: str, register: bool, timeout: float):
+    """Hold the root's file locked shared while a registering attach runs (gc takes it exclusive);
+    yields the locked file's inode (None for an observer, which takes no lock: it changes nothing
+    gc looks at)."""
+    if not register or not os.path.isdir(SHM_DIR):
+        yield None
+        return
+    path = os.path.join(SHM_DIR, f"{PREFIX}{name}.root")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise SegmentNotFound(f"no nt-memory system named {name!r} (no {path})") from None
+    except PermissionError:
+        raise SegmentNotOwned(f"system {name!r} exists but belongs to another user: refusing to attach") from None
+    try:
+        deadline = time.monotonic() + max(timeout, 0.1)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SegmentError(f"system {name!r} is being removed by `nt-memory gc`; try again") from None
+                time.sleep(0.001)
+        yield os.fstat(fd).st_ino
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _wait_ready(root: Segment, name: str, timeout: float) -> None:
     state_addr = root.address + L.STATE_IDX * 8
     deadline = time.monotonic() + timeout
@@ -312,7 +368,7 @@ def _wait_ready(root: Segment, name: str, timeout: float) -> None:
             raise CorruptSegment(f"system {name!r}: root state word is {state}, not INITIALIZING or READY")
         creator = root.creator_pid
         if not pid_alive(creator, 0):
-            raise SegmentError(
+            raise SystemAbandoned(
                 f"system {name!r} was never finished: its creator (pid {creator}) died while creating it; "
                 "`nt-memory gc` removes it"
             )
@@ -423,26 +479,81 @@ def remove_system(name: str) -> list[str]:
     return removed
 
 
-def gc() -> list[str]:
-    """Remove systems that no live process is attached to (and leftovers of failed creations).
-    A system still being created by a live process is left alone. Returns the names removed."""
-    removed = []
-    names = set(list_systems())
+def _backlog(name: str) -> int:
+    """Unflushed journal bytes of a system (0 if it has no journal or cannot be read)."""
     try:
-        orphans = {f[len(PREFIX) :].split(".", 1)[0] for f in os.listdir(SHM_DIR) if f.startswith(PREFIX)} - names
+        system = System.attach(name, timeout=0.0, register=False)
+    except SegmentError:
+        return 0
+    try:
+        seg = system.parts.get("journal")
+        if seg is None:
+            return 0
+        ring = seg.region(JournalLayout.from_segment(seg).ring_offset, RING_HDR_BYTES, np.int64)
+        return max(0, int(ring[RING_TAIL_IDX]) - int(ring[RING_HEAD_IDX]))
+    except SegmentError:
+        return 0
+    finally:
+        system.close()
+
+
+def _gc_one(name: str, dry_run: bool, force: bool) -> str:
+    """Remove one system if nothing needs it; returns "" when removed, else why not."""
+    path = os.path.join(SHM_DIR, f"{PREFIX}{name}.root")
+    try:
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        orphans = set()
-    for name in sorted(names):
+        return "gone already"
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "a process is attaching to it"
         try:
             info = describe(name)
         except SegmentNotFound:
-            continue
+            return "gone already"
         if info.ok and info.live_members:
-            continue
+            return f"live members: pids {', '.join(str(m.pid) for m in info.live_members)}"
         if not info.ok and "still being created" in info.error:
-            continue
-        if remove_system(name):
+            return "still being created by a live process"
+        backlog = _backlog(name) if info.ok else 0
+        if backlog and not force:
+            return (
+                f"{backlog:,} bytes of acknowledged puts are not in LMDB yet: open the system once to drain "
+                "them (or gc --force to drop them)"
+            )
+        if not dry_run:
+            remove_system(name)
+        return ""
+    finally:
+        os.close(fd)
+
+
+def gc(patterns=(), *, dry_run: bool = False, force: bool = False, on_skip=None) -> list[str]:
+    """Remove systems (whose names match any of ``patterns``, shell-style; all by default) that no
+    live process is attached to, and leftovers of failed creations. Never removes a system with a
+    live member (a stopped process is alive), one a process is attaching to, or one whose journal
+    holds acknowledged puts not yet in LMDB (unless ``force``). ``dry_run``: only report.
+    ``on_skip(name, reason)`` hears about each system left alone. Returns the names removed (or,
+    with ``dry_run``, that would be)."""
+    removed = []
+
+    def wanted(n: str) -> bool:
+        return not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns)
+
+    names = [n for n in list_systems() if wanted(n)]
+    try:
+        orphans = {f[len(PREFIX) :].split(".", 1)[0] for f in os.listdir(SHM_DIR) if f.startswith(PREFIX)}
+    except OSError:
+        orphans = set()
+    orphans = {n for n in orphans - set(list_systems()) if wanted(n)}
+    for name in sorted(names):
+        why = _gc_one(name, dry_run, force)
+        if not why:
             removed.append(name)
+        elif on_skip is not None and why != "gone already":
+            on_skip(name, why)
     for name in sorted(orphans):
         # Parts without a root: a failed creation, or one in progress (its root is published last
         # under a temporary name): leave anything touched in the last minute alone.
@@ -452,6 +563,10 @@ def gc() -> list[str]:
                 young |= time.time() - os.stat(os.path.join(SHM_DIR, f)).st_mtime < ORPHAN_GRACE_S
             except OSError:
                 pass
-        if not young and remove_system(name):
+        if young:
+            if on_skip is not None:
+                on_skip(name, "parts without a root, made in the last minute (a creation in progress?)")
+            continue
+        if dry_run or remove_system(name):
             removed.append(name)
     return removed

@@ -114,3 +114,63 @@ def decide_and_die(name: str, path: str, conn) -> None:
     Consensus._log = die
     mem.consensus.vote(Vote(pid, "a", approve=True))
     os._exit(1)  # not reached: the vote decides
+
+
+def hold_everything_and_stop(name: str, path: str, conn) -> None:
+    """Take every internal lock word (a topic's append lock, the topic directory, an L1 stripe, the
+    journal's append lock, the embedding log, the lock table, the consensus state) the way a
+    process stopped in the middle of each would hold it, then SIGSTOP ourselves."""
+    import signal
+
+    import numpy as np
+
+    from nt_memory import MemoryConfig, MemorySystem
+    from nt_memory.coordination import consensus
+    from nt_memory.kernels.lockword import lockword_acquire
+    from nt_memory.kernels.ring import RING_LOCK_IDX
+    from nt_memory.shm import coord_layout as C
+    from nt_memory.shm import embed_layout as E
+
+    mem = MemorySystem.open(MemoryConfig(name=name, storage_path=path, embedding_dim=4), label="staller")
+    mem.journal.stop()
+    mem.put("vec", "v", 1, embedding=np.ones(4))
+    mem.subscribe("t/x")
+    owner = mem.system.owner
+    held = [
+        lockword_acquire(mem.pubsub.topic("t/x").ring, RING_LOCK_IDX, owner),
+        lockword_acquire(mem.pubsub.ctl, C.CTL_LOCK_IDX, owner),
+        lockword_acquire(mem.l2.ctl, E.LOCK_IDX, owner),
+        lockword_acquire(mem.locks.ctl, C.CTL_LOCK_IDX, owner),
+        lockword_acquire(mem.consensus.words, consensus.C_LOCK, owner),
+        lockword_acquire(mem.journal.ring, RING_LOCK_IDX, owner),
+    ]
+    mem.l1.lock_stripe(mem.l1.key_hash("ns", "stuck"))
+    conn.send(("holding", all(held)))
+    os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(0)  # continued: the test is done with us
+
+
+def numbered_publisher(name: str, path: str, n: int, result) -> None:
+    """Publish ``n`` messages, reporting the number publish() returned for each."""
+    from nt_memory import MemoryConfig, MemorySystem
+
+    mem = MemorySystem.open(MemoryConfig(name=name, storage_path=path), label="publisher")
+    try:
+        result.put([mem.publish("t/n", {"pid": os.getpid(), "i": i}) for i in range(n)])
+    finally:
+        mem.close()
+
+
+def open_put_and_die(name: str, path: str, n: int, stop: bool) -> None:
+    """Open, put ``n`` keys with no flusher running (``stop``: then SIGSTOP ourselves, else die)."""
+    import signal
+
+    from nt_memory import MemoryConfig, MemorySystem
+
+    mem = MemorySystem.open(MemoryConfig(name=name, storage_path=path), label="gc-target")
+    mem.journal.stop()
+    for i in range(n):
+        mem.put("gc", f"k{i}", i)
+    if stop:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(0)
