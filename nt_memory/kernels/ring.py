@@ -33,12 +33,13 @@ against it before touching the payload: a co-tenant that rewrites a word gets ga
 never a load or store outside the ring. Record walks are bounded by the number of records a ring of
 that capacity can hold.
 
-Record at byte offset ``pos % CAPACITY`` (8-byte aligned, never split across the end)::
+Record at byte offset ``pos % CAPACITY`` (16-byte aligned, never split across the end: with a
+capacity that is a multiple of 64, the 16-byte header of a PAD record always fits before the end)::
 
     word 0  POS      the record's position; written last (release) so a reader can tell a record
                      of this lap from a stale one
     word 1  META     payload length (low 32 bits) | kind << 32; kind PAD means "skip to the end"
-    +16     payload, zero-padded to 8 bytes
+    +16     payload, padded to 16 bytes
 """
 
 from nt_memory.kernels._jit import jit
@@ -76,8 +77,9 @@ KIND_CORRUPT = 0xFE  # reported by ring_record_at for a record whose length runs
 
 @jit
 def record_bytes(payload_len):
-    """Bytes a record of ``payload_len`` takes in the ring, header and padding included."""
-    return RECORD_HDR_BYTES + ((payload_len + 7) & ~7)
+    """Bytes a record of ``payload_len`` takes in the ring, header and padding included: a multiple
+    of 16, so every record (a PAD one included) starts where its header fits before the end."""
+    return RECORD_HDR_BYTES + ((payload_len + 15) & ~15)
 
 
 @jit
@@ -99,8 +101,8 @@ def ring_reserve(hdr, data_w, cap, payload_len, kind, respect_head):
     if need > cap // 2:
         return VALUE_TOO_LARGE
     tail = hdr[RING_TAIL_IDX]
-    if tail < 0:
-        return CORRUPT
+    if tail < 0 or tail & 15:
+        return CORRUPT  # positions are record starts: 16-byte aligned (record_bytes)
     off = tail % cap
     pad = cap - off if off + need > cap else 0
     if respect_head and tail + pad + need - load_acquire(hdr, RING_HEAD_IDX) > cap:
@@ -130,15 +132,15 @@ def ring_record_at(data_w, cap, pos):
     kind); a PAD record reports kind PAD and its next position is the start of the next lap; a
     record whose length would run past the ring reports KIND_CORRUPT."""
     off = pos % cap
-    if off & 7 or off + RECORD_HDR_BYTES > cap:
-        return pos + 8, 0, 0, KIND_CORRUPT
+    if off & 15 or off + RECORD_HDR_BYTES > cap:
+        return pos + 16, 0, 0, KIND_CORRUPT
     meta = data_w[(off >> 3) + 1]
     kind = (meta >> 32) & 0xFF
     if kind == KIND_PAD:
         return pos + (cap - off), off + RECORD_HDR_BYTES, 0, kind
     n = meta & 0xFFFFFFFF
     if off + record_bytes(n) > cap:
-        return pos + 8, 0, 0, KIND_CORRUPT
+        return pos + 16, 0, 0, KIND_CORRUPT
     return pos + record_bytes(n), off + RECORD_HDR_BYTES, n, kind
 
 
@@ -183,7 +185,7 @@ def ring_publish(hdr_addr, data_addr, cap, owner, msg):
     if not lockword_acquire(hdr, RING_LOCK_IDX, owner):
         return BUSY
     tail = hdr[RING_TAIL_IDX]
-    if tail < 0:
+    if tail < 0 or tail & 15:
         lockword_release(hdr, RING_LOCK_IDX)
         return CORRUPT
     off = tail % cap

@@ -15,11 +15,17 @@ New verdicts update the pattern they match: a success moves its confidence up, a
 :meth:`consolidate` merges near-duplicates (cosine >= 0.95, same action) and flags contradictions
 (same situation, different actions, both judged successful). It also forgets patterns that stay
 unused and unsuccessful. It runs every ``consolidate_every`` new trajectories and on demand.
+
+Threads and processes: every method may be called from any thread of any process that has the
+system open. A verdict's update of a pattern is one read-modify-write transaction in L3, so two
+agents judged at once both count; ``distill`` and ``consolidate`` rewrite the pattern set and are
+serialised within a process (across processes the last one's set stands).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -47,6 +53,7 @@ class ReasoningBank:
         self.distiller = distiller or MemoryDistiller()
         self.consolidate_every = consolidate_every
         self._since_consolidation = 0
+        self._lock = threading.RLock()
 
     # --------------------------------------------------------------------------- storage
     def _put(self, db: str, key: str, obj: dict) -> None:
@@ -75,8 +82,10 @@ class ReasoningBank:
             return None
         verdict = self.judge(t)
         self._feedback(t, verdict)
-        self._since_consolidation += 1
-        if self._since_consolidation >= self.consolidate_every:
+        with self._lock:
+            self._since_consolidation += 1
+            due = self._since_consolidation >= self.consolidate_every
+        if due:
             self.consolidate()
         return verdict
 
@@ -117,14 +126,15 @@ class ReasoningBank:
     def distill(self) -> list[Pattern]:
         """Judge every complete trajectory and distill situation patterns across agents; replaces
         the bank's patterns. Returns them."""
-        ts = self.trajectories(completed=True)
-        verdicts = {t.id: self.judge(t) for t in ts}
-        new = self.distiller.merge_similar(self.distiller.distill_situations(ts, verdicts), DUPLICATE_COSINE)
-        for p in self.patterns():
-            self._drop_pattern(p)
-        for p in new:
-            self._save_pattern(p)
-        return new
+        with self._lock:
+            ts = self.trajectories(completed=True)
+            verdicts = {t.id: self.judge(t) for t in ts}
+            new = self.distiller.merge_similar(self.distiller.distill_situations(ts, verdicts), DUPLICATE_COSINE)
+            for p in self.patterns():
+                self._drop_pattern(p)
+            for p in new:
+                self._save_pattern(p)
+            return new
 
     def _feedback(self, t: Trajectory, verdict: VerdictResult) -> None:
         emb = t.embedding()
@@ -132,11 +142,15 @@ class ReasoningBank:
         if emb is None or action is None or verdict.pairs == 0:
             return
         for hit in self.mem.search_similar(NAMESPACE, _unit(emb), top_k=5):
-            raw = self.store.get("patterns", hit.key.encode())
-            if raw is None:
+            if 1 - hit.distance < MATCH_COSINE:
                 continue
-            p = Pattern.from_json(json.loads(bytes(unpack_kv(raw)[0])))
-            if p.action == action and 1 - hit.distance >= MATCH_COSINE:
+
+            def update(raw, hit=hit):
+                if raw is None:
+                    return ...
+                p = Pattern.from_json(json.loads(bytes(unpack_kv(raw)[0])))
+                if p.action != action:
+                    return ...
                 if verdict.success:
                     p.successes += 1
                 else:
@@ -146,7 +160,10 @@ class ReasoningBank:
                 p.pitfall = p.success_rate < 0.5
                 p.updated_ns = time.time_ns()
                 p.describe()
-                self._put("patterns", p.id, p.to_json())
+                return pack_kv(json.dumps(p.to_json(), separators=(",", ":")).encode(), 0, self.mem.compression)
+
+            # One transaction: an update by another agent in between is never lost.
+            if self.store.update("patterns", hit.key.encode(), update) is not ...:
                 return
 
     # ---------------------------------------------------------------------------- retrieval
@@ -189,6 +206,10 @@ class ReasoningBank:
     # ------------------------------------------------------------------------ consolidation
     def consolidate(self) -> dict:
         """Merge near-duplicates, flag contradictions, forget unused failures. Returns counts."""
+        with self._lock:
+            return self._consolidate()
+
+    def _consolidate(self) -> dict:
         self._since_consolidation = 0
         before = self.patterns()
         merged = self.distiller.merge_similar(before, DUPLICATE_COSINE)
