@@ -149,6 +149,8 @@ class MemorySystem:
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
+        self.acquire_lock = self.locks.fast_acquire
+        self.release_lock = self.locks.fast_release
         self.l1.recover()  # what members that died left half-done, before this process reads
         self.journal.start()
         self.closed = False
@@ -261,7 +263,11 @@ class MemorySystem:
 
     def _bind_get(self) -> None:
         self.get = self._get = self.l1.make_getter(self._get_lower)
-        self.get.__doc__ = MemorySystem.get.__doc__
+        if self.durability == "write-behind":
+            # A journaled bytes put in one C call; sync puts, embeddings, other values and
+            # anything the kernel does not finish take the Python path.
+            limit = min(self._l1_max_value, self._journal_max)
+            self.put = self.l1.make_putter(self._l1_ttl_ns, J_JOURNAL, limit, MemorySystem.put.__get__(self))
 
     def _get_lower(self, r: int, h: int, kb: bytes, default):
         if r not in (S.NOT_FOUND, S.EXPIRED):

@@ -17,14 +17,15 @@ all the same.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
 
 from nt_memory.durations import duration_ns, seconds
 from nt_memory.errors import CapacityError, ConfigError, LockTimeout, StaleToken, TierError
+from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import INT, entry_point
 from nt_memory.kernels.locktable import (
@@ -49,6 +50,7 @@ from nt_memory.kernels.locktable import (
     lock_wait_count,
 )
 from nt_memory.kernels.words import word_cas, word_load
+from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.system import System
@@ -63,10 +65,10 @@ CTL_FENCE_FLOOR_IDX = 3  # the highest fence of a reclaimed slot: new slots star
 CTL_FENCE_BASE_IDX = 4  # the high-water mark at creation: every slot starts above it
 
 
-@dataclasses.dataclass(frozen=True)
-class LockToken:
+class LockToken(NamedTuple):
     """Proof of holding ``name``: ``fence`` grows with every new holder; ``owner`` is the holder's
-    owner word (member slot + epoch)."""
+    owner word (member slot + epoch). Immutable; a tuple, so the compiled fast path makes one in
+    a few nanoseconds."""
 
     name: str
     fence: int
@@ -123,6 +125,25 @@ class Locks:
         self._release = entry_point(lock_release, INT, INT, INT, INT)
         # Compiled (or loaded) here, not on first use: a first extend must not spend its lease compiling.
         self._extend = entry_point(lock_extend, INT, INT, INT, INT, INT)
+        # Uncontended acquire and release in one C call each; everything else takes the Python
+        # path (which is the whole algorithm: the C side only tries once and releases).
+        self.fast_acquire = self.acquire
+        self.fast_release = self.release
+        if fast is not None:
+            ops = fast.lockops(
+                self.slots_addr,
+                self.ctl_addr,
+                system.owner,
+                self.layout.max_locks,
+                cabi.LOCK_TRY.address,
+                cabi.LOCK_RELEASE.address,
+                self._slot_of,
+                LockToken,
+                self.acquire,
+                self.release,
+            )
+            self.fast_acquire = ops.acquire
+            self.fast_release = ops.release
 
     def _addr(self, slot: int, idx: int = 0) -> int:
         return self.slots_addr + (slot * LOCK_SLOT_WORDS + idx) * 8
@@ -267,8 +288,7 @@ class Locks:
 
     def release(self, token: LockToken) -> None:
         """Release; ``StaleToken`` if the token no longer holds the lock."""
-        if not isinstance(token, LockToken):
-            raise ConfigError(f"release_lock takes a LockToken, got {type(token).__name__}")
+        self._check_token(token, "release_lock")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
         r = self._release(self._addr(token.slot), h, token.owner, token.fence)
         if r == S.STALE:
@@ -281,21 +301,26 @@ class Locks:
     def extend(self, token: LockToken, lease) -> LockToken:
         """Give a held lock a new lease (from now; None: no lease). Returns the token (its fence is
         unchanged); ``StaleToken`` if the lock was lost (lease ran out, or taken over)."""
-        if not isinstance(token, LockToken):
-            raise ConfigError(f"extend_lock takes a LockToken, got {type(token).__name__}")
+        self._check_token(token, "extend_lock")
         lease_ns = duration_ns(lease, "lease")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
         if self._extend(self._addr(token.slot), h, token.owner, token.fence, lease_ns) != S.OK:
             raise StaleToken(f"token for lock {token.name!r} (fence {token.fence}) no longer holds the lock")
         return token
 
+    def _check_token(self, token, what: str) -> None:
+        if not isinstance(token, LockToken):
+            raise ConfigError(f"{what} takes a LockToken, got {type(token).__name__}")
+        if not 0 <= token.slot < self.layout.max_locks:  # a forged token must not reach memory
+            raise StaleToken(f"token for lock {token.name!r} names slot {token.slot}, not one of this system's")
+
     @contextlib.contextmanager
     def lock(self, name: str, timeout=None, lease=None):
-        token = self.acquire(name, timeout, lease)
+        token = self.fast_acquire(name, timeout, lease)
         try:
             yield token
         finally:
-            self.release(token)
+            self.fast_release(token)
 
     def holders(self) -> list[dict]:
         """Every named lock with its holder's owner word (0 = free) and last fence."""

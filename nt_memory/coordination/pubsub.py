@@ -18,6 +18,7 @@ import numpy as np
 
 from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, CorruptSegment, TierError, ValueTooLarge
+from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point
 from nt_memory.kernels.ring import (
@@ -32,6 +33,7 @@ from nt_memory.kernels.ring import (
     ring_snapshot,
 )
 from nt_memory.kernels.words import word_fetch_add, word_load
+from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
@@ -162,11 +164,18 @@ class PubSub:
             )
         wait = None
         while True:
-            r = self._publish(t.hdr_addr, t.data_addr, t.capacity, self.system.owner, payload)
-            if r >= 0:
-                if r & 1:
-                    futex_wake(t.notify_addr)
-                return r >> 1
+            if fast is not None:  # one C call: the kernel, then the futex wake if anyone sleeps
+                r = fast.publish(
+                    cabi.RING_PUBLISH.address, t.hdr_addr, t.data_addr, t.capacity, self.system.owner, payload
+                )
+                if r >= 0:
+                    return r >> 1
+            else:
+                r = self._publish(t.hdr_addr, t.data_addr, t.capacity, self.system.owner, payload)
+                if r >= 0:
+                    if r & 1:
+                        futex_wake(t.notify_addr)
+                    return r >> 1
             if r != S.BUSY:
                 raise TierError(f"publish to {topic!r} failed: {S.NAMES.get(r, r)}")
             wait = self._wait_append(t, topic, wait)
@@ -214,17 +223,52 @@ class Subscription:
         self._t = ring
         self._cursor = cursor
         self._expected = first_msg
-        self._out = np.zeros(ring.capacity // 4, np.uint8)
-        self._outmv = memoryview(self._out)
-        self.received = 0
-        self.dropped = 0
+        self._received = 0
+        self._dropped = 0
         self._lock = threading.Lock()
         self.closed = False
+        self._rx = None
+        if fast is not None:
+            # The cursor lives in C: one call per receive, and the whole wait (spin, then futex
+            # sleep) in C with the GIL released. Its state is guarded by the GIL.
+            self._rx = fast.receiver(
+                ring.hdr_addr,
+                ring.data_addr,
+                ring.capacity,
+                cursor,
+                first_msg,
+                ring.capacity // 4,
+                cabi.RING_RECEIVE.address,
+                int(SPIN_S * 1e9),
+                decode,
+                ring,
+            )
+        else:
+            self._out = np.zeros(ring.capacity // 4, np.uint8)
+            self._outmv = memoryview(self._out)
+
+    @property
+    def received(self) -> int:
+        """Messages received so far."""
+        return self._rx.received if self._rx is not None else self._received
+
+    @property
+    def dropped(self) -> int:
+        """Messages lost to lapping so far (received + dropped = published since subscribing)."""
+        return self._rx.dropped if self._rx is not None else self._dropped
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConfigError(f"subscription to {self.topic!r} is closed")
 
     def try_recv(self):
         """The next message, or None if there is none yet."""
-        if self.closed:
-            raise ConfigError(f"subscription to {self.topic!r} is closed")
+        self._check_open()
+        if self._rx is not None:
+            try:
+                return self._rx.try_recv()
+            except RuntimeError as exc:
+                raise TierError(f"receive from {self.topic!r} failed: {exc}") from None
         t = self._t
         with self._lock:
             n, self._cursor, msg_no = self._pubsub._receive(
@@ -235,15 +279,21 @@ class Subscription:
             if n < 0:
                 raise TierError(f"receive from {self.topic!r} failed: {S.NAMES.get(n, n)}")
             if msg_no > self._expected:
-                self.dropped += msg_no - self._expected
+                self._dropped += msg_no - self._expected
             self._expected = msg_no + 1
-            self.received += 1
+            self._received += 1
             return decode(self._outmv[:n])  # a copy, made before another thread reuses the buffer
 
     def recv(self, timeout: float | None = None):
         """The next message; sleeps until one arrives. None when ``timeout`` (seconds or a
         timedelta; None waits forever) passes."""
         timeout = seconds(timeout, "timeout", allow_zero=True)
+        if self._rx is not None:
+            self._check_open()
+            try:
+                return self._rx.recv(-1 if timeout is None else int(timeout * 1e9))
+            except RuntimeError as exc:
+                raise TierError(f"receive from {self.topic!r} failed: {exc}") from None
         msg = self.try_recv()
         if msg is not None:
             return msg

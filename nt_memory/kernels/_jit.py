@@ -8,10 +8,76 @@ parallel with other Python threads. Nothing else in the package calls ``numba.nj
 from __future__ import annotations
 
 import functools
+import glob
+import os
 
 import numba
+import xxhash
+from numba.core import caching
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _jitted_sources_fingerprint() -> str:
+    """A hash of every nt-memory module that defines compiled code (they import this preset).
+
+    numba stamps a cached function with its own file only, so a kernel whose callee changed (an
+    upgrade, an edit) would load machine code built against the old callee. Every nt-memory
+    function's cache is stamped with this instead, so any change to compiled code invalidates it
+    all."""
+    h = xxhash.xxh3_64()
+    for path in sorted(glob.glob(os.path.join(_PACKAGE, "**", "*.py"), recursive=True)):
+        with open(path, "rb") as f:
+            src = f.read()
+        if path.endswith("_jit.py") or b"kernels._jit import" in src:
+            h.update(path[len(_PACKAGE) :].encode())
+            h.update(src)
+    return h.hexdigest()
+
+
+_FINGERPRINT = _jitted_sources_fingerprint()
+
+
+def _whole_package_stamp(base):
+    class Locator(base):
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), _FINGERPRINT)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not os.path.abspath(py_file).startswith(_PACKAGE + os.sep):
+                return None  # not ours: numba's own locators handle it as usual
+            return super().from_function(py_func, py_file)
+
+    Locator.__name__ = f"NtMemory{base.__name__}"
+    return Locator
+
+
+# Ahead of numba's own locators, in numba's order of preference; they decline foreign functions.
+caching.CacheImpl._locator_classes[:0] = [
+    _whole_package_stamp(caching.UserProvidedCacheLocator),
+    _whole_package_stamp(caching.InTreeCacheLocator),
+    _whole_package_stamp(caching.UserWideCacheLocator),
+]
 
 jit = functools.partial(numba.njit, cache=True, nogil=True)
+
+
+class CEntry:
+    """A kernel wrapper with a C ABI (``numba.cfunc``), compiled (or loaded from the cache) on first
+    use of :attr:`address`: the compiled extension (nt_memory/_fastpath.c) calls it through that
+    address with the GIL held, so a Python call costs one C call, not numba's dispatch."""
+
+    def __init__(self, pyfunc, signature: str):
+        self.pyfunc = pyfunc
+        self.signature = signature
+        self._compiled = None
+
+    @property
+    def address(self) -> int:
+        if self._compiled is None:
+            self._compiled = numba.cfunc(self.signature, cache=True, nopython=True)(self.pyfunc)
+        return self._compiled.address
 
 # The numba type of a Python ``bytes`` argument.
 BYTES = numba.types.Bytes(numba.types.uint8, 1, "C", readonly=True)

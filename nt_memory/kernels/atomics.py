@@ -149,6 +149,25 @@ def cpu_relax(typingctx):
     return sig, codegen
 
 
+@intrinsic
+def mul128_fold64(typingctx, a, b):
+    """The 128-bit product of two uint64 values, folded: low 64 bits xor high 64 bits (XXH3's
+    building block). One ``mul`` on x86-64."""
+    if a != types.uint64 or b != types.uint64:
+        raise TypeError("mul128_fold64 takes two uint64 values")
+    sig = types.uint64(types.uint64, types.uint64)
+
+    def codegen(context, builder, sig, args):
+        i128 = ir.IntType(128)
+        i64 = ir.IntType(64)
+        prod = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
+        low = builder.trunc(prod, i64)
+        high = builder.trunc(builder.lshr(prod, ir.Constant(i128, 64)), i64)
+        return builder.xor(low, high)
+
+    return sig, codegen
+
+
 def _address_view(dtype):
     arrty = types.Array(dtype, 1, "C")
 

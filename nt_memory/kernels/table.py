@@ -32,7 +32,8 @@ Context (``ctx``, a private int64 array per handle; addresses are those of *this
     0 OPEN  1 TABLE (header addr)  2 STRIPES  3 SLOTS  4 ACCESS  5 NSLOTS  6 ARENA (header addr)
     7 ARENA_DATA  8 ARENA_BYTES  9 (unused)  10 OUT_BYTES (every output buffer's size)  11 OWNER
     12 MEMBER (stats addr)  13 NSTRIPES  14 JOURNAL (ring header addr, 0 = none)  15 JOURNAL_DATA
-    16 JOURNAL_BYTES  17 MAX_KEY  18 MAX_VALUE  19 TRACK_ACCESS  20 NCLASSES
+    16 JOURNAL_BYTES  17 MAX_KEY  18 MAX_VALUE  19 TRACK_ACCESS  20 NCLASSES  21 HASH_MASK
+    22 BEAT (this member's heartbeat word addr, 0 = none)
     32-95 CLASS_SIZE[64]   the arena's class sizes
 
 Slot (4 words)::      HASH | SEQ | REF (arena reference) | EXPIRY (wall ns, 0 = never)
@@ -94,6 +95,7 @@ from nt_memory.kernels.status import (
     STALE,
     VALUE_TOO_LARGE,
 )
+from nt_memory.kernels.xxh3 import xxh3_64
 
 CTX_OPEN_IDX = 0
 CTX_TABLE_IDX = 1
@@ -115,6 +117,8 @@ CTX_MAX_KEY_IDX = 17
 CTX_MAX_VALUE_IDX = 18
 CTX_TRACK_ACCESS_IDX = 19
 CTX_NCLASSES_IDX = 20
+CTX_HASH_MASK_IDX = 21
+CTX_BEAT_IDX = 22
 CTX_CLASS_SIZE_IDX = 32
 CTX_MAX_CLASSES = 64
 CTX_WORDS = CTX_CLASS_SIZE_IDX + CTX_MAX_CLASSES
@@ -196,6 +200,14 @@ J_JOURNAL = 1  # append the write to the journal (inside the stripe lock)
 J_NO_L1 = 2  # do not keep the value in L1 (too large): remove any L1 entry for the key instead
 J_PROMOTE = 4  # fill from a lower tier: only if the stripe's VERSION still equals ``version``
 J_HELD = 8  # the caller already holds the stripe (table_lock_stripe)
+
+
+@jit
+def key_hash(ctx, key):
+    """The table hash of stored key bytes: XXH3-64 under the table's mask, moved above the
+    reserved marker values (the same as the Python side's ``HotCache.hash_bytes``)."""
+    h = np.int64(xxh3_64(key, len(key)) & np.uint64(ctx[CTX_HASH_MASK_IDX]))
+    return h + RESERVED_HASHES if h < RESERVED_HASHES else h
 
 
 @jit

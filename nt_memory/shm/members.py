@@ -193,3 +193,6 @@ class MemberTable:
 
     def stats_address(self, slot: int) -> int:
         return self._addr(slot, M_STATS_IDX)
+
+    def heartbeat_address(self, slot: int) -> int:
+        return self._addr(slot, M_HEARTBEAT_IDX)

@@ -14,6 +14,8 @@ import platform
 import sys
 import time
 
+from nt_memory.native import fast
+
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower())
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
@@ -37,6 +39,10 @@ def futex_wait(addr: int, expected: int, timeout: float | None) -> None:
     """Sleep until the word at ``addr`` changes from ``expected``, a wake, or ``timeout`` seconds
     (None: no limit). Spurious returns are allowed: callers re-check their condition."""
     expected &= 0xFFFFFFFF
+    if fast is not None:
+        # The compiled extension: a raw syscall with the GIL released, no ctypes marshalling.
+        fast.futex_wait(addr, expected, -1 if timeout is None else max(0, int(timeout * 1e9)))
+        return
     if not AVAILABLE:
         time.sleep(min(timeout if timeout is not None else 0.001, 0.001))
         return
@@ -52,5 +58,7 @@ def futex_wait(addr: int, expected: int, timeout: float | None) -> None:
 
 def futex_wake(addr: int) -> None:
     """Wake every process sleeping on the word at ``addr``."""
-    if AVAILABLE:
+    if fast is not None:
+        fast.futex_wake(addr)
+    elif AVAILABLE:
         _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAKE, _INT_MAX, None, None, 0)

@@ -48,6 +48,7 @@ from nt_memory.errors import (
     SegmentError,
     ValueTooLarge,
 )
+from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
 from nt_memory.kernels.arena import (
@@ -65,7 +66,9 @@ from nt_memory.kernels.table import (
     CTX_ARENA_BYTES_IDX,
     CTX_ARENA_DATA_IDX,
     CTX_ARENA_IDX,
+    CTX_BEAT_IDX,
     CTX_CLASS_SIZE_IDX,
+    CTX_HASH_MASK_IDX,
     CTX_JOURNAL_BYTES_IDX,
     CTX_JOURNAL_DATA_IDX,
     CTX_JOURNAL_IDX,
@@ -116,6 +119,7 @@ from nt_memory.kernels.table import (
     table_unlock_stripe,
 )
 from nt_memory.kernels.words import word_fetch_add
+from nt_memory.native import fast
 from nt_memory.shm import layout as L
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.l1_layout import MAX_ARENA_BYTES, ArenaLayout, L1Layout
@@ -340,6 +344,7 @@ class HotCache:
         ctx[CTX_MAX_KEY_IDX] = self.max_key_bytes
         ctx[CTX_MAX_VALUE_IDX] = self.max_value_bytes
         ctx[CTX_TRACK_ACCESS_IDX] = int(self._track_access)
+        ctx[CTX_HASH_MASK_IDX] = self._mask
         ctx[CTX_NCLASSES_IDX] = len(sizes)
         ctx[CTX_CLASS_SIZE_IDX : CTX_CLASS_SIZE_IDX + len(sizes)] = sizes
         # Every thread's output buffer has this size: the largest value + room for word-wise copies.
@@ -347,6 +352,7 @@ class HotCache:
         ctx[CTX_OWNER_IDX] = system.owner
         if system.slot >= 0:
             ctx[CTX_MEMBER_IDX] = system.members.stats_address(system.slot)
+            ctx[CTX_BEAT_IDX] = system.members.heartbeat_address(system.slot)
         else:  # an observer: its counters go to a private scratch word pair
             self._observer_stats = np.zeros(2, np.int64)
             ctx[CTX_MEMBER_IDX] = self._observer_stats.ctypes.data
@@ -453,12 +459,37 @@ class HotCache:
 
     def _bind_get(self) -> None:
         self.get = self._get = self.make_getter(self._get_slow)
-        self.get.__doc__ = HotCache.get.__doc__
+        if fast is not None:
+            slow_put = HotCache.put.__get__(self)
+            self.put = self.make_putter(self.default_ttl_ns, 0, self.max_value_bytes, slow_put)
 
     def make_getter(self, on_miss):
-        """The fast path of ``get`` as a closure over locals (each attribute lookup it avoids is
-        ~20 ns of a ~600 ns call). On anything but a hit it returns ``on_miss(status, hash,
-        stored key, default)``: the tiers above pass their lower-tier lookup."""
+        """The fast path of ``get``: one C call that hashes, probes and copies (the compiled
+        extension), or, on the pure path, a closure over locals. On anything but a hit it returns
+        ``on_miss(status, hash, stored key, default)``: the tiers above pass their lower-tier
+        lookup."""
+        python = self._python_getter(on_miss)
+        if fast is None:
+            return python
+        out_bytes = int(self._ctx[CTX_OUT_BYTES_IDX])
+        return fast.getter(
+            self._ctx_addr, cabi.L1_GET.address, self.max_key_bytes, out_bytes, self._ctx, on_miss, decode, python
+        )
+
+    def make_putter(self, l1_ttl_ns: int, flags: int, max_encoded: int, slow):
+        """The fast path of a ``put(ns, key, value)`` of ``bytes`` (the compiled extension; None on
+        the pure path): one C call that encodes, hashes and writes with ``flags`` (J_*), the entry
+        staying ``l1_ttl_ns`` in L1. Every other call, and every write the kernel does not
+        complete, goes to ``slow``, which has the same signature."""
+        if fast is None:
+            return slow
+        return fast.putter(
+            self._ctx_addr, cabi.L1_PUT.address, self.max_key_bytes, max_encoded, l1_ttl_ns, flags, self._ctx, slow
+        )
+
+    def _python_getter(self, on_miss):
+        """The pure path's ``get``: a closure over locals (each attribute lookup it avoids is ~20 ns
+        of a ~600 ns call)."""
         prefixes = self._prefixes
         key_bytes = self.key_bytes
         mask = self._mask

@@ -1,0 +1,823 @@
+/* nt_memory._fastpath: the Python boundary of the hot paths, and nothing else.
+ *
+ * Each object here converts its Python arguments and calls one numba-compiled entry point
+ * (nt_memory/kernels/cabi.py) through the C address numba gives it, with the GIL held: a hash,
+ * a probe and a copy cost one C call instead of numba's dispatch of `bytes` arguments. No
+ * algorithm lives here; what the fast path does not cover (other value types, a miss, a busy
+ * stripe, a contended lock, bad input) goes back to the Python slow path, which is the reference
+ * (NT_MEMORY_PURE=1 runs it alone).
+ *
+ * Thread safety: every call holds the GIL from start to end except inside futex waits and spins,
+ * which only read shared words; so an object's private buffers are never used by two threads at
+ * once, and a value is copied out of them before any Python code (a decoder) runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int64_t (*get_fn)(int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*put_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*try_fn)(int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*release_fn)(int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*receive_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*publish_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+
+#define KEY_STACK 512     /* stored keys up to this many bytes are built on the stack */
+#define VALUE_STACK 4096  /* and encoded values up to this many */
+#define TAG_BYTES 0x01    /* tiers/codec.py: raw bytes */
+#define STATUS_OK 0
+#define STATUS_NOT_FOUND (-1)
+#define LOCK_SLOT_BYTES 128  /* kernels/locktable.py: LOCK_SLOT_WORDS * 8 */
+#define LK_NOTIFY_OFFSET 32  /* LK_NOTIFY_IDX * 8 */
+#define RING_TAIL_OFFSET 128    /* kernels/ring.py: RING_TAIL_IDX * 8 */
+#define RING_NOTIFY_OFFSET 448  /* RING_NOTIFY_IDX * 8 */
+#define RING_WAITERS_OFFSET 456 /* RING_WAITERS_IDX * 8 */
+
+/* ------------------------------------------------------------------------------- helpers */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#else
+#define CPU_RELAX() __asm__ __volatile__("" ::: "memory")
+#endif
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void wake_all(int64_t addr) {
+    syscall(SYS_futex, (void *)addr, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* Sleep while the 32-bit word at addr equals expected, up to timeout_ns (< 0: no limit). The GIL
+   is released meanwhile. Returns -1 with an exception set if a signal handler raised. */
+static int wait_word(int64_t addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    int rc, err;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tsp = &ts;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = (int)syscall(SYS_futex, (void *)addr, FUTEX_WAIT, (int32_t)expected, tsp, NULL, 0);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (rc != 0 && err == EINTR && PyErr_CheckSignals() < 0)
+        return -1;
+    return 0;
+}
+
+/* UTF-8 (str) or raw (bytes) contents of a key part; 0 when the part needs the slow path. */
+static int key_part(PyObject *o, const char **p, Py_ssize_t *n) {
+    if (PyUnicode_CheckExact(o)) {
+        *p = PyUnicode_AsUTF8AndSize(o, n);
+        if (*p == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        return 1;
+    }
+    if (PyBytes_CheckExact(o)) {
+        *p = PyBytes_AS_STRING(o);
+        *n = PyBytes_GET_SIZE(o);
+        return 1;
+    }
+    return 0;
+}
+
+/* Build the stored key "namespace NUL key" into stack (or a heap buffer, returned in *heap).
+   Returns its length, or -1 when the slow path must handle (and report) the call. */
+static Py_ssize_t stored_key(PyObject *ns, PyObject *key, Py_ssize_t max_key, char *stack, char **heap,
+                             const char **out) {
+    const char *np, *kp;
+    Py_ssize_t nn, kn, total;
+    char *buf;
+    *heap = NULL;
+    if (!key_part(ns, &np, &nn) || !key_part(key, &kp, &kn))
+        return -1;
+    if (nn == 0 || kn == 0 || memchr(np, 0, (size_t)nn) != NULL)
+        return -1;
+    total = nn + 1 + kn;
+    if (total > max_key)
+        return -1;
+    if (total <= KEY_STACK) {
+        buf = stack;
+    } else {
+        buf = PyMem_Malloc((size_t)total);
+        if (buf == NULL)
+            return -1;
+        *heap = buf;
+    }
+    memcpy(buf, np, (size_t)nn);
+    buf[nn] = 0;
+    memcpy(buf + nn + 1, kp, (size_t)kn);
+    *out = buf;
+    return total;
+}
+
+/* A value read into buf (tag first, n bytes): bytes directly, anything else through decode. */
+static PyObject *value_of(const char *buf, Py_ssize_t n, PyObject *decode) {
+    PyObject *raw, *result;
+    if (n >= 1 && (unsigned char)buf[0] == TAG_BYTES)
+        return PyBytes_FromStringAndSize(buf + 1, n - 1);
+    raw = PyBytes_FromStringAndSize(buf, n); /* copied before Python code can run */
+    if (raw == NULL)
+        return NULL;
+    result = PyObject_CallOneArg(decode, raw);
+    Py_DECREF(raw);
+    return result;
+}
+
+static PyObject *call_slow(PyObject *slow, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    return PyObject_Vectorcall(slow, args, nargsf, kwnames);
+}
+
+static int64_t as_i64(PyObject *o, int *ok) {
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        *ok = 0;
+        return 0;
+    }
+    return (int64_t)v;
+}
+
+/* --------------------------------------------------------------------------------- Getter */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int64_t ctx;
+    get_fn get;
+    Py_ssize_t max_key;
+    char *out;
+    PyObject *keep;    /* what keeps ctx's memory alive (the context array) */
+    PyObject *on_miss; /* on_miss(status, hash, stored key, default) */
+    PyObject *decode;  /* decode(encoded bytes) for every tag but raw bytes */
+    PyObject *slow;    /* the Python get, for every call outside the fast path */
+} Getter;
+
+static PyObject *Getter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Getter *g = (Getter *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    char stack[KEY_STACK], *heap;
+    const char *kb;
+    Py_ssize_t klen;
+    int64_t h = 0, r;
+    PyObject *result;
+    if (kwnames != NULL || nargs < 2 || nargs > 3)
+        return call_slow(g->slow, args, nargsf, kwnames);
+    klen = stored_key(args[0], args[1], g->max_key, stack, &heap, &kb);
+    if (klen < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        return call_slow(g->slow, args, nargsf, kwnames);
+    }
+    r = g->get(g->ctx, (int64_t)(intptr_t)kb, (int64_t)klen, (int64_t)(intptr_t)g->out, (int64_t)(intptr_t)&h);
+    if (r >= 0) {
+        result = value_of(g->out, (Py_ssize_t)(r >> 8), g->decode);
+    } else {
+        PyObject *st = PyLong_FromLongLong(r), *hh = PyLong_FromLongLong(h);
+        PyObject *key = PyBytes_FromStringAndSize(kb, klen);
+        result = NULL;
+        if (st && hh && key)
+            result = PyObject_CallFunctionObjArgs(g->on_miss, st, hh, key, nargs == 3 ? args[2] : Py_None, NULL);
+        Py_XDECREF(st);
+        Py_XDECREF(hh);
+        Py_XDECREF(key);
+    }
+    if (heap != NULL)
+        PyMem_Free(heap);
+    return result;
+}
+
+static int Getter_traverse(Getter *g, visitproc visit, void *arg) {
+    Py_VISIT(g->keep);
+    Py_VISIT(g->on_miss);
+    Py_VISIT(g->decode);
+    Py_VISIT(g->slow);
+    return 0;
+}
+
+static int Getter_clear(Getter *g) {
+    Py_CLEAR(g->keep);
+    Py_CLEAR(g->on_miss);
+    Py_CLEAR(g->decode);
+    Py_CLEAR(g->slow);
+    return 0;
+}
+
+static void Getter_dealloc(Getter *g) {
+    PyObject_GC_UnTrack(g);
+    Getter_clear(g);
+    PyMem_Free(g->out);
+    Py_TYPE(g)->tp_free((PyObject *)g);
+}
+
+static PyTypeObject GetterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nt_memory._fastpath.Getter",
+    .tp_basicsize = sizeof(Getter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Getter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)Getter_traverse,
+    .tp_clear = (inquiry)Getter_clear,
+    .tp_dealloc = (destructor)Getter_dealloc,
+    .tp_doc = "get(namespace, key, default=None): an L1 read in one C call (see tiers/l1.py).",
+};
+
+/* getter(ctx_addr, get_addr, max_key, out_bytes, keep, on_miss, decode, slow) */
+static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Getter *g;
+    int ok = 1;
+    int64_t ctx, fn, max_key, out_bytes;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "getter() takes 8 arguments");
+        return NULL;
+    }
+    ctx = as_i64(args[0], &ok);
+    fn = as_i64(args[1], &ok);
+    max_key = as_i64(args[2], &ok);
+    out_bytes = as_i64(args[3], &ok);
+    if (!ok)
+        return NULL;
+    g = PyObject_GC_New(Getter, &GetterType);
+    if (g == NULL)
+        return NULL;
+    g->vectorcall = Getter_call;
+    g->ctx = ctx;
+    g->get = (get_fn)(intptr_t)fn;
+    g->max_key = (Py_ssize_t)max_key;
+    g->out = PyMem_Malloc((size_t)out_bytes);
+    g->keep = Py_NewRef(args[4]);
+    g->on_miss = Py_NewRef(args[5]);
+    g->decode = Py_NewRef(args[6]);
+    g->slow = Py_NewRef(args[7]);
+    if (g->out == NULL) {
+        Py_DECREF(g);
+        return PyErr_NoMemory();
+    }
+    PyObject_GC_Track(g);
+    return (PyObject *)g;
+}
+
+/* --------------------------------------------------------------------------------- Putter */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int64_t ctx;
+    put_fn put;
+    Py_ssize_t max_key;
+    Py_ssize_t max_value; /* encoded, tag included */
+    int64_t l1_ttl_ns;
+    int64_t flags;
+    PyObject *keep;
+    PyObject *slow; /* the Python put: every call outside the fast path, and every status but OK */
+} Putter;
+
+static PyObject *Putter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Putter *p = (Putter *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), klen, vlen;
+    char kstack[KEY_STACK], vstack[VALUE_STACK], *kheap, *val;
+    const char *kb;
+    int64_t r;
+    if (kwnames != NULL || nargs < 3 || nargs > 4 || (nargs == 4 && args[3] != Py_None) ||
+        !PyBytes_CheckExact(args[2]))
+        return call_slow(p->slow, args, nargsf, kwnames);
+    vlen = PyBytes_GET_SIZE(args[2]) + 1;
+    if (vlen > p->max_value)
+        return call_slow(p->slow, args, nargsf, kwnames);
+    klen = stored_key(args[0], args[1], p->max_key, kstack, &kheap, &kb);
+    if (klen < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        return call_slow(p->slow, args, nargsf, kwnames);
+    }
+    val = vlen <= VALUE_STACK ? vstack : PyMem_Malloc((size_t)vlen);
+    if (val == NULL) {
+        if (kheap != NULL)
+            PyMem_Free(kheap);
+        return PyErr_NoMemory();
+    }
+    val[0] = TAG_BYTES;
+    memcpy(val + 1, PyBytes_AS_STRING(args[2]), (size_t)(vlen - 1));
+    r = p->put(p->ctx, (int64_t)(intptr_t)kb, (int64_t)klen, (int64_t)(intptr_t)val, (int64_t)vlen, p->l1_ttl_ns, 0,
+               p->flags);
+    if (val != vstack)
+        PyMem_Free(val);
+    if (kheap != NULL)
+        PyMem_Free(kheap);
+    if (r == STATUS_OK)
+        Py_RETURN_NONE;
+    /* Nothing was stored (a busy stripe, a full journal, a rehash due...): the slow path waits,
+       repairs or raises, and stores. */
+    return call_slow(p->slow, args, nargsf, kwnames);
+}
+
+static int Putter_traverse(Putter *p, visitproc visit, void *arg) {
+    Py_VISIT(p->keep);
+    Py_VISIT(p->slow);
+    return 0;
+}
+
+static int Putter_clear(Putter *p) {
+    Py_CLEAR(p->keep);
+    Py_CLEAR(p->slow);
+    return 0;
+}
+
+static void Putter_dealloc(Putter *p) {
+    PyObject_GC_UnTrack(p);
+    Putter_clear(p);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyTypeObject PutterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nt_memory._fastpath.Putter",
+    .tp_basicsize = sizeof(Putter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Putter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)Putter_traverse,
+    .tp_clear = (inquiry)Putter_clear,
+    .tp_dealloc = (destructor)Putter_dealloc,
+    .tp_doc = "put(namespace, key, value, ttl=None): a bytes put in one C call (see tiers/l1.py).",
+};
+
+/* putter(ctx_addr, put_addr, max_key, max_value, l1_ttl_ns, flags, keep, slow) */
+static PyObject *make_putter(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Putter *p;
+    int ok = 1;
+    int64_t v[6];
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "putter() takes 8 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 6; i++)
+        v[i] = as_i64(args[i], &ok);
+    if (!ok)
+        return NULL;
+    p = PyObject_GC_New(Putter, &PutterType);
+    if (p == NULL)
+        return NULL;
+    p->vectorcall = Putter_call;
+    p->ctx = v[0];
+    p->put = (put_fn)(intptr_t)v[1];
+    p->max_key = (Py_ssize_t)v[2];
+    p->max_value = (Py_ssize_t)v[3];
+    p->l1_ttl_ns = v[4];
+    p->flags = v[5];
+    p->keep = Py_NewRef(args[6]);
+    p->slow = Py_NewRef(args[7]);
+    PyObject_GC_Track(p);
+    return (PyObject *)p;
+}
+
+/* -------------------------------------------------------------------------------- LockOps */
+
+typedef struct {
+    PyObject_HEAD
+    int64_t slots, ctl, owner, nslots;
+    try_fn try_;
+    release_fn release;
+    PyObject *names; /* dict: name -> (slot, hash), filled by the Python side */
+    PyObject *token_type;
+    PyObject *slow_acquire, *slow_release;
+} LockOps;
+
+/* True when a timeout argument is one the fast path may ignore (the lock is free): None or a
+   non-negative finite number. Anything else goes to the slow path, which validates it. */
+static int plain_timeout(PyObject *t) {
+    if (t == Py_None)
+        return 1;
+    if (PyFloat_CheckExact(t)) {
+        double d = PyFloat_AS_DOUBLE(t);
+        return isfinite(d) && d >= 0 && d <= 9.0e9;
+    }
+    if (PyLong_CheckExact(t)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(t, &overflow);
+        return !overflow && v >= 0 && v <= 9000000000LL;
+    }
+    return 0;
+}
+
+static PyObject *LockOps_acquire(LockOps *l, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *name, *hit, *token, *timeout = Py_None, *lease = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int64_t slot, h, fence;
+    int ok = 1;
+    if (nargs < 1 || nargs > 3)
+        goto slow;
+    if (nargs >= 2)
+        timeout = args[1];
+    if (nargs == 3)
+        lease = args[2];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *kw = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(kw, "timeout") == 0)
+            timeout = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(kw, "lease") == 0)
+            lease = args[nargs + i];
+        else
+            goto slow;
+    }
+    name = args[0];
+    if (lease != Py_None || !plain_timeout(timeout) || !PyUnicode_CheckExact(name))
+        goto slow;
+    hit = PyDict_GetItemWithError(l->names, name); /* borrowed */
+    if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 2) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto slow;
+    }
+    slot = as_i64(PyTuple_GET_ITEM(hit, 0), &ok);
+    h = as_i64(PyTuple_GET_ITEM(hit, 1), &ok);
+    if (!ok)
+        return NULL;
+    if (slot < 0 || slot >= l->nslots)
+        goto slow;
+    fence = l->try_(l->slots + slot * LOCK_SLOT_BYTES, l->ctl, h, l->owner, 0);
+    if (fence <= 0)
+        goto slow; /* held, moved or a fence block to reserve: the slow path waits or repairs */
+    token = ((PyTypeObject *)l->token_type)->tp_alloc((PyTypeObject *)l->token_type, 5);
+    if (token == NULL)
+        return NULL;
+    PyTuple_SET_ITEM(token, 0, Py_NewRef(name));
+    PyTuple_SET_ITEM(token, 1, PyLong_FromLongLong(fence));
+    PyTuple_SET_ITEM(token, 2, PyLong_FromLongLong(l->owner));
+    PyTuple_SET_ITEM(token, 3, PyLong_FromLongLong(slot));
+    PyTuple_SET_ITEM(token, 4, PyLong_FromLongLong(h));
+    if (PyErr_Occurred()) {
+        Py_DECREF(token);
+        return NULL;
+    }
+    return token;
+slow:
+    return PyObject_Vectorcall(l->slow_acquire, args, (size_t)nargs, kwnames);
+}
+
+static PyObject *LockOps_release(LockOps *l, PyObject *token) {
+    int64_t fence, owner, slot, h, r;
+    int ok = 1;
+    if ((PyObject *)Py_TYPE(token) != l->token_type || PyTuple_GET_SIZE(token) != 5)
+        goto slow;
+    fence = as_i64(PyTuple_GET_ITEM(token, 1), &ok);
+    owner = as_i64(PyTuple_GET_ITEM(token, 2), &ok);
+    slot = as_i64(PyTuple_GET_ITEM(token, 3), &ok);
+    h = as_i64(PyTuple_GET_ITEM(token, 4), &ok);
+    if (!ok) {
+        PyErr_Clear();
+        goto slow;
+    }
+    if (slot < 0 || slot >= l->nslots || h == 0)
+        goto slow;
+    r = l->release(l->slots + slot * LOCK_SLOT_BYTES, h, owner, fence);
+    if (r < 0)
+        goto slow; /* stale: the slow path raises StaleToken */
+    if (r > 0)
+        wake_all(l->slots + slot * LOCK_SLOT_BYTES + LK_NOTIFY_OFFSET);
+    Py_RETURN_NONE;
+slow:
+    return PyObject_CallOneArg(l->slow_release, token);
+}
+
+static int LockOps_traverse(LockOps *l, visitproc visit, void *arg) {
+    Py_VISIT(l->names);
+    Py_VISIT(l->token_type);
+    Py_VISIT(l->slow_acquire);
+    Py_VISIT(l->slow_release);
+    return 0;
+}
+
+static int LockOps_clear(LockOps *l) {
+    Py_CLEAR(l->names);
+    Py_CLEAR(l->token_type);
+    Py_CLEAR(l->slow_acquire);
+    Py_CLEAR(l->slow_release);
+    return 0;
+}
+
+static void LockOps_dealloc(LockOps *l) {
+    PyObject_GC_UnTrack(l);
+    LockOps_clear(l);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyMethodDef LockOps_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))LockOps_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(name, timeout=None, lease=None) -> LockToken"},
+    {"release", (PyCFunction)LockOps_release, METH_O, "release(token)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LockOpsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nt_memory._fastpath.LockOps",
+    .tp_basicsize = sizeof(LockOps),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)LockOps_traverse,
+    .tp_clear = (inquiry)LockOps_clear,
+    .tp_dealloc = (destructor)LockOps_dealloc,
+    .tp_methods = LockOps_methods,
+    .tp_doc = "Uncontended lock acquire/release in one C call each (see coordination/locks.py).",
+};
+
+/* lockops(slots_addr, ctl_addr, owner, nslots, try_addr, release_addr, names, token_type,
+           slow_acquire, slow_release) */
+static PyObject *make_lockops(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    LockOps *l;
+    int ok = 1;
+    int64_t v[6];
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "lockops() takes 10 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 6; i++)
+        v[i] = as_i64(args[i], &ok);
+    if (!ok)
+        return NULL;
+    if (!PyDict_CheckExact(args[6]) || !PyType_Check(args[7]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[7], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "lockops() needs a dict of names and a tuple subclass for tokens");
+        return NULL;
+    }
+    l = PyObject_GC_New(LockOps, &LockOpsType);
+    if (l == NULL)
+        return NULL;
+    l->slots = v[0];
+    l->ctl = v[1];
+    l->owner = v[2];
+    l->nslots = v[3];
+    l->try_ = (try_fn)(intptr_t)v[4];
+    l->release = (release_fn)(intptr_t)v[5];
+    l->names = Py_NewRef(args[6]);
+    l->token_type = Py_NewRef(args[7]);
+    l->slow_acquire = Py_NewRef(args[8]);
+    l->slow_release = Py_NewRef(args[9]);
+    PyObject_GC_Track(l);
+    return (PyObject *)l;
+}
+
+/* ------------------------------------------------------------------------------- Receiver */
+
+typedef struct {
+    PyObject_HEAD
+    int64_t hdr, data, cap;
+    int64_t state[2]; /* cursor, number of the message just received: kernels/cabi.py */
+    long long expected, received, dropped;
+    char *out;
+    Py_ssize_t out_bytes;
+    receive_fn receive;
+    int64_t spin_ns;
+    PyObject *decode;
+    PyObject *keep; /* what keeps the ring mapped (the topic object) */
+} Receiver;
+
+/* One receive: the message, None if there is none, NULL on error. Counts exactly as the Python
+   subscription does: received + dropped = published since the subscription started. */
+static PyObject *receive_once(Receiver *rx) {
+    int64_t n = rx->receive(rx->hdr, rx->data, rx->cap, (int64_t)(intptr_t)rx->state, (int64_t)(intptr_t)rx->out,
+                            (int64_t)rx->out_bytes);
+    if (n == STATUS_NOT_FOUND)
+        Py_RETURN_NONE;
+    if (n < 0) {
+        PyErr_Format(PyExc_RuntimeError, "ring receive failed with status %lld", (long long)n);
+        return NULL;
+    }
+    if (rx->state[1] > rx->expected)
+        rx->dropped += rx->state[1] - rx->expected;
+    rx->expected = rx->state[1] + 1;
+    rx->received += 1;
+    return value_of(rx->out, (Py_ssize_t)n, rx->decode);
+}
+
+static PyObject *Receiver_try_recv(Receiver *rx, PyObject *unused) {
+    return receive_once(rx);
+}
+
+static int64_t tail_of(Receiver *rx) {
+    return __atomic_load_n((int64_t *)(intptr_t)(rx->hdr + RING_TAIL_OFFSET), __ATOMIC_ACQUIRE);
+}
+
+/* recv(timeout_ns): the next message, spinning up to spin_ns (GIL released, watching TAIL only),
+   then sleeping on the ring's futex word until a publish or the timeout (< 0: none). None on
+   timeout. */
+static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
+    long long timeout_ns = PyLong_AsLongLong(arg);
+    int64_t start, deadline, spin_end;
+    int64_t *waiters = (int64_t *)(intptr_t)(rx->hdr + RING_WAITERS_OFFSET);
+    uint32_t *notify = (uint32_t *)(intptr_t)(rx->hdr + RING_NOTIFY_OFFSET);
+    PyObject *msg;
+    if (timeout_ns == -1 && PyErr_Occurred())
+        return NULL;
+    msg = receive_once(rx);
+    if (msg != Py_None)
+        return msg;
+    Py_DECREF(msg);
+    start = now_ns();
+    deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+    spin_end = start + rx->spin_ns < deadline ? start + rx->spin_ns : deadline;
+    if (tail_of(rx) <= rx->state[0]) {
+        Py_BEGIN_ALLOW_THREADS
+        while (tail_of(rx) <= rx->state[0] && now_ns() < spin_end)
+            CPU_RELAX();
+        Py_END_ALLOW_THREADS
+    }
+    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    for (;;) {
+        uint32_t seen = __atomic_load_n(notify, __ATOMIC_ACQUIRE);
+        int64_t left;
+        msg = receive_once(rx);
+        if (msg != Py_None)
+            break;
+        Py_DECREF(msg);
+        left = deadline == INT64_MAX ? -1 : deadline - now_ns();
+        if (deadline != INT64_MAX && left <= 0) {
+            msg = Py_NewRef(Py_None);
+            break;
+        }
+        /* Bounded sleeps: a signal handler (Ctrl-C) runs within a second even if none is sent. */
+        if (left < 0 || left > 1000000000)
+            left = 1000000000;
+        if (wait_word((int64_t)(intptr_t)notify, seen, left) < 0) {
+            msg = NULL;
+            break;
+        }
+    }
+    __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    return msg;
+}
+
+static PyObject *Receiver_get_received(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->received); }
+static PyObject *Receiver_get_dropped(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->dropped); }
+static PyObject *Receiver_get_cursor(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->state[0]); }
+
+static PyGetSetDef Receiver_getset[] = {
+    {"received", (getter)Receiver_get_received, NULL, "messages received", NULL},
+    {"dropped", (getter)Receiver_get_dropped, NULL, "messages lost to lapping", NULL},
+    {"cursor", (getter)Receiver_get_cursor, NULL, "the ring position of the next message", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Receiver_methods[] = {
+    {"try_recv", (PyCFunction)Receiver_try_recv, METH_NOARGS, "the next message, or None"},
+    {"recv", (PyCFunction)Receiver_recv, METH_O, "recv(timeout_ns): the next message, or None on timeout"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int Receiver_traverse(Receiver *rx, visitproc visit, void *arg) {
+    Py_VISIT(rx->decode);
+    Py_VISIT(rx->keep);
+    return 0;
+}
+
+static int Receiver_clear(Receiver *rx) {
+    Py_CLEAR(rx->decode);
+    Py_CLEAR(rx->keep);
+    return 0;
+}
+
+static void Receiver_dealloc(Receiver *rx) {
+    PyObject_GC_UnTrack(rx);
+    Receiver_clear(rx);
+    PyMem_Free(rx->out);
+    Py_TYPE(rx)->tp_free((PyObject *)rx);
+}
+
+static PyTypeObject ReceiverType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nt_memory._fastpath.Receiver",
+    .tp_basicsize = sizeof(Receiver),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Receiver_traverse,
+    .tp_clear = (inquiry)Receiver_clear,
+    .tp_dealloc = (destructor)Receiver_dealloc,
+    .tp_methods = Receiver_methods,
+    .tp_getset = Receiver_getset,
+    .tp_doc = "A subscriber's cursor on one topic ring (see coordination/pubsub.py).",
+};
+
+/* receiver(hdr, data, cap, cursor, first_msg, out_bytes, receive_addr, spin_ns, decode, keep) */
+static PyObject *make_receiver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    Receiver *rx;
+    int ok = 1;
+    int64_t v[8];
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "receiver() takes 10 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 8; i++)
+        v[i] = as_i64(args[i], &ok);
+    if (!ok)
+        return NULL;
+    rx = PyObject_GC_New(Receiver, &ReceiverType);
+    if (rx == NULL)
+        return NULL;
+    rx->hdr = v[0];
+    rx->data = v[1];
+    rx->cap = v[2];
+    rx->state[0] = v[3];
+    rx->state[1] = -1;
+    rx->expected = v[4];
+    rx->received = rx->dropped = 0;
+    rx->out_bytes = (Py_ssize_t)v[5];
+    rx->receive = (receive_fn)(intptr_t)v[6];
+    rx->spin_ns = v[7];
+    rx->decode = Py_NewRef(args[8]);
+    rx->keep = Py_NewRef(args[9]);
+    rx->out = PyMem_Malloc((size_t)rx->out_bytes);
+    if (rx->out == NULL) {
+        Py_DECREF(rx);
+        return PyErr_NoMemory();
+    }
+    PyObject_GC_Track(rx);
+    return (PyObject *)rx;
+}
+
+/* ---------------------------------------------------------------------- module functions */
+
+/* publish(publish_addr, hdr, data, cap, owner, payload) -> kernel result; wakes sleepers. */
+static PyObject *publish(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    int ok = 1;
+    int64_t v[5], r;
+    if (nargs != 6 || !PyBytes_CheckExact(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "publish() takes 5 integers and a bytes payload");
+        return NULL;
+    }
+    for (int i = 0; i < 5; i++)
+        v[i] = as_i64(args[i], &ok);
+    if (!ok)
+        return NULL;
+    r = ((publish_fn)(intptr_t)v[0])(v[1], v[2], v[3], v[4], (int64_t)(intptr_t)PyBytes_AS_STRING(args[5]),
+                                     (int64_t)PyBytes_GET_SIZE(args[5]));
+    if (r >= 0 && (r & 1))
+        wake_all(v[1] + RING_NOTIFY_OFFSET);
+    return PyLong_FromLongLong(r);
+}
+
+/* futex_wait(addr, expected, timeout_ns): sleep while the word holds expected (GIL released). */
+static PyObject *futex_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    int ok = 1;
+    int64_t addr, expected, timeout;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "futex_wait() takes 3 arguments");
+        return NULL;
+    }
+    addr = as_i64(args[0], &ok);
+    expected = as_i64(args[1], &ok);
+    timeout = as_i64(args[2], &ok);
+    if (!ok)
+        return NULL;
+    if (wait_word(addr, (uint32_t)expected, timeout) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *futex_wake(PyObject *m, PyObject *arg) {
+    int ok = 1;
+    int64_t addr = as_i64(arg, &ok);
+    if (!ok)
+        return NULL;
+    wake_all(addr);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"getter", (PyCFunction)(void (*)(void))make_getter, METH_FASTCALL, "a Getter over an L1 context"},
+    {"putter", (PyCFunction)(void (*)(void))make_putter, METH_FASTCALL, "a Putter over an L1 context"},
+    {"lockops", (PyCFunction)(void (*)(void))make_lockops, METH_FASTCALL, "LockOps over a lock table"},
+    {"receiver", (PyCFunction)(void (*)(void))make_receiver, METH_FASTCALL, "a Receiver on a topic ring"},
+    {"publish", (PyCFunction)(void (*)(void))publish, METH_FASTCALL, "publish to a topic ring"},
+    {"futex_wait", (PyCFunction)(void (*)(void))futex_wait, METH_FASTCALL, "futex wait, GIL released"},
+    {"futex_wake", (PyCFunction)futex_wake, METH_O, "wake every sleeper on a futex word"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT, "nt_memory._fastpath",
+    "The hot paths' Python boundary: argument conversion around numba entry points.", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    PyObject *m;
+    PyTypeObject *types[] = {&GetterType, &PutterType, &LockOpsType, &ReceiverType};
+    for (int i = 0; i < 4; i++)
+        if (PyType_Ready(types[i]) < 0)
+            return NULL;
+    m = PyModule_Create(&fastpath_module);
+    return m;
+}

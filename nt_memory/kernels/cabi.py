@@ -1,0 +1,93 @@
+"""C-ABI entry points over the kernels, for the compiled extension (nt_memory/_fastpath.c).
+
+Every argument is an int64 (an address, a length, a duration); every result an int64 status or
+value, as the kernels they wrap return. The extension calls them with the GIL held, through the
+address numba gives each (:class:`nt_memory.kernels._jit.CEntry`), so a Python ``get`` costs one C
+call that hashes, probes, and copies, instead of numba's dispatch of ``bytes`` arguments. These
+are the same kernels ``@njit`` code calls: one copy of every algorithm.
+
+Who may call what: the same as the kernel each one wraps (see their modules).
+"""
+
+from nt_memory.kernels._jit import CEntry, jit
+from nt_memory.kernels.atomics import address_to_bytes, address_to_words, clock_ns
+from nt_memory.kernels.locktable import lock_release, lock_try_acquire
+from nt_memory.kernels.ring import ring_publish, ring_receive
+from nt_memory.kernels.table import (
+    CTX_BEAT_IDX,
+    CTX_OUT_BYTES_IDX,
+    CTX_WORDS,
+    key_hash,
+    table_lookup,
+    table_put,
+)
+
+_SIG5 = "int64(int64, int64, int64, int64, int64)"
+
+
+def _l1_get(ctx_addr, key_addr, klen, out_addr, h_addr):
+    """Hash the stored key at ``key_addr`` (``klen`` bytes), store the hash at ``h_addr`` (for the
+    caller's lower tiers on a miss), and look it up into ``out_addr`` (``ctx[OUT_BYTES]`` bytes).
+    Returns what ``table_lookup`` returns."""
+    ctx = address_to_words(ctx_addr, CTX_WORDS)
+    key = address_to_bytes(key_addr, klen)
+    h = key_hash(ctx, key)
+    address_to_words(h_addr, 1)[0] = h
+    return table_lookup(ctx_addr, h, key, address_to_bytes(out_addr, ctx[CTX_OUT_BYTES_IDX]), True)
+
+
+@jit
+def _beat(ctx, now):
+    """Refresh this member's heartbeat, at most once a second (one load when it is fresh)."""
+    if ctx[CTX_BEAT_IDX] != 0:
+        beat = address_to_words(ctx[CTX_BEAT_IDX], 1)
+        if now - beat[0] > 1_000_000_000:
+            beat[0] = now
+
+
+def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, flags):
+    """Store the encoded value at ``val_addr`` under the stored key at ``key_addr``. Expiries are
+    computed here from the durations (0 = none): the value's stay in L1 is bounded by its data
+    expiry. Returns what ``table_put`` returns (nothing is stored unless OK)."""
+    ctx = address_to_words(ctx_addr, CTX_WORDS)
+    key = address_to_bytes(key_addr, klen)
+    value = address_to_bytes(val_addr, vlen)
+    now = clock_ns()
+    data_expiry = now + data_ttl_ns if data_ttl_ns > 0 else 0
+    expiry = now + l1_ttl_ns if l1_ttl_ns > 0 else 0
+    if data_expiry != 0 and (expiry == 0 or data_expiry < expiry):
+        expiry = data_expiry
+    _beat(ctx, now)
+    return table_put(ctx_addr, key_hash(ctx, key), key, value, expiry, data_expiry, flags, 0, value[:0])
+
+
+def _lock_try(slot_addr, ctl_addr, h, owner, lease_ns):
+    """A newcomer's try (queued = False): fence, BUSY, NOT_FOUND or RESERVE."""
+    return lock_try_acquire(slot_addr, ctl_addr, h, owner, lease_ns, False)
+
+
+def _lock_release(slot_addr, h, owner, fence):
+    return lock_release(slot_addr, h, owner, fence)
+
+
+def _ring_receive(hdr_addr, data_addr, cap, state_addr, out_addr, out_bytes):
+    """One receive for a subscriber whose state is at ``state_addr`` (int64 words: 0 cursor, 1 last
+    message number seen): advances the cursor and stores the message number in word 1. Returns the
+    message length or NOT_FOUND / OUT_TOO_SMALL."""
+    state = address_to_words(state_addr, 2)
+    n, cursor, msg_no = ring_receive(hdr_addr, data_addr, cap, state[0], address_to_bytes(out_addr, out_bytes))
+    state[0] = cursor
+    state[1] = msg_no
+    return n
+
+
+def _ring_publish(hdr_addr, data_addr, cap, owner, msg_addr, msg_len):
+    return ring_publish(hdr_addr, data_addr, cap, owner, address_to_bytes(msg_addr, msg_len))
+
+
+L1_GET = CEntry(_l1_get, _SIG5)
+L1_PUT = CEntry(_l1_put, "int64(int64, int64, int64, int64, int64, int64, int64, int64)")
+LOCK_TRY = CEntry(_lock_try, _SIG5)
+LOCK_RELEASE = CEntry(_lock_release, "int64(int64, int64, int64, int64)")
+RING_RECEIVE = CEntry(_ring_receive, "int64(int64, int64, int64, int64, int64, int64)")
+RING_PUBLISH = CEntry(_ring_publish, "int64(int64, int64, int64, int64, int64, int64)")
