@@ -4,6 +4,7 @@ Everything else is in pyproject.toml. ``optional=True``: on a machine without a 
 off Linux) the extension is skipped with setuptools' warning and nt-memory runs its pure path.
 """
 
+import numpy
 from setuptools import Extension, setup
 
 setup(
@@ -11,6 +12,7 @@ setup(
         Extension(
             "nt_memory._fastpath",
             ["nt_memory/_fastpath.c"],
+            include_dirs=[numpy.get_include()],  # the array fast path builds arrays with numpy's C API
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wno-missing-field-initializers"],
         )

@@ -13,6 +13,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <math.h>
@@ -33,6 +35,12 @@ typedef int64_t (*publish_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64
 #define KEY_STACK 512     /* stored keys up to this many bytes are built on the stack */
 #define VALUE_STACK 4096  /* and encoded values up to this many */
 #define TAG_BYTES 0x01    /* tiers/codec.py: raw bytes */
+#define TAG_ARRAY 0x02    /* tiers/codec.py: u16 data offset | u8 ndim | ... header ... | data */
+#define TAG_JSON 0x03     /* tiers/codec.py: UTF-8 JSON */
+
+static PyObject *json_loads; /* json.loads, set by the codec at import (set_json_loads) */
+#define ARRAY_HEADER_MAX 64
+#define ARRAY_SHAPES 4
 #define STATUS_OK 0
 #define STATUS_NOT_FOUND (-1)
 #define LOCK_SLOT_BYTES 128  /* kernels/locktable.py: LOCK_SLOT_WORDS * 8 */
@@ -78,9 +86,15 @@ static int wait_word(int64_t addr, uint32_t expected, int64_t timeout_ns) {
     return 0;
 }
 
-/* UTF-8 (str) or raw (bytes) contents of a key part; 0 when the part needs the slow path. */
+/* UTF-8 (str) or raw (bytes) contents of a key part; 0 when the part needs the slow path. An
+   ASCII str is its own UTF-8: read in place, without the conversion call. */
 static int key_part(PyObject *o, const char **p, Py_ssize_t *n) {
     if (PyUnicode_CheckExact(o)) {
+        if (PyUnicode_IS_COMPACT_ASCII(o)) {
+            *p = (const char *)PyUnicode_DATA(o);
+            *n = PyUnicode_GET_LENGTH(o);
+            return 1;
+        }
         *p = PyUnicode_AsUTF8AndSize(o, n);
         if (*p == NULL) {
             PyErr_Clear();
@@ -96,17 +110,37 @@ static int key_part(PyObject *o, const char **p, Py_ssize_t *n) {
     return 0;
 }
 
+/* The namespace an object last used checked out as valid (a strong reference keeps its address
+   from being reused by another object, and a str's contents never change). */
+typedef struct {
+    PyObject *obj;
+    const char *p;
+    Py_ssize_t n;
+} NsCache;
+
+static int namespace_of(NsCache *c, PyObject *ns, const char **p, Py_ssize_t *n) {
+    if (ns == c->obj && ns != NULL) {
+        *p = c->p;
+        *n = c->n;
+        return 1;
+    }
+    if (!key_part(ns, p, n) || *n == 0 || memchr(*p, 0, (size_t)*n) != NULL)
+        return 0;
+    Py_XSETREF(c->obj, Py_NewRef(ns));
+    c->p = *p;
+    c->n = *n;
+    return 1;
+}
+
 /* Build the stored key "namespace NUL key" into stack (or a heap buffer, returned in *heap).
    Returns its length, or -1 when the slow path must handle (and report) the call. */
-static Py_ssize_t stored_key(PyObject *ns, PyObject *key, Py_ssize_t max_key, char *stack, char **heap,
+static Py_ssize_t stored_key(NsCache *c, PyObject *ns, PyObject *key, Py_ssize_t max_key, char *stack, char **heap,
                              const char **out) {
     const char *np, *kp;
     Py_ssize_t nn, kn, total;
     char *buf;
     *heap = NULL;
-    if (!key_part(ns, &np, &nn) || !key_part(key, &kp, &kn))
-        return -1;
-    if (nn == 0 || kn == 0 || memchr(np, 0, (size_t)nn) != NULL)
+    if (!namespace_of(c, ns, &np, &nn) || !key_part(key, &kp, &kn) || kn == 0)
         return -1;
     total = nn + 1 + kn;
     if (total > max_key)
@@ -126,15 +160,102 @@ static Py_ssize_t stored_key(PyObject *ns, PyObject *key, Py_ssize_t max_key, ch
     return total;
 }
 
-/* A value read into buf (tag first, n bytes): bytes directly, anything else through decode. */
-static PyObject *value_of(const char *buf, Py_ssize_t n, PyObject *decode) {
+/* Array headers seen before (tiers/codec.py's encoding, up to the data offset) and the dtype and
+   shape the Python decoder made of them: a later array with the same header is made here with
+   one allocation and one copy. Filled only from arrays the decoder accepted (it refuses object
+   dtypes), so no header can make this side build an array the decoder would not. */
+typedef struct {
+    char header[ARRAY_HEADER_MAX];
+    Py_ssize_t header_len, nbytes;
+    PyArray_Descr *descr;
+    int ndim;
+    npy_intp dims[NPY_MAXDIMS];
+} ArrayShape;
+
+typedef struct {
+    ArrayShape shapes[ARRAY_SHAPES];
+    int next;
+} ArrayShapes;
+
+static void shapes_clear(ArrayShapes *c) {
+    for (int i = 0; i < ARRAY_SHAPES; i++) {
+        Py_CLEAR(c->shapes[i].descr);
+        c->shapes[i].header_len = 0;
+    }
+}
+
+static Py_ssize_t array_header_len(const char *buf, Py_ssize_t n) {
+    Py_ssize_t off;
+    if (n < 4)
+        return -1;
+    off = (unsigned char)buf[1] | ((Py_ssize_t)(unsigned char)buf[2] << 8);
+    return off <= n && off <= ARRAY_HEADER_MAX ? off : -1;
+}
+
+static PyObject *known_array(ArrayShapes *c, const char *buf, Py_ssize_t n) {
+    Py_ssize_t off = array_header_len(buf, n);
+    if (c == NULL || off < 0)
+        return NULL;
+    for (int i = 0; i < ARRAY_SHAPES; i++) {
+        ArrayShape *s = &c->shapes[i];
+        if (s->descr != NULL && s->header_len == off && s->nbytes == n - off && memcmp(s->header, buf, off) == 0) {
+            PyObject *arr;
+            Py_INCREF(s->descr); /* stolen by the constructor */
+            arr = PyArray_NewFromDescr(&PyArray_Type, s->descr, s->ndim, s->dims, NULL, NULL, 0, NULL);
+            if (arr != NULL)
+                memcpy(PyArray_DATA((PyArrayObject *)arr), buf + off, (size_t)s->nbytes);
+            return arr;
+        }
+    }
+    return NULL;
+}
+
+static void remember_array(ArrayShapes *c, const char *buf, Py_ssize_t n, PyObject *result) {
+    Py_ssize_t off = array_header_len(buf, n);
+    PyArrayObject *a = (PyArrayObject *)result;
+    ArrayShape *s;
+    if (c == NULL || off < 0 || !PyArray_CheckExact(result) || !PyArray_IS_C_CONTIGUOUS(a) ||
+        PyArray_NBYTES(a) != n - off || PyArray_NDIM(a) > NPY_MAXDIMS)
+        return;
+    s = &c->shapes[c->next];
+    c->next = (c->next + 1) % ARRAY_SHAPES;
+    Py_XSETREF(s->descr, (PyArray_Descr *)Py_NewRef((PyObject *)PyArray_DESCR(a)));
+    memcpy(s->header, buf, (size_t)off);
+    s->header_len = off;
+    s->nbytes = n - off;
+    s->ndim = PyArray_NDIM(a);
+    memcpy(s->dims, PyArray_DIMS(a), sizeof(npy_intp) * (size_t)s->ndim);
+}
+
+/* A value read into buf (tag first, n bytes): bytes and known array shapes directly, anything
+   else through decode. */
+static PyObject *value_of(const char *buf, Py_ssize_t n, PyObject *decode, ArrayShapes *shapes) {
     PyObject *raw, *result;
     if (n >= 1 && (unsigned char)buf[0] == TAG_BYTES)
         return PyBytes_FromStringAndSize(buf + 1, n - 1);
+    if (n >= 1 && (unsigned char)buf[0] == TAG_ARRAY) {
+        result = known_array(shapes, buf, n);
+        if (result != NULL || PyErr_Occurred())
+            return result;
+    }
+    if (n >= 1 && (unsigned char)buf[0] == TAG_JSON && json_loads != NULL) {
+        /* The codec writes UTF-8: decode it here, so json.loads skips its encoding detection. */
+        PyObject *text = PyUnicode_DecodeUTF8(buf + 1, n - 1, "surrogatepass");
+        if (text != NULL) {
+            result = PyObject_CallOneArg(json_loads, text);
+            Py_DECREF(text);
+            if (result != NULL || !PyErr_ExceptionMatches(PyExc_ValueError))
+                return result;
+        }
+        PyErr_Clear(); /* damaged: the decoder below reports it as a CodecError */
+    }
     raw = PyBytes_FromStringAndSize(buf, n); /* copied before Python code can run */
     if (raw == NULL)
         return NULL;
     result = PyObject_CallOneArg(decode, raw);
+    /* The header is read from the copy: the decoder may have let another thread refill buf. */
+    if (result != NULL && (unsigned char)PyBytes_AS_STRING(raw)[0] == TAG_ARRAY)
+        remember_array(shapes, PyBytes_AS_STRING(raw), n, result);
     Py_DECREF(raw);
     return result;
 }
@@ -165,6 +286,8 @@ typedef struct {
     PyObject *on_miss; /* on_miss(status, hash, stored key, default) */
     PyObject *decode;  /* decode(encoded bytes) for every tag but raw bytes */
     PyObject *slow;    /* the Python get, for every call outside the fast path */
+    NsCache ns;
+    ArrayShapes shapes;
 } Getter;
 
 static PyObject *Getter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -177,7 +300,7 @@ static PyObject *Getter_call(PyObject *op, PyObject *const *args, size_t nargsf,
     PyObject *result;
     if (kwnames != NULL || nargs < 2 || nargs > 3)
         return call_slow(g->slow, args, nargsf, kwnames);
-    klen = stored_key(args[0], args[1], g->max_key, stack, &heap, &kb);
+    klen = stored_key(&g->ns, args[0], args[1], g->max_key, stack, &heap, &kb);
     if (klen < 0) {
         if (PyErr_Occurred())
             return NULL;
@@ -185,7 +308,7 @@ static PyObject *Getter_call(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     r = g->get(g->ctx, (int64_t)(intptr_t)kb, (int64_t)klen, (int64_t)(intptr_t)g->out, (int64_t)(intptr_t)&h);
     if (r >= 0) {
-        result = value_of(g->out, (Py_ssize_t)(r >> 8), g->decode);
+        result = value_of(g->out, (Py_ssize_t)(r >> 8), g->decode, &g->shapes);
     } else {
         PyObject *st = PyLong_FromLongLong(r), *hh = PyLong_FromLongLong(h);
         PyObject *key = PyBytes_FromStringAndSize(kb, klen);
@@ -210,6 +333,8 @@ static int Getter_traverse(Getter *g, visitproc visit, void *arg) {
 }
 
 static int Getter_clear(Getter *g) {
+    shapes_clear(&g->shapes);
+    Py_CLEAR(g->ns.obj);
     Py_CLEAR(g->keep);
     Py_CLEAR(g->on_miss);
     Py_CLEAR(g->decode);
@@ -264,6 +389,8 @@ static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     g->on_miss = Py_NewRef(args[5]);
     g->decode = Py_NewRef(args[6]);
     g->slow = Py_NewRef(args[7]);
+    g->ns.obj = NULL;
+    memset(&g->shapes, 0, sizeof(g->shapes));
     if (g->out == NULL) {
         Py_DECREF(g);
         return PyErr_NoMemory();
@@ -285,6 +412,7 @@ typedef struct {
     int64_t flags;
     PyObject *keep;
     PyObject *slow; /* the Python put: every call outside the fast path, and every status but OK */
+    NsCache ns;
 } Putter;
 
 static PyObject *Putter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -299,7 +427,7 @@ static PyObject *Putter_call(PyObject *op, PyObject *const *args, size_t nargsf,
     vlen = PyBytes_GET_SIZE(args[2]) + 1;
     if (vlen > p->max_value)
         return call_slow(p->slow, args, nargsf, kwnames);
-    klen = stored_key(args[0], args[1], p->max_key, kstack, &kheap, &kb);
+    klen = stored_key(&p->ns, args[0], args[1], p->max_key, kstack, &kheap, &kb);
     if (klen < 0) {
         if (PyErr_Occurred())
             return NULL;
@@ -333,6 +461,7 @@ static int Putter_traverse(Putter *p, visitproc visit, void *arg) {
 }
 
 static int Putter_clear(Putter *p) {
+    Py_CLEAR(p->ns.obj);
     Py_CLEAR(p->keep);
     Py_CLEAR(p->slow);
     return 0;
@@ -382,6 +511,7 @@ static PyObject *make_putter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     p->flags = v[5];
     p->keep = Py_NewRef(args[6]);
     p->slow = Py_NewRef(args[7]);
+    p->ns.obj = NULL;
     PyObject_GC_Track(p);
     return (PyObject *)p;
 }
@@ -602,7 +732,7 @@ static PyObject *receive_once(Receiver *rx) {
         rx->dropped += rx->state[1] - rx->expected;
     rx->expected = rx->state[1] + 1;
     rx->received += 1;
-    return value_of(rx->out, (Py_ssize_t)n, rx->decode);
+    return value_of(rx->out, (Py_ssize_t)n, rx->decode, NULL);
 }
 
 static PyObject *Receiver_try_recv(Receiver *rx, PyObject *unused) {
@@ -796,7 +926,13 @@ static PyObject *futex_wake(PyObject *m, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *set_json_loads(PyObject *m, PyObject *fn) {
+    Py_XSETREF(json_loads, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_json_loads", (PyCFunction)set_json_loads, METH_O, "the JSON parser values of the JSON tag go to"},
     {"getter", (PyCFunction)(void (*)(void))make_getter, METH_FASTCALL, "a Getter over an L1 context"},
     {"putter", (PyCFunction)(void (*)(void))make_putter, METH_FASTCALL, "a Putter over an L1 context"},
     {"lockops", (PyCFunction)(void (*)(void))make_lockops, METH_FASTCALL, "LockOps over a lock table"},
@@ -815,6 +951,8 @@ static struct PyModuleDef fastpath_module = {
 PyMODINIT_FUNC PyInit__fastpath(void) {
     PyObject *m;
     PyTypeObject *types[] = {&GetterType, &PutterType, &LockOpsType, &ReceiverType};
+    if (_import_array() < 0)
+        return NULL; /* numpy's C API: the import fails and nt-memory runs its pure path */
     for (int i = 0; i < 4; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;

@@ -33,7 +33,7 @@ A reference is ``(gen & 0xFFFFFF) << 40 | offset >> 4``; it is never 0 because o
 import numpy as np
 
 from nt_memory.kernels._jit import jit
-from nt_memory.kernels.atomics import cas, fetch_add, load_acquire
+from nt_memory.kernels.atomics import cas, copy_bytes, fetch_add, load_acquire
 from nt_memory.kernels.status import CORRUPT, FULL, OK
 
 ARENA_DATA_BYTES_IDX = 0
@@ -77,22 +77,22 @@ def class_sizes(max_block_bytes):
     return np.array(sizes, dtype=np.int64)
 
 
-@jit
+@jit(inline="always")
 def ref_offset(ref):
     return (ref & _REF_OFFSET_MASK) << 4
 
 
-@jit
+@jit(inline="always")
 def ref_gen(ref):
     return (ref >> 40) & _GEN_MASK
 
 
-@jit
+@jit(inline="always")
 def make_ref(gen, offset):
     return ((gen & _GEN_MASK) << 40) | (offset >> 4)
 
 
-@jit
+@jit(inline="always")
 def arena_class_for(sizes, nbytes):
     """The smallest class (index into the private ``sizes``) whose blocks hold ``nbytes`` (header
     included), or -1 if none does."""
@@ -108,14 +108,14 @@ def arena_class_for(sizes, nbytes):
     return lo if lo < n else -1
 
 
-@jit
+@jit(inline="always")
 def arena_block_ok(data_bytes, ref):
     """True when ``ref`` points at a block header that lies inside the data region."""
     off = ref_offset(ref)
     return off >= FIRST_BLOCK_OFFSET and off + BLOCK_HDR_BYTES <= data_bytes
 
 
-@jit
+@jit(inline="always")
 def arena_block(data_w, data_bytes, ref):
     """(payload offset, value length, key length) of the live block ``ref`` names, or (-1, 0, 0)
     when the reference is outside the region, its generation has moved on, or the lengths in the
@@ -218,12 +218,11 @@ def arena_free(hdr, data, ref, data_bytes, sizes):
     return OK
 
 
-@jit
+@jit(inline="always")
 def write_bytes(dst, off, src):
     """Copy ``src`` (bytes or uint8 array) into ``dst`` at ``off``; returns the offset after it.
     Caller: the exclusive writer of that region, with the bounds already checked."""
-    for j in range(len(src)):
-        dst[off + j] = src[j]
+    copy_bytes(dst, off, src, 0, len(src))
     return off + len(src)
 
 

@@ -149,6 +149,55 @@ def cpu_relax(typingctx):
     return sig, codegen
 
 
+def _load_le(nbits):
+    def impl(typingctx, ary, off):
+        if not isinstance(ary, types.Buffer) or ary.dtype != types.uint8:
+            raise TypeError("little-endian loads read uint8 buffers")
+        sig = types.uint64(ary, types.intp)
+
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            arystruct = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, arystruct, [args[1]], wraparound=False)
+            wide = builder.bitcast(ptr, ir.IntType(nbits).as_pointer())
+            value = builder.load(wide, align=1)  # any alignment: one unaligned load on x86
+            return builder.zext(value, ir.IntType(64)) if nbits < 64 else value
+
+        return sig, codegen
+
+    return impl
+
+
+# ``ary[off:off+8]`` (``+4``) as a little-endian unsigned integer, for hashing. No bounds check: the
+# caller has checked ``off + 8 <= len(ary)``. (Little-endian hosts only, as the rest of nt-memory.)
+load_u64_le = intrinsic(_load_le(64))
+load_u32_le = intrinsic(_load_le(32))
+
+
+@intrinsic
+def copy_bytes(typingctx, dst, doff, src, soff, n):
+    """Copy ``n`` bytes from ``src[soff:]`` to ``dst[doff:]`` (uint8 buffers, not overlapping) with
+    LLVM's memcpy: a few moves for small sizes, libc's vectorised copy for large ones, instead of
+    a byte loop. No bounds check: the caller has checked both ranges."""
+    for b in (dst, src):
+        if not isinstance(b, types.Buffer) or b.dtype != types.uint8:
+            raise TypeError("copy_bytes copies between uint8 buffers")
+    sig = types.void(dst, types.intp, src, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        dty, _, sty, _, _ = sig.args
+        dptr = cgutils.get_item_pointer(
+            context, builder, dty, context.make_array(dty)(context, builder, args[0]), [args[1]], wraparound=False
+        )
+        sptr = cgutils.get_item_pointer(
+            context, builder, sty, context.make_array(sty)(context, builder, args[2]), [args[3]], wraparound=False
+        )
+        cgutils.raw_memcpy(builder, dptr, sptr, args[4], 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def mul128_fold64(typingctx, a, b):
     """The 128-bit product of two uint64 values, folded: low 64 bits xor high 64 bits (XXH3's

@@ -12,13 +12,13 @@ from nt_memory.kernels.atomics import cas, cpu_relax, load_relaxed, store_releas
 SPINS = 1 << 14  # about a millisecond of spinning before a caller reports BUSY
 
 
-@jit
+@jit(inline="always")
 def lockword_try_acquire(words, idx, owner):
     """Take the lock if it is free. Never blocks."""
     return cas(words, idx, 0, owner) == 0
 
 
-@jit
+@jit(inline="always")
 def lockword_acquire(words, idx, owner):
     """Spin (test-and-test-and-set, with a pause hint) up to SPINS times; False if still held."""
     for _ in range(SPINS):
@@ -28,13 +28,13 @@ def lockword_acquire(words, idx, owner):
     return False
 
 
-@jit
+@jit(inline="always")
 def lockword_release(words, idx):
     """Release: the stores of the critical section are visible before the word reads free."""
     store_release(words, idx, 0)
 
 
-@jit
+@jit(inline="always")
 def lockword_steal(words, idx, dead_owner, new_owner):
     """Move the lock from ``dead_owner`` (found dead by the caller) to ``new_owner`` (0 frees it).
     Fails if the word no longer names ``dead_owner`` (someone else got there first)."""

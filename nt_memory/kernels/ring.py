@@ -46,6 +46,7 @@ from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import (
     address_to_bytes,
     address_to_words,
+    copy_bytes,
     fence_acquire,
     fence_release,
     fetch_add,
@@ -198,8 +199,7 @@ def ring_publish(hdr_addr, data_addr, cap, owner, msg):
     msg_no = hdr[RING_MSG_COUNT_IDX]
     poff = (pos % cap) + RECORD_HDR_BYTES
     data_w[poff >> 3] = msg_no
-    for j in range(len(msg)):
-        data_b[poff + 8 + j] = msg[j]
+    copy_bytes(data_b, poff + 8, msg, 0, len(msg))
     ring_commit(hdr, data_w, cap, pos, n)
     store_release(hdr, RING_LATEST_IDX, pos)
     store_release(hdr, RING_MSG_COUNT_IDX, msg_no + 1)
@@ -254,8 +254,7 @@ def ring_receive(hdr_addr, data_addr, cap, cursor, out):
         if mlen > len(out):
             result = OUT_TOO_SMALL
         else:
-            for j in range(mlen):
-                out[j] = data_b[poff + 8 + j]
+            copy_bytes(out, 0, data_b, poff + 8, mlen)  # may be torn: re-checked below
             result = mlen
         fence_acquire()
         if load_acquire(hdr, RING_TAIL_INTENT_IDX) - cap > cursor:

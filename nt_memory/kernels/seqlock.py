@@ -12,7 +12,7 @@ from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import fence_acquire, fence_release, load_acquire, load_relaxed, store_release
 
 
-@jit
+@jit(inline="always")
 def seq_write_begin(words, idx):
     """Make the sequence odd (and different from any value a reader may hold); returns that value.
 
@@ -26,13 +26,13 @@ def seq_write_begin(words, idx):
     return odd
 
 
-@jit
+@jit(inline="always")
 def seq_write_end(words, idx, odd):
     """Publish the record: the even sequence is stored with release, after every record store."""
     store_release(words, idx, odd + 1)
 
 
-@jit
+@jit(inline="always")
 def seq_read_begin(words, idx):
     """The sequence as a reader starts (acquire: the record loads that follow cannot move above it).
 
@@ -41,7 +41,7 @@ def seq_read_begin(words, idx):
     return load_acquire(words, idx)
 
 
-@jit
+@jit(inline="always")
 def seq_read_valid(words, idx, start):
     """True when the copy made since ``seq_read_begin`` returned ``start`` is a stable snapshot.
 

@@ -71,6 +71,7 @@ from nt_memory.kernels.atomics import (
     cas,
     clock_ns,
     coarse_clock_ns,
+    copy_bytes,
     cpu_relax,
     fetch_add,
     load_acquire,
@@ -202,7 +203,7 @@ J_PROMOTE = 4  # fill from a lower tier: only if the stripe's VERSION still equa
 J_HELD = 8  # the caller already holds the stripe (table_lock_stripe)
 
 
-@jit
+@jit(inline="always")
 def key_hash(ctx, key):
     """The table hash of stored key bytes: XXH3-64 under the table's mask, moved above the
     reserved marker values (the same as the Python side's ``HotCache.hash_bytes``)."""
@@ -210,12 +211,12 @@ def key_hash(ctx, key):
     return h + RESERVED_HASHES if h < RESERVED_HASHES else h
 
 
-@jit
+@jit(inline="always")
 def stripe_of(h, nstripes):
     return (h >> 32) & (nstripes - 1)
 
 
-@jit
+@jit(inline="always")
 def _key_matches(data_b, start, klen, key):
     for j in range(klen):
         if data_b[start + j] != key[j]:
@@ -223,25 +224,15 @@ def _key_matches(data_b, start, klen, key):
     return True
 
 
-@jit
-def _copy_value(data_w, data_b, src, n, out):
-    """Copy ``n`` bytes from the arena at ``src`` (16-byte aligned: a block payload) into ``out``.
-
-    Whole words when ``out`` is 8-byte aligned with room for the rounded-up length: the block is
-    padded to its class size and the region to 64 bytes, so reading up to the next word boundary
-    stays inside the block."""
-    words = (n + 7) >> 3
-    if (out.ctypes.data & 7) == 0 and len(out) >= words * 8:
-        out_w = out[: words * 8].view(np.int64)
-        base = src >> 3
-        for j in range(words):
-            out_w[j] = data_w[base + j]
-    else:
-        for j in range(n):
-            out[j] = data_b[src + j]
+@jit(inline="always")
+def _copy_value(data_b, src, n, out):
+    """Copy ``n`` bytes of a block payload at ``src`` into ``out`` (``n <= len(out)``: checked by
+    the caller). One memcpy: the copy may be torn by a writer, and the caller's seqlock check
+    discards it then."""
+    copy_bytes(out, 0, data_b, src, n)
 
 
-@jit
+@jit(inline="always")
 def expired(expiry):
     if expiry == 0:
         return False
@@ -250,7 +241,7 @@ def expired(expiry):
     return clock_ns() >= expiry
 
 
-@jit
+@jit(inline="always")
 def table_views(ctx_addr):
     """The views of one handle's segments, rebuilt from the integer addresses and the private
     sizes in its context."""
@@ -268,7 +259,7 @@ def table_views(ctx_addr):
     return ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes
 
 
-@jit
+@jit(inline="always")
 def journal_views(ctx):
     cap = ctx[CTX_JOURNAL_BYTES_IDX]
     jhdr = address_to_words(ctx[CTX_JOURNAL_IDX], RING_HDR_WORDS)
@@ -280,7 +271,7 @@ def journal_views(ctx):
 # ----------------------------------------------------------------------------------------- readers
 
 
-@jit
+@jit(inline="always")
 def _read_slot(slots, base, h, data_w, data_b, data_bytes, key, out, copy):
     """Read the slot at word ``base`` if it holds ``key``: >= 0 value length (copied into ``out``
     when ``copy``) packed as ``len << 8 | tag``; NOT_FOUND if it holds another key; EXPIRED; BUSY if
@@ -305,7 +296,7 @@ def _read_slot(slots, base, h, data_w, data_b, data_bytes, key, out, copy):
                 if vlen > len(out):
                     result = OUT_TOO_SMALL
                 else:
-                    _copy_value(data_w, data_b, start, vlen, out)
+                    _copy_value(data_b, start, vlen, out)
         if not seq_read_valid(slots, seq_idx, s1):
             continue  # torn: a writer moved in meanwhile, whatever we saw is discarded
         if start < 0:
@@ -316,7 +307,7 @@ def _read_slot(slots, base, h, data_w, data_b, data_bytes, key, out, copy):
     return BUSY
 
 
-@jit
+@jit(inline="always")
 def table_lookup(ctx_addr, h, key, out, copy):
     """Look ``key`` (hash ``h``, already fixed) up. Any process or thread, no lock.
 
@@ -380,22 +371,22 @@ def table_contains(ctx_addr, h, key):
 # ----------------------------------------------------------------------------------------- writers
 
 
-@jit
+@jit(inline="always")
 def lock_stripe_word(stripes, stripe, owner):
     return lockword_acquire(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX, owner)
 
 
-@jit
+@jit(inline="always")
 def try_lock_stripe_word(stripes, stripe, owner):
     return lockword_try_acquire(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX, owner)
 
 
-@jit
+@jit(inline="always")
 def unlock_stripe_word(stripes, stripe):
     lockword_release(stripes, stripe * STRIPE_WORDS + STRIPE_LOCK_IDX)
 
 
-@jit
+@jit(inline="always")
 def write_slot(slots, base, new_hash, ref, expiry):
     """Write a slot under its seqlock (caller holds the stripe that owns it)."""
     odd = seq_write_begin(slots, base + SLOT_SEQ_IDX)
@@ -405,7 +396,7 @@ def write_slot(slots, base, new_hash, ref, expiry):
     seq_write_end(slots, base + SLOT_SEQ_IDX, odd)
 
 
-@jit
+@jit(inline="always")
 def _find(slots, mask, h, key, data_w, data_b, data_bytes):
     """Probe for ``key`` as its stripe's lock holder: (slot of the key or -1, first free slot or -1,
     that free slot was a tombstone). Entries of our stripe cannot change under us, so no seqlock."""
@@ -432,7 +423,7 @@ def _find(slots, mask, h, key, data_w, data_b, data_bytes):
     return -1, free, free_tomb
 
 
-@jit
+@jit(inline="always")
 def begin_intent(stripes, sb, slot, key_hash, new_hash, new_ref, old_ref, expiry):
     """Record a write's intent as PREPARED (caller holds the stripe whose words start at ``sb``)."""
     stripes[sb + STRIPE_SLOT_IDX] = slot
@@ -446,7 +437,7 @@ def begin_intent(stripes, sb, slot, key_hash, new_hash, new_ref, old_ref, expiry
     store_release(stripes, sb + STRIPE_PHASE_IDX, PHASE_PREPARED)
 
 
-@jit
+@jit(inline="always")
 def apply_intent(ctx, stripes, stripe, slots, ahdr, data_w, sizes):
     """Write a COMMITTED intent into its slot if the slot is still ours and free the old block;
     then IDLE. Idempotent: the normal path and recovery both end here."""
@@ -528,7 +519,7 @@ def _evict_one(ctx, hdr, stripes, slots, access, own_stripe, ahdr, data_w, sizes
     return FULL
 
 
-@jit
+@jit(inline="always")
 def _alloc_block(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b, sizes, key, value):
     """Allocate and fill the block for a new value (evicting while the arena is full): (reference or
     a negative status, whether eviction ran). The block is unreachable until an intent names it."""
@@ -547,7 +538,7 @@ def _alloc_block(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b,
     return ref, attempts > 0
 
 
-@jit
+@jit(inline="always")
 def _claim_slot(stripes, sb, stripe, slots, mask, start, hdr):
     """Claim a free slot for a new key, probing from ``start``, against writers of other stripes
     (our key cannot be further on: only our stripe inserts it). The intent names each slot before
@@ -567,14 +558,14 @@ def _claim_slot(stripes, sb, stripe, slots, mask, start, hdr):
     return -1
 
 
-@jit
+@jit(inline="always")
 def _journal(ctx, stripes, sb, kind, key, value, data_expiry, emb):
     jhdr, jw, jb, cap = journal_views(ctx)
     owner = ctx[CTX_OWNER_IDX]
     return journal_append(jhdr, jw, jb, cap, owner, kind, key, value, data_expiry, emb, stripes, sb + STRIPE_JPOS_IDX)
 
 
-@jit
+@jit(inline="always")
 def _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b, sizes, h, key):
     """Make room for a new key: evict at max_entries; NEEDS_REHASH past the tombstone threshold.
     Returns (status, found, free) after any eviction (which may have removed our own key)."""
@@ -593,7 +584,7 @@ def _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b
     return OK, found, free
 
 
-@jit
+@jit(inline="always")
 def _put_block(ctx, hdr, stripes, stripe, slots, access, ahdr, data_w, data_b, sizes, h, key, value):
     """Room and a filled block for a value L1 will cache: (status, reference, slot of the key or
     -1, first free slot or -1). On a status other than OK nothing is allocated."""
@@ -611,7 +602,7 @@ def _put_block(ctx, hdr, stripes, stripe, slots, access, ahdr, data_w, data_b, s
     return OK, ref, found, free
 
 
-@jit
+@jit(inline="always")
 def _count_put(hdr, access, slot, found, cache):
     # A new entry starts unreferenced (it must be read to earn a second chance), so a burst of
     # one-off inserts evicts itself before it evicts the working set; an update counts as a use.
@@ -626,7 +617,7 @@ def _count_put(hdr, access, slot, found, cache):
         fetch_add(hdr, HDR_INSERTS_IDX, 1)
 
 
-@jit
+@jit(inline="always")
 def _put_locked(
     ctx,
     hdr,
@@ -688,7 +679,7 @@ def _put_locked(
     return OK
 
 
-@jit
+@jit(inline="always")
 def _write_check(ctx, key, vlen, flags):
     if ctx[CTX_OPEN_IDX] != 1:
         return CLOSED

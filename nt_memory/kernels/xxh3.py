@@ -9,7 +9,7 @@ key hashes alike whichever side computes it. Pure function of the bytes; any cal
 import numpy as np
 
 from nt_memory.kernels._jit import jit
-from nt_memory.kernels.atomics import mul128_fold64
+from nt_memory.kernels.atomics import load_u32_le, load_u64_le, mul128_fold64
 
 _SECRET = np.frombuffer(
     bytes.fromhex(
@@ -38,23 +38,17 @@ PMX1 = np.uint64(0x165667919E3779F9)
 PMX2 = np.uint64(0x9FB21C651E98DF25)
 
 
-@jit
+@jit(inline="always")
 def _u64(b, off):
-    r = np.uint64(0)
-    for j in range(8):
-        r |= np.uint64(b[off + j]) << np.uint64(8 * j)
-    return r
+    return load_u64_le(b, off)
 
 
-@jit
+@jit(inline="always")
 def _u32(b, off):
-    r = np.uint64(0)
-    for j in range(4):
-        r |= np.uint64(b[off + j]) << np.uint64(8 * j)
-    return r
+    return load_u32_le(b, off)
 
 
-@jit
+@jit(inline="always")
 def _bswap64(x):
     r = np.uint64(0)
     for j in range(8):
@@ -62,7 +56,7 @@ def _bswap64(x):
     return r
 
 
-@jit
+@jit(inline="always")
 def _bswap32(x):
     r = np.uint64(0)
     for j in range(4):
@@ -70,19 +64,19 @@ def _bswap32(x):
     return r
 
 
-@jit
+@jit(inline="always")
 def _rotl64(x, r):
     return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
 
 
-@jit
+@jit(inline="always")
 def _avalanche(x):
     x ^= x >> np.uint64(37)
     x *= PMX1
     return x ^ (x >> np.uint64(32))
 
 
-@jit
+@jit(inline="always")
 def _avalanche_xxh64(x):
     x ^= x >> np.uint64(33)
     x *= P64_2
@@ -91,7 +85,7 @@ def _avalanche_xxh64(x):
     return x ^ (x >> np.uint64(32))
 
 
-@jit
+@jit(inline="always")
 def _mix16(b, off, soff):
     s = _SECRET
     return mul128_fold64(_u64(b, off) ^ _u64(s, soff), _u64(b, off + 8) ^ _u64(s, soff + 8))

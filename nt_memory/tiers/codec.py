@@ -26,6 +26,7 @@ import numpy as np
 
 from nt_memory.errors import CodecError
 from nt_memory.kernels._jit import jit
+from nt_memory.native import fast
 
 TAG_BYTES = 0x01
 TAG_ARRAY = 0x02
@@ -33,6 +34,8 @@ TAG_JSON = 0x03
 TAGS = {TAG_BYTES: "bytes", TAG_ARRAY: "ndarray", TAG_JSON: "json"}
 
 _ARRAY_FIXED = 4  # tag, u16 data offset, ndim
+if fast is not None:
+    fast.set_json_loads(json.loads)  # the compiled getters parse JSON values with it directly
 _ARRAY_HEAD = struct.Struct("<HB")
 _BYTES_TAG = bytes([TAG_BYTES])
 _JSON_TAG = bytes([TAG_JSON])

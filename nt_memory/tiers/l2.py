@@ -22,7 +22,6 @@ import secrets
 import struct
 import threading
 
-import hnswlib
 import numpy as np
 import xxhash
 
@@ -104,7 +103,7 @@ class VectorTier:
         self._latest: dict[int, tuple[int, bytes]] = {}
         self._latest_upto = 0
         # Search state.
-        self.index: hnswlib.Index | None = None
+        self.index = None  # an hnswlib.Index once this process searches
         self._indexed_upto = 0
         self._saved_upto = -1
         self._ns_ids: dict[bytes, int] = {}
@@ -260,6 +259,8 @@ class VectorTier:
     def _ensure_index(self) -> None:
         if self.index is not None:
             return
+        import hnswlib  # here, not at import: a process that never searches never loads it
+
         index = hnswlib.Index(space=self.space, dim=self.dim)
         path = self._index_file()
         meta_path = path + ".json"

@@ -52,9 +52,7 @@ KC_DIM = 8
 
 
 def kc_config(name: str, path: str) -> MemoryConfig:
-    return MemoryConfig(
-        name=name, storage_path=path, embedding_dim=KC_DIM, cache_config=CacheConfig(max_entries=64)
-    )
+    return MemoryConfig(name=name, storage_path=path, embedding_dim=KC_DIM, cache_config=CacheConfig(max_entries=64))
 
 
 _KC_BLOCK = random.Random(7).randbytes(60_000)
@@ -91,16 +89,17 @@ def kill_consistency_writer(name: str, path: str, conn, seed: int, start: int) -
         k = rnd.randrange(KC_KEYS)
         n += 1
         value = kc_value(k, n, rnd.choice((20_000, 40_000, 60_000)))
-        if rnd.random() < 0.5:
+        op = rnd.random()
+        done = -n if 0.5 <= op < 0.525 else n  # a negative number: a delete
+        # Announced first: after a kill, only the announced operation may have run unacknowledged.
+        conn.send(("will", k, done))
+        if op < 0.5:
             mem.put("kc", f"k{k}", value, embedding=np.full(KC_DIM, float(n % 97) + 1.0))
-        elif rnd.random() < 0.05:
+        elif done < 0:
             mem.delete("kc", f"k{k}")
-            n_deleted = -n
-            conn.send(("ack", k, n_deleted))
-            continue
         else:
             mem.put("kc", f"k{k}", value)
-        conn.send(("ack", k, n))
+        conn.send(("ack", k, done))
 
 
 def open_and_idle(name: str, path: str, conn, durability: str = "write-behind") -> None:
