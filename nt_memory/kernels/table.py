@@ -76,6 +76,7 @@ from nt_memory.kernels.atomics import (
     fetch_add,
     load_acquire,
     load_relaxed,
+    load_u64_le,
     store_release,
 )
 from nt_memory.kernels.journal import JOURNAL_DELETE, JOURNAL_PUT, JOURNAL_PUT_EMB, journal_append
@@ -218,18 +219,33 @@ def stripe_of(h, nstripes):
 
 @jit(inline="always")
 def _key_matches(data_b, start, klen, key):
-    for j in range(klen):
+    """The stored key at ``data_b[start:]`` equals ``key`` (``klen`` bytes): 8 bytes at a time."""
+    j = 0
+    while j + 8 <= klen:
+        if load_u64_le(data_b, start + j) != load_u64_le(key, j):
+            return False
+        j += 8
+    while j < klen:
         if data_b[start + j] != key[j]:
             return False
+        j += 1
     return True
 
 
 @jit(inline="always")
-def _copy_value(data_b, src, n, out):
-    """Copy ``n`` bytes of a block payload at ``src`` into ``out`` (``n <= len(out)``: checked by
-    the caller). One memcpy: the copy may be torn by a writer, and the caller's seqlock check
-    discards it then."""
-    copy_bytes(out, 0, data_b, src, n)
+def _copy_value(data_w, data_b, src, n, out):
+    """Copy ``n`` bytes of a block payload at ``src`` (16-byte aligned) into ``out`` (``n <=
+    len(out)``: checked by the caller). Small values word by word (the block is padded to its
+    class size, so reading to the next word boundary stays inside it; ``out`` has 8 spare bytes),
+    larger ones with memcpy. The copy may be torn by a writer: the caller's seqlock discards it."""
+    words = (n + 7) >> 3
+    if n <= 256 and (out.ctypes.data & 7) == 0 and len(out) >= words * 8:
+        out_w = address_to_words(out.ctypes.data, words)  # not .view(): that is a call per get
+        base = src >> 3
+        for j in range(words):
+            out_w[j] = data_w[base + j]
+    else:
+        copy_bytes(out, 0, data_b, src, n)
 
 
 @jit(inline="always")
@@ -296,7 +312,7 @@ def _read_slot(slots, base, h, data_w, data_b, data_bytes, key, out, copy):
                 if vlen > len(out):
                     result = OUT_TOO_SMALL
                 else:
-                    _copy_value(data_b, start, vlen, out)
+                    _copy_value(data_w, data_b, start, vlen, out)
         if not seq_read_valid(slots, seq_idx, s1):
             continue  # torn: a writer moved in meanwhile, whatever we saw is discarded
         if start < 0:

@@ -172,7 +172,7 @@ class _Kernels:
             cls.unlock_stripe = entry_point(table_unlock_stripe, INT, INT)
 
 
-@jit
+@jit(inline="always")  # into the caller's code: no call, no refcounting of the three arrays
 def l1_lookup(handle, h, key, out):
     """Look a key up from ``@njit`` code (or Python). ``handle`` is :meth:`HotCache.njit_handle`,
     ``h`` :meth:`HotCache.key_hash`, ``key`` :meth:`HotCache.key_array` (or any uint8 array / bytes
