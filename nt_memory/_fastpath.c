@@ -45,9 +45,12 @@ static PyObject *json_loads; /* json.loads, set by the codec at import (set_json
 #define STATUS_NOT_FOUND (-1)
 #define LOCK_SLOT_BYTES 128  /* kernels/locktable.py: LOCK_SLOT_WORDS * 8 */
 #define LK_NOTIFY_OFFSET 32  /* LK_NOTIFY_IDX * 8 */
+#define WAKE_ONE 1           /* kernels/locktable.py: lock_release's results */
+#define WAKE_ALL 2
 #define RING_TAIL_OFFSET 128    /* kernels/ring.py: RING_TAIL_IDX * 8 */
 #define RING_NOTIFY_OFFSET 448  /* RING_NOTIFY_IDX * 8 */
 #define RING_WAITERS_OFFSET 456 /* RING_WAITERS_IDX * 8 */
+#define RING_SPINNERS_OFFSET 464 /* RING_SPINNERS_IDX * 8 */
 
 /* ------------------------------------------------------------------------------- helpers */
 
@@ -63,9 +66,11 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void wake_all(int64_t addr) {
-    syscall(SYS_futex, (void *)addr, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+static void wake(int64_t addr, int count) {
+    syscall(SYS_futex, (void *)addr, FUTEX_WAKE, count, NULL, NULL, 0);
 }
+
+static void wake_all(int64_t addr) { wake(addr, INT32_MAX); }
 
 /* Sleep while the 32-bit word at addr equals expected, up to timeout_ns (< 0: no limit). The GIL
    is released meanwhile. Returns -1 with an exception set if a signal handler raised. */
@@ -618,8 +623,8 @@ static PyObject *LockOps_release(LockOps *l, PyObject *token) {
     r = l->release(l->slots + slot * LOCK_SLOT_BYTES, h, owner, fence);
     if (r < 0)
         goto slow; /* stale: the slow path raises StaleToken */
-    if (r > 0)
-        wake_all(l->slots + slot * LOCK_SLOT_BYTES + LK_NOTIFY_OFFSET);
+    if (r == WAKE_ONE || r == WAKE_ALL) /* kernels/locktable.py: lock_release */
+        wake(l->slots + slot * LOCK_SLOT_BYTES + LK_NOTIFY_OFFSET, r == WAKE_ONE ? 1 : INT32_MAX);
     Py_RETURN_NONE;
 slow:
     return PyObject_CallOneArg(l->slow_release, token);
@@ -750,6 +755,7 @@ static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
     long long timeout_ns = PyLong_AsLongLong(arg);
     int64_t start, deadline, spin_end;
     int64_t *waiters = (int64_t *)(intptr_t)(rx->hdr + RING_WAITERS_OFFSET);
+    int64_t *spinners = (int64_t *)(intptr_t)(rx->hdr + RING_SPINNERS_OFFSET);
     uint32_t *notify = (uint32_t *)(intptr_t)(rx->hdr + RING_NOTIFY_OFFSET);
     PyObject *msg;
     if (timeout_ns == -1 && PyErr_Occurred())
@@ -761,11 +767,16 @@ static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
     start = now_ns();
     deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
     spin_end = start + rx->spin_ns < deadline ? start + rx->spin_ns : deadline;
-    if (tail_of(rx) <= rx->state[0]) {
-        Py_BEGIN_ALLOW_THREADS
-        while (tail_of(rx) <= rx->state[0] && now_ns() < spin_end)
-            CPU_RELAX();
-        Py_END_ALLOW_THREADS
+    /* One receiver polls at a time, and none while others sleep (kernels/ring.py: SPINNERS). */
+    if (tail_of(rx) <= rx->state[0] && __atomic_load_n(waiters, __ATOMIC_RELAXED) == 0) {
+        int64_t idle = 0;
+        if (__atomic_compare_exchange_n(spinners, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            Py_BEGIN_ALLOW_THREADS
+            while (tail_of(rx) <= rx->state[0] && now_ns() < spin_end)
+                CPU_RELAX();
+            Py_END_ALLOW_THREADS
+            __atomic_store_n(spinners, 0, __ATOMIC_RELEASE);
+        }
     }
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
     for (;;) {
@@ -917,12 +928,24 @@ static PyObject *futex_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
-static PyObject *futex_wake(PyObject *m, PyObject *arg) {
+/* futex_wake(addr[, count]): wake up to count sleepers on a futex word (default: every one). */
+static PyObject *futex_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     int ok = 1;
-    int64_t addr = as_i64(arg, &ok);
+    int64_t addr, count = INT32_MAX;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "futex_wake() takes 1 or 2 arguments");
+        return NULL;
+    }
+    addr = as_i64(args[0], &ok);
+    if (nargs == 2)
+        count = as_i64(args[1], &ok);
     if (!ok)
         return NULL;
-    wake_all(addr);
+    if (count < 1 || count > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "futex_wake(): count must be between 1 and 2**31 - 1");
+        return NULL;
+    }
+    wake(addr, (int)count);
     Py_RETURN_NONE;
 }
 
@@ -939,7 +962,7 @@ static PyMethodDef module_methods[] = {
     {"receiver", (PyCFunction)(void (*)(void))make_receiver, METH_FASTCALL, "a Receiver on a topic ring"},
     {"publish", (PyCFunction)(void (*)(void))publish, METH_FASTCALL, "publish to a topic ring"},
     {"futex_wait", (PyCFunction)(void (*)(void))futex_wait, METH_FASTCALL, "futex wait, GIL released"},
-    {"futex_wake", (PyCFunction)futex_wake, METH_O, "wake every sleeper on a futex word"},
+    {"futex_wake", (PyCFunction)(void (*)(void))futex_wake, METH_FASTCALL, "wake sleepers on a futex word"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -142,10 +142,26 @@ def cmd_reindex(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from nt_memory.bench import main as bench_main
+BENCH_SUITES = {
+    "seed": None,
+    "hot": "nt_memory.benchmarks.hot_paths",
+    "scaling": "nt_memory.benchmarks.scaling",
+    "busy": "nt_memory.benchmarks.busy",
+    "instructions": "nt_memory.benchmarks.instructions",
+}
 
-    return bench_main(quick=args.quick, json_path=args.json, plot_path=args.plot)
+
+def cmd_bench(args) -> int:
+    if args.suite == "seed":
+        from nt_memory.bench import main as bench_main
+
+        return bench_main(quick=args.quick, json_path=args.json, plot_path=args.plot)
+    import importlib
+
+    argv = ["--quick"] if args.quick else []
+    argv += ["--json", args.json] if args.json else []
+    argv += ["--plot", args.plot] if args.plot and args.suite == "scaling" else []
+    return importlib.import_module(BENCH_SUITES[args.suite]).main(argv)
 
 
 def cmd_top(args) -> int:
@@ -173,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="also remove systems with unflushed journal records")
     sp.set_defaults(func=cmd_gc)
     sp = sub.add_parser("bench", help="measure the seed's performance targets on this machine")
+    sp.add_argument(
+        "suite",
+        nargs="?",
+        default="seed",
+        choices=list(BENCH_SUITES),
+        help="seed: the seed's targets (default); hot: get/put/locks/wake-ups beside LMDB, UltraDict, dict, "
+        "mp.Lock, MessageQueue; scaling: cost by keys, subscribers, contenders; busy: more busy processes "
+        "than cores; instructions: instructions per call under callgrind",
+    )
     sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
     sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")
     sp.add_argument("--plot", default=None, metavar="PATH", help="save latency histograms as PNG (needs matplotlib)")

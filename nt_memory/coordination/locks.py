@@ -6,8 +6,10 @@ holds durably, reserved ahead in blocks of :data:`FENCE_BLOCK`), so a resource g
 can refuse a stale holder's writes. ``release_lock(token)`` with a stale token (lease run out, or
 taken over) raises ``StaleToken``. A lock whose holder died is taken over as soon as a waiter sees
 the death (pid gone, or its start time changed: the member table), within about 100 ms; a lease
-that runs out frees it too. Waiters sleep on a futex; newcomers queue behind sleeping waiters
-instead of barging past them.
+that runs out frees it too. Waiters spin for :data:`SPIN_S`, then sleep on a futex; a release wakes
+one sleeper. A free lock goes to whoever tries first (barging: a lock passed between busy processes
+does not pay a wake-up per handoff), but a waiter that has waited :data:`STARVATION_S` claims the
+next turn (the slot's HANDOFF word) and gets it: no waiter starves.
 
 A system holds :data:`MAX_LOCKS` lock names at once. When every slot is in use, a new name takes
 over the slot of a name nobody holds or waits for; the fence numbering of every name keeps growing
@@ -34,6 +36,7 @@ from nt_memory.kernels.locktable import (
     HASH_FREE,
     HASH_RECLAIMED,
     LK_FENCE_IDX,
+    LK_HANDOFF_IDX,
     LK_HASH_IDX,
     LK_LEASE_IDX,
     LK_LOCK_IDX,
@@ -41,8 +44,12 @@ from nt_memory.kernels.locktable import (
     LK_NAME_IDX,
     LK_NAME_LEN_IDX,
     LK_NOTIFY_IDX,
+    LK_WAITERS_IDX,
     LOCK_SLOT_WORDS,
+    WAKE_ALL,
+    WAKE_ONE,
     lock_extend,
+    lock_handoff,
     lock_release,
     lock_take_over,
     lock_try_acquire,
@@ -52,13 +59,14 @@ from nt_memory.kernels.locktable import (
 from nt_memory.kernels.words import word_cas, word_load
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
-from nt_memory.shm.owned import OwnedLock
+from nt_memory.shm.owned import OwnedLock, process_runnable
 from nt_memory.shm.system import System
 from nt_memory.shm.wait import futex_wait, futex_wake
 
 MAX_LOCKS = 1024
 LIVENESS_CHECK_S = 0.1
 SPIN_S = 20e-6  # how long a waiter polls before it sleeps
+STARVATION_S = 1e-3  # a waiter that has waited this long is served next (Go's sync.Mutex uses 1 ms)
 FENCE_KEY = b"locks/fence"  # the high-water mark of fences, in L3's meta database
 FENCE_BLOCK = 1 << 20  # fences reserved at a time (one durable write per million acquisitions)
 CTL_FENCE_FLOOR_IDX = 3  # the highest fence of a reclaimed slot: new slots start above it
@@ -121,7 +129,8 @@ class Locks:
         self.slots_addr = int(self.slots.ctypes.data)
         self._table_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the lock table")
         self._slot_of: dict[str, tuple[int, int]] = {}
-        self._try = entry_point(lock_try_acquire, INT, INT, INT, INT, INT, INT)
+        self._try = entry_point(lock_try_acquire, INT, INT, INT, INT, INT)
+        self._handoff = entry_point(lock_handoff, INT, INT, INT)
         self._release = entry_point(lock_release, INT, INT, INT, INT)
         # Compiled (or loaded) here, not on first use: a first extend must not spend its lease compiling.
         self._extend = entry_point(lock_extend, INT, INT, INT, INT, INT)
@@ -217,12 +226,12 @@ class Locks:
                 return
 
     # ---------------------------------------------------------------------------------- verbs
-    def _attempt(self, name: str, lease_ns: int, queued: bool) -> tuple[int, int, int]:
+    def _attempt(self, name: str, lease_ns: int) -> tuple[int, int, int]:
         """One try: (fence or BUSY, slot, hash), resolving the name again if its slot moved and
         reserving fences when the mark is reached."""
         for _ in range(8):
             slot, h = self._slot(name)
-            fence = self._try(self._addr(slot), self.ctl_addr, h, self.system.owner, lease_ns, int(queued))
+            fence = self._try(self._addr(slot), self.ctl_addr, h, self.system.owner, lease_ns)
             if fence == S.NOT_FOUND:
                 self._slot_of.pop(name, None)
             elif fence == S.RESERVE:
@@ -237,41 +246,61 @@ class Locks:
         lease_ns = duration_ns(lease, "lease")
         timeout = seconds(timeout, "timeout", allow_zero=True)
         owner = self.system.owner
-        fence, slot, h = self._attempt(name, lease_ns, False)
+        fence, slot, h = self._attempt(name, lease_ns)
         if fence > 0:
             return LockToken(name, fence, owner, slot, h)
         # Spin briefly before queueing to sleep: most critical sections are shorter than a wake-up.
+        # Not when others already sleep for it: then the holder is likely waiting for a CPU that
+        # spinning would take from it (more contenders than cores).
         spin_end = time.perf_counter() + SPIN_S
-        while time.perf_counter() < spin_end:
-            fence, slot, h = self._attempt(name, lease_ns, False)
+        while self.slots[slot * LOCK_SLOT_WORDS + LK_WAITERS_IDX] == 0 and time.perf_counter() < spin_end:
+            fence, slot, h = self._attempt(name, lease_ns)
             if fence > 0:
                 return LockToken(name, fence, owner, slot, h)
         return self._wait(name, slot, h, lease_ns, timeout)
 
     def _wait(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None) -> LockToken:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
         owner = self.system.owner
+        claimed = False  # this waiter holds the slot's HANDOFF claim
+        next_check = start
         lock_wait_count(self._addr(slot), 1)
         try:
             while True:
                 base = slot * LOCK_SLOT_WORDS
                 seen = word_load(self._addr(slot, LK_NOTIFY_IDX))
-                fence, slot2, h = self._attempt(name, lease_ns, True)
+                fence, slot2, h = self._attempt(name, lease_ns)
                 if fence > 0:
+                    claimed = False  # a grant to the claimer clears the claim
                     return LockToken(name, fence, owner, slot2, h)
                 if slot2 != slot:  # the name moved to another slot: wait there
+                    if claimed:
+                        self._handoff(self._addr(slot), owner, 0)
+                        claimed = False
                     lock_wait_count(self._addr(slot2), 1)
                     lock_wait_count(self._addr(slot), -1)
                     slot = slot2
                     continue
                 holder = int(self.slots[base + LK_LOCK_IDX])
                 lease_end = int(self.slots[base + LK_LEASE_IDX])
-                if holder and ((lease_end and time.time_ns() >= lease_end) or not self.system.owner_alive(holder)):
+                # Liveness (a /proc read) at once, then every LIVENESS_CHECK_S: not on every wake,
+                # which under contention is every release.
+                now = time.monotonic()
+                check = now >= next_check
+                if check:
+                    next_check = now + LIVENESS_CHECK_S
+                expired = lease_end and time.time_ns() >= lease_end
+                if holder and (expired or (check and not self.system.owner_alive(holder))):
                     fence = lock_take_over(self._addr(slot), self.ctl_addr, h, holder, owner, lease_ns)
                     if fence == S.RESERVE:
                         self._reserve(slot)
                     if fence > 0:
+                        if claimed:
+                            self._handoff(self._addr(slot), owner, 0)
+                            claimed = False
                         return LockToken(name, fence, owner, slot, h)
+                claimed = self._starvation(slot, now - start, check)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     pid = self.system.members.owner_pid(holder) if holder else 0
@@ -283,8 +312,33 @@ class Locks:
                 if lease_end:
                     wait = min(wait, max(0.0, (lease_end - time.time_ns()) / 1e9))
                 futex_wait(self._addr(slot, LK_NOTIFY_IDX), seen, wait)
+        except BaseException:
+            # Leaving without the lock (timeout, Ctrl-C): a wake meant for this waiter goes on.
+            futex_wake(self._addr(slot, LK_NOTIFY_IDX), 1)
+            raise
         finally:
+            if claimed:
+                self._handoff(self._addr(slot), owner, 0)
             lock_wait_count(self._addr(slot), -1)
+
+    def _starvation(self, slot: int, waited: float, check: bool) -> bool:
+        """The starvation bound: claim the next turn after :data:`STARVATION_S`, and (when
+        ``check``) drop a claim left by a waiter that died or was stopped (a hostile or stale word
+        is dropped the same way). Returns whether this waiter holds the claim."""
+        owner = self.system.owner
+        current = int(self.slots[slot * LOCK_SLOT_WORDS + LK_HANDOFF_IDX])
+        if current == owner:
+            return True
+        if current != 0:
+            if not check:
+                return False
+            pid = self.system.members.owner_pid(current)
+            if not self.system.owner_alive(current) or not pid or not process_runnable(pid):
+                self._handoff(self._addr(slot), current, 0)
+            return False
+        if waited >= STARVATION_S:
+            return self._handoff(self._addr(slot), 0, owner) == 0
+        return False
 
     def release(self, token: LockToken) -> None:
         """Release; ``StaleToken`` if the token no longer holds the lock."""
@@ -292,11 +346,12 @@ class Locks:
         h = token.key_hash or name_hash(validate_lock_name(token.name))
         r = self._release(self._addr(token.slot), h, token.owner, token.fence)
         if r == S.STALE:
+            futex_wake(self._addr(token.slot, LK_NOTIFY_IDX))  # the kernel freed it: let a waiter in
             raise StaleToken(
                 f"token for lock {token.name!r} (fence {token.fence}) is stale: its lease ran out or it was taken over"
             )
-        if r > 0:
-            futex_wake(self._addr(token.slot, LK_NOTIFY_IDX))
+        if r == WAKE_ONE or r == WAKE_ALL:
+            futex_wake(self._addr(token.slot, LK_NOTIFY_IDX), 1 if r == WAKE_ONE else 2**31 - 1)
 
     def extend(self, token: LockToken, lease) -> LockToken:
         """Give a held lock a new lease (from now; None: no lease). Returns the token (its fence is

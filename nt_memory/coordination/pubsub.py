@@ -25,6 +25,7 @@ from nt_memory.kernels.ring import (
     RING_CAPACITY_IDX,
     RING_LOCK_IDX,
     RING_NOTIFY_IDX,
+    RING_SPINNERS_IDX,
     RING_WAITERS_IDX,
     record_bytes,
     ring_publish,
@@ -32,7 +33,7 @@ from nt_memory.kernels.ring import (
     ring_recover,
     ring_snapshot,
 )
-from nt_memory.kernels.words import word_fetch_add, word_load
+from nt_memory.kernels.words import word_cas, word_fetch_add, word_load, word_store
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
@@ -71,6 +72,7 @@ class _Topic:
             raise CorruptSegment(f"segment {seg.shm_name!r}: the ring's capacity word disagrees with its header")
         self.notify_addr = self.hdr_addr + RING_NOTIFY_IDX * 8
         self.waiters_addr = self.hdr_addr + RING_WAITERS_IDX * 8
+        self.spinners_addr = self.hdr_addr + RING_SPINNERS_IDX * 8
         self.max_message = capacity // 4 - record_bytes(8) - 8
 
 
@@ -299,13 +301,18 @@ class Subscription:
             return msg
         # Spin briefly first (DESIGN.md: waiting spins, then sleeps): a message that arrives
         # within SPIN_S is taken without the ~50-150 us of a futex sleep and wake-up.
-        spin_end = time.perf_counter() + min(SPIN_S, timeout if timeout is not None else SPIN_S)
-        while time.perf_counter() < spin_end:
-            msg = self.try_recv()
-            if msg is not None:
-                return msg
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # One receiver at a time, and none while others sleep (kernels/ring.py: SPINNERS).
         t = self._t
+        if word_load(t.waiters_addr) == 0 and word_cas(t.spinners_addr, 0, 1) == 0:
+            try:
+                spin_end = time.perf_counter() + min(SPIN_S, timeout if timeout is not None else SPIN_S)
+                while time.perf_counter() < spin_end:
+                    msg = self.try_recv()
+                    if msg is not None:
+                        return msg
+            finally:
+                word_store(t.spinners_addr, 0)
+        deadline = None if timeout is None else time.monotonic() + timeout
         word_fetch_add(t.waiters_addr, 1)
         try:
             while True:

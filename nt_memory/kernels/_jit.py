@@ -79,6 +79,7 @@ class CEntry:
             self._compiled = numba.cfunc(self.signature, cache=True, nopython=True)(self.pyfunc)
         return self._compiled.address
 
+
 # The numba type of a Python ``bytes`` argument.
 BYTES = numba.types.Bytes(numba.types.uint8, 1, "C", readonly=True)
 INT = numba.types.int64

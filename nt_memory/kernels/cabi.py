@@ -62,8 +62,8 @@ def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, fl
 
 
 def _lock_try(slot_addr, ctl_addr, h, owner, lease_ns):
-    """A newcomer's try (queued = False): fence, BUSY, NOT_FOUND or RESERVE."""
-    return lock_try_acquire(slot_addr, ctl_addr, h, owner, lease_ns, False)
+    """One try: fence, BUSY, NOT_FOUND or RESERVE."""
+    return lock_try_acquire(slot_addr, ctl_addr, h, owner, lease_ns)
 
 
 def _lock_release(slot_addr, h, owner, fence):

@@ -8,8 +8,15 @@ Slot (16 int64 words)::
     2 FENCE       the last fencing number issued: it only grows
     3 LEASE       wall-clock ns when the holder's lease ends (0 = no lease)
     4 NOTIFY      bumped on every release: waiters sleep on it (a futex word)
-    5 WAITERS     processes sleeping for the lock: newcomers queue behind them instead of barging
+    5 WAITERS     processes sleeping for the lock (a release wakes one of them if any)
     6 NAME_LEN    7-14 NAME (64 bytes)
+    15 HANDOFF    0, or the owner word of a waiter that has waited past the starvation bound: the
+                  lock is then only granted to it (no barging), and releases wake every waiter
+
+Barging with a starvation bound (what Go's sync.Mutex calls starvation mode): a free lock goes to
+whoever tries first, so a lock passed between busy processes does not pay a wake-up per handoff;
+a waiter that has slept longer than the bound claims HANDOFF and is next. A claim by a dead or
+stopped process is dropped by the other waiters (coordination/locks.py).
 
 Control words (``ctl``, the table's first line) used here: FENCE_LIMIT (word 2). A fence is only
 issued at or below it: the limit is a high-water mark made durable in L3 before it is published
@@ -40,6 +47,11 @@ LK_WAITERS_IDX = 5
 LK_NAME_LEN_IDX = 6
 LK_NAME_IDX = 7
 LK_NAME_BYTES = 64
+LK_HANDOFF_IDX = 15
+
+WAKE_NONE = 0  # lock_release's results (>= 0; STALE < 0)
+WAKE_ONE = 1
+WAKE_ALL = 2
 HASH_FREE = 0
 HASH_RECLAIMED = 1
 FIRST_HASH = 2
@@ -61,22 +73,32 @@ def _grant(w, ctl, lease_ns):
 
 
 @jit
-def lock_try_acquire(slot_addr, ctl_addr, h, owner, lease_ns, queued):
+def lock_try_acquire(slot_addr, ctl_addr, h, owner, lease_ns):
     """Take the lock if free; returns its new fencing number (> 0), BUSY, NOT_FOUND (the slot no
-    longer holds this name) or RESERVE. A newcomer (``queued`` False) does not take it while others
-    sleep for it: they go first."""
+    longer holds this name) or RESERVE. While a starved waiter holds HANDOFF, only it may take it."""
     w = address_to_words(slot_addr, LOCK_SLOT_WORDS)
     ctl = address_to_words(ctl_addr, 8)
     if load_acquire(w, LK_HASH_IDX) != h:
         return NOT_FOUND
-    if not queued and load_acquire(w, LK_WAITERS_IDX) > 0:
+    handoff = load_acquire(w, LK_HANDOFF_IDX)
+    if handoff != 0 and handoff != owner:
         return BUSY
     if not lockword_try_acquire(w, LK_LOCK_IDX, owner):
         return BUSY
     if load_acquire(w, LK_HASH_IDX) != h:  # reclaimed between the check and the CAS
         lockword_release(w, LK_LOCK_IDX)
         return NOT_FOUND
+    if handoff != 0:
+        cas(w, LK_HANDOFF_IDX, owner, 0)  # served: barging resumes
     return _grant(w, ctl, lease_ns)
+
+
+@jit
+def lock_handoff(slot_addr, expected, new):
+    """Set HANDOFF from ``expected`` to ``new`` (claim: 0 -> own owner word; drop: a claimer's word
+    -> 0). Returns the word found (== ``expected`` when it was set)."""
+    w = address_to_words(slot_addr, LOCK_SLOT_WORDS)
+    return cas(w, LK_HANDOFF_IDX, expected, new)
 
 
 @jit
@@ -103,8 +125,9 @@ def _token_holds(w, h, owner, fence):
 
 @jit
 def lock_release(slot_addr, h, owner, fence):
-    """Release with a token: returns the number of sleeping waiters (>= 0, wake them if any) or
-    STALE (taken over, or the lease ran out: then the lock is freed for the next holder)."""
+    """Release with a token: returns WAKE_NONE, WAKE_ONE (sleepers: wake one), WAKE_ALL (a starved
+    waiter holds HANDOFF: wake every sleeper so that it is among them) or STALE (taken over, or the
+    lease ran out: then the lock is freed for the next holder, and the caller wakes every sleeper)."""
     w = address_to_words(slot_addr, LOCK_SLOT_WORDS)
     if not _token_holds(w, h, owner, fence):
         return STALE
@@ -115,7 +138,9 @@ def lock_release(slot_addr, h, owner, fence):
     fetch_add(w, LK_NOTIFY_IDX, 1)
     if stale:
         return STALE
-    return load_acquire(w, LK_WAITERS_IDX)
+    if load_acquire(w, LK_WAITERS_IDX) <= 0:
+        return WAKE_NONE
+    return WAKE_ALL if load_acquire(w, LK_HANDOFF_IDX) != 0 else WAKE_ONE
 
 
 @jit

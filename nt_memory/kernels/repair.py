@@ -19,7 +19,7 @@ import numpy as np
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.arena import arena_free
-from nt_memory.kernels.atomics import fetch_add, load_acquire, store_release
+from nt_memory.kernels.atomics import address_to_words, fetch_add, load_acquire, store_release
 from nt_memory.kernels.journal import journal_published
 from nt_memory.kernels.lockword import lockword_steal
 from nt_memory.kernels.ring import RING_LOCK_IDX, ring_lock, ring_unlock
@@ -253,17 +253,30 @@ def table_recover(ctx_addr, dead_owner):
 
 
 @jit
-def table_lock_owners(ctx_addr, out):
-    """Copy each stripe's lock word (0 = free) into ``out``, then the rehash owner, then the
-    journal append lock's: the owners the Python side checks for liveness when a kernel reported
-    BUSY. Returns the count written."""
+def table_lock_owners(ctx_addr, out_addr):
+    """The owner words holding a stripe, the rehash or the journal's append lock now, written
+    without repeats or zeros to the int64 words at ``out_addr`` (room for the stripe count + 2):
+    the owners the Python side checks for liveness when a kernel reported BUSY. Returns the count."""
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
     n = ctx[CTX_NSTRIPES_IDX]
-    for s in range(n):
-        out[s] = load_acquire(stripes, s * STRIPE_WORDS + STRIPE_LOCK_IDX)
-    out[n] = hdr[HDR_REHASH_OWNER_IDX] if load_acquire(hdr, HDR_REHASH_ACTIVE_IDX) == 1 else 0
-    out[n + 1] = 0
-    if ctx[CTX_JOURNAL_IDX] != 0:
-        jhdr, jw, jb, cap = journal_views(ctx)
-        out[n + 1] = load_acquire(jhdr, RING_LOCK_IDX)
-    return n + 2
+    out = address_to_words(out_addr, n + 2)
+    count = 0
+    for s in range(n + 2):
+        if s < n:
+            o = load_acquire(stripes, s * STRIPE_WORDS + STRIPE_LOCK_IDX)
+        elif s == n:
+            o = hdr[HDR_REHASH_OWNER_IDX] if load_acquire(hdr, HDR_REHASH_ACTIVE_IDX) == 1 else 0
+        elif ctx[CTX_JOURNAL_IDX] != 0:
+            jhdr, jw, jb, cap = journal_views(ctx)
+            o = load_acquire(jhdr, RING_LOCK_IDX)
+        else:
+            o = 0
+        if o == 0:
+            continue
+        seen = False
+        for j in range(count):
+            seen = seen or out[j] == o
+        if not seen:
+            out[count] = o
+            count += 1
+    return count

@@ -20,7 +20,11 @@ Ring header (int64 words, one 64-byte line per group written together)::
     line 6  TAIL_INTENT LATEST MSG_COUNT   broadcast mode: where the appender is about to write
                                      (published before it overwrites anything), the newest
                                      record's position, messages published
-    line 7  NOTIFY WAITERS           a futex word bumped on every publish; sleeping receivers
+    line 7  NOTIFY WAITERS SPINNERS  a futex word bumped on every publish; sleeping receivers;
+                                     1 while one receiver polls before it sleeps (one at a
+                                     time, and none while others sleep: spinners on a busy
+                                     host take the CPU the woken ones need; a receiver killed
+                                     while polling leaves it 1, and waits then just sleep)
 
 Broadcast mode (pub/sub): appends never wait for readers; each receiver keeps its own cursor. A
 receiver copies a record, then re-reads TAIL_INTENT: if the appender may have started overwriting
@@ -68,6 +72,7 @@ RING_LATEST_IDX = 49
 RING_MSG_COUNT_IDX = 50
 RING_NOTIFY_IDX = 56  # used as a 32-bit futex word (its low half, little-endian)
 RING_WAITERS_IDX = 57
+RING_SPINNERS_IDX = 58
 RING_HDR_WORDS = 64
 RING_HDR_BYTES = RING_HDR_WORDS * 8
 

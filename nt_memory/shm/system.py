@@ -258,9 +258,7 @@ class System:
                     parts[part] = seg
                     if seg.size != size:
                         raise CorruptSegment(f"system {name!r}: part {part!r} is {seg.size} bytes, expected {size}")
-                return cls(
-                    name, root, parts, register=register, label=label, mode=root.mode, gid=allow_gid
-                )
+                return cls(name, root, parts, register=register, label=label, mode=root.mode, gid=allow_gid)
             except BaseException:
                 for seg in parts.values():
                     seg.close()

@@ -56,9 +56,9 @@ def futex_wait(addr: int, expected: int, timeout: float | None) -> None:
     _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAIT, val, ts, None, 0)
 
 
-def futex_wake(addr: int) -> None:
-    """Wake every process sleeping on the word at ``addr``."""
+def futex_wake(addr: int, count: int = _INT_MAX) -> None:
+    """Wake up to ``count`` processes sleeping on the word at ``addr`` (default: every one)."""
     if fast is not None:
-        fast.futex_wake(addr)
+        fast.futex_wake(addr, count)
     elif AVAILABLE:
-        _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAKE, _INT_MAX, None, None, 0)
+        _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAKE, count, None, None, 0)

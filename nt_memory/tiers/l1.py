@@ -158,7 +158,7 @@ class _Kernels:
     """The table kernels' compiled entry points, bound on first use (compiling or loading them
     from numba's cache is the cold-start cost; see the README)."""
 
-    get = contains = put = delete = version = lock_stripe = unlock_stripe = None
+    get = contains = put = delete = version = lock_owners = lock_stripe = unlock_stripe = None
 
     @classmethod
     def load(cls) -> None:
@@ -168,6 +168,7 @@ class _Kernels:
             cls.delete = entry_point(table_delete, INT, INT, BYTES, INT)
             cls.get = entry_point(table_get, INT, INT, BYTES, INT)
             cls.version = entry_point(table_stripe_version, INT, INT)
+            cls.lock_owners = entry_point(table_lock_owners, INT, INT)
             cls.lock_stripe = entry_point(table_lock_stripe, INT, INT)
             cls.unlock_stripe = entry_point(table_unlock_stripe, INT, INT)
 
@@ -669,8 +670,8 @@ class HotCache:
     def lock_owners(self) -> set[int]:
         """The owner words holding a stripe, the rehash or the journal's append lock now."""
         owners = np.zeros(self._nstripes + 2, np.int64)
-        n = table_lock_owners(self._ctx_addr, owners)
-        return {int(o) for o in owners[:n]} - {0}
+        n = _Kernels.lock_owners(self._ctx_addr, owners.ctypes.data)
+        return {int(o) for o in owners[:n]} if n else set()
 
     def recover(self) -> int:
         """Repair what dead writers left: take their stripes, replay their intents, free the

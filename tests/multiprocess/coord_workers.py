@@ -174,3 +174,28 @@ def open_put_and_die(name: str, path: str, n: int, stop: bool) -> None:
     if stop:
         os.kill(os.getpid(), signal.SIGSTOP)
     os._exit(0)
+
+
+def lock_hammer(name: str, path: str, hold_s: float, ready, stop, out) -> None:
+    """Take "hot" again the moment it is released, holding it ``hold_s`` each time (busy, not
+    sleeping): a waiter that only ever wakes after a release would never find it free."""
+    mem = _open(name, path, "hammer")
+    n = 0
+    try:
+        ready.put(os.getpid())
+        while not stop.is_set():
+            with mem.lock("hot", timeout=30):
+                end = time.perf_counter() + hold_s
+                while time.perf_counter() < end:
+                    pass
+            n += 1
+        out.put(n)
+    finally:
+        mem.close()
+
+
+def owner_word_and_wait(name: str, path: str, conn) -> None:
+    """Report this member's owner word, then sit still (to be stopped or killed)."""
+    mem = _open(name, path, "claimer")
+    conn.send(mem.system.owner)
+    time.sleep(3600)
