@@ -61,3 +61,15 @@ def name():
     n = unique_name()
     yield n
     remove_system(n)
+
+
+@pytest.fixture
+def mem(name, tmp_path):
+    """A MemorySystem with the default config over a private storage path (modules that need
+    another config define their own ``mem``)."""
+    from nt_memory import MemoryConfig, MemorySystem
+
+    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path)))
+    yield m
+    m.close()
+    m.unlink()

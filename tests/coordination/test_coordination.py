@@ -8,17 +8,9 @@ import time
 
 import pytest
 
-from nt_memory import ConsensusStatus, MemoryConfig, MemorySystem, Proposal, Vote
+from nt_memory import ConsensusStatus, Proposal, Vote
 from nt_memory.coordination.namespaces import parse_swarm_key, swarm_key
 from nt_memory.errors import ConfigError, ConsensusError, LockTimeout, StaleToken, ValueTooLarge
-
-
-@pytest.fixture
-def mem(name, tmp_path):
-    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path)))
-    yield m
-    m.close()
-    m.unlink()
 
 
 def test_fences_grow_and_stale_tokens_are_refused(mem):

@@ -9,19 +9,11 @@ import time
 
 import pytest
 
-from nt_memory import MemoryConfig, MemorySystem, Proposal
+from nt_memory import Proposal
 from tests.multiprocess import coord_workers as W
 
 pytestmark = pytest.mark.multiprocess
 CTX = mp.get_context("spawn")
-
-
-@pytest.fixture
-def mem(name, tmp_path):
-    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path)))
-    yield m
-    m.close()
-    m.unlink()
 
 
 def _join(procs, timeout=120):

@@ -10,7 +10,6 @@ import signal
 
 import pytest
 
-from nt_memory import MemoryConfig, MemorySystem
 from nt_memory.kernels import status as S
 from nt_memory.kernels.locktable import LK_HANDOFF_IDX, WAKE_NONE
 from nt_memory.kernels.words import word_load, word_store
@@ -18,14 +17,6 @@ from tests.multiprocess import coord_workers as W
 
 pytestmark = pytest.mark.multiprocess
 CTX = mp.get_context("spawn")
-
-
-@pytest.fixture
-def mem(name, tmp_path):
-    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path)))
-    yield m
-    m.close()
-    m.unlink()
 
 
 def _handoff_addr(mem, lock_name: str) -> int:
