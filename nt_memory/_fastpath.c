@@ -51,6 +51,8 @@ static PyObject *json_loads; /* json.loads, set by the codec at import (set_json
 #define RING_NOTIFY_OFFSET 448  /* RING_NOTIFY_IDX * 8 */
 #define RING_WAITERS_OFFSET 456 /* RING_WAITERS_IDX * 8 */
 #define RING_SPINNERS_OFFSET 464 /* RING_SPINNERS_IDX * 8 */
+#define SPIN_MIN_NS 5000        /* coordination/pubsub.py: SPIN_MIN_S */
+#define SPIN_GROW_FACTOR 2      /* coordination/pubsub.py: SPIN_GROW_FACTOR */
 
 /* ------------------------------------------------------------------------------- helpers */
 
@@ -717,7 +719,8 @@ typedef struct {
     char *out;
     Py_ssize_t out_bytes;
     receive_fn receive;
-    int64_t spin_ns;
+    int64_t spin_ns;     /* the longest spin before sleeping */
+    int64_t spin_cur_ns; /* this receiver's window now: coordination/pubsub.py, next_spin */
     PyObject *decode;
     PyObject *keep; /* what keeps the ring mapped (the topic object) */
 } Receiver;
@@ -748,9 +751,21 @@ static int64_t tail_of(Receiver *rx) {
     return __atomic_load_n((int64_t *)(intptr_t)(rx->hdr + RING_TAIL_OFFSET), __ATOMIC_ACQUIRE);
 }
 
-/* recv(timeout_ns): the next message, spinning up to spin_ns (GIL released, watching TAIL only),
-   then sleeping on the ring's futex word until a publish or the timeout (< 0: none). None on
-   timeout. */
+/* The spin window after a recv that slept and got its message ``waited_ns`` after it began
+   (coordination/pubsub.py, next_spin, is the same rule): a message that came soon after the
+   spin gave up doubles the window, up to spin_ns; one that came later halves it, to 0. */
+static int64_t next_spin(int64_t cur, int64_t max, int64_t waited_ns) {
+    if (waited_ns <= SPIN_GROW_FACTOR * max) {
+        cur = 2 * cur < SPIN_MIN_NS ? SPIN_MIN_NS : 2 * cur;
+        return cur > max ? max : cur;
+    }
+    cur /= 2;
+    return cur < SPIN_MIN_NS ? 0 : cur;
+}
+
+/* recv(timeout_ns): the next message, spinning up to the receiver's window (GIL released,
+   watching TAIL only), then sleeping on the ring's futex word until a publish or the timeout
+   (< 0: none). None on timeout. */
 static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
     long long timeout_ns = PyLong_AsLongLong(arg);
     int64_t start, deadline, spin_end;
@@ -766,9 +781,9 @@ static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
     Py_DECREF(msg);
     start = now_ns();
     deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
-    spin_end = start + rx->spin_ns < deadline ? start + rx->spin_ns : deadline;
+    spin_end = start + rx->spin_cur_ns < deadline ? start + rx->spin_cur_ns : deadline;
     /* One receiver polls at a time, and none while others sleep (kernels/ring.py: SPINNERS). */
-    if (tail_of(rx) <= rx->state[0] && __atomic_load_n(waiters, __ATOMIC_RELAXED) == 0) {
+    if (rx->spin_cur_ns > 0 && tail_of(rx) <= rx->state[0] && __atomic_load_n(waiters, __ATOMIC_RELAXED) == 0) {
         int64_t idle = 0;
         if (__atomic_compare_exchange_n(spinners, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
             Py_BEGIN_ALLOW_THREADS
@@ -778,13 +793,21 @@ static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
             __atomic_store_n(spinners, 0, __ATOMIC_RELEASE);
         }
     }
+    if (tail_of(rx) > rx->state[0]) {
+        msg = receive_once(rx);
+        if (msg != Py_None)
+            return msg; /* the spin paid: the window stays */
+        Py_DECREF(msg);
+    }
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         uint32_t seen = __atomic_load_n(notify, __ATOMIC_ACQUIRE);
         int64_t left;
         msg = receive_once(rx);
-        if (msg != Py_None)
+        if (msg != Py_None) {
+            rx->spin_cur_ns = next_spin(rx->spin_cur_ns, rx->spin_ns, now_ns() - start);
             break;
+        }
         Py_DECREF(msg);
         left = deadline == INT64_MAX ? -1 : deadline - now_ns();
         if (deadline != INT64_MAX && left <= 0) {
@@ -806,11 +829,13 @@ static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
 static PyObject *Receiver_get_received(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->received); }
 static PyObject *Receiver_get_dropped(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->dropped); }
 static PyObject *Receiver_get_cursor(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->state[0]); }
+static PyObject *Receiver_get_spin(Receiver *rx, void *c) { return PyLong_FromLongLong(rx->spin_cur_ns); }
 
 static PyGetSetDef Receiver_getset[] = {
     {"received", (getter)Receiver_get_received, NULL, "messages received", NULL},
     {"dropped", (getter)Receiver_get_dropped, NULL, "messages lost to lapping", NULL},
     {"cursor", (getter)Receiver_get_cursor, NULL, "the ring position of the next message", NULL},
+    {"spin_ns", (getter)Receiver_get_spin, NULL, "how long the next recv spins before it sleeps", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -877,7 +902,7 @@ static PyObject *make_receiver(PyObject *m, PyObject *const *args, Py_ssize_t na
     rx->received = rx->dropped = 0;
     rx->out_bytes = (Py_ssize_t)v[5];
     rx->receive = (receive_fn)(intptr_t)v[6];
-    rx->spin_ns = v[7];
+    rx->spin_ns = rx->spin_cur_ns = v[7];
     rx->decode = Py_NewRef(args[8]);
     rx->keep = Py_NewRef(args[9]);
     rx->out = PyMem_Malloc((size_t)rx->out_bytes);
@@ -908,6 +933,22 @@ static PyObject *publish(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (r >= 0 && (r & 1))
         wake_all(v[1] + RING_NOTIFY_OFFSET);
     return PyLong_FromLongLong(r);
+}
+
+/* next_spin(cur_ns, max_ns, waited_ns): the receivers' window rule, so tests can hold it to the
+   pure path's. */
+static PyObject *py_next_spin(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    int ok = 1;
+    int64_t v[3];
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "next_spin() takes 3 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++)
+        v[i] = as_i64(args[i], &ok);
+    if (!ok)
+        return NULL;
+    return PyLong_FromLongLong(next_spin(v[0], v[1], v[2]));
 }
 
 /* futex_wait(addr, expected, timeout_ns): sleep while the word holds expected (GIL released). */
@@ -963,6 +1004,8 @@ static PyMethodDef module_methods[] = {
     {"publish", (PyCFunction)(void (*)(void))publish, METH_FASTCALL, "publish to a topic ring"},
     {"futex_wait", (PyCFunction)(void (*)(void))futex_wait, METH_FASTCALL, "futex wait, GIL released"},
     {"futex_wake", (PyCFunction)(void (*)(void))futex_wake, METH_FASTCALL, "wake sleepers on a futex word"},
+    {"next_spin", (PyCFunction)(void (*)(void))py_next_spin, METH_FASTCALL,
+     "next_spin(cur_ns, max_ns, waited_ns): the receivers' spin-window rule (for tests)"},
     {NULL, NULL, 0, NULL},
 };
 

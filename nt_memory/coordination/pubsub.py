@@ -45,7 +45,21 @@ from nt_memory.tiers.codec import decode, encode
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-./]{1,40}$")
 DEFAULT_TOPIC_BYTES = 1 << 20
-SPIN_S = 50e-6  # how long recv polls before it sleeps
+SPIN_S = 50e-6  # the longest recv polls before it sleeps
+SPIN_MIN_S = 5e-6  # a window below this is no window
+SPIN_GROW_FACTOR = 2  # a message within this many SPIN_S of the recv's start (wake-up included) widens it
+
+
+def next_spin(cur: float, waited: float) -> float:
+    """A receiver's spin window after a recv that slept and got its message ``waited`` seconds
+    after it began (the C receiver keeps the same rule in ns). Like Linux's guest halt-polling: a
+    message that came soon after the spin gave up doubles the window, up to SPIN_S; one that came
+    later halves it, down to none. A subscriber paced slower than the window stops burning CPU on
+    spins that never pay; a bursty one keeps them."""
+    if waited <= SPIN_GROW_FACTOR * SPIN_S:
+        return min(SPIN_S, max(SPIN_MIN_S, 2 * cur))
+    cur /= 2
+    return 0.0 if cur < SPIN_MIN_S else cur
 
 
 def validate_topic(topic) -> bytes:
@@ -230,6 +244,7 @@ class Subscription:
         self._lock = threading.Lock()
         self.closed = False
         self._rx = None
+        self._spin = SPIN_S  # the pure path's window (the C receiver keeps its own)
         if fast is not None:
             # The cursor lives in C: one call per receive, and the whole wait (spin, then futex
             # sleep) in C with the GIL released. Its state is guarded by the GIL.
@@ -258,6 +273,11 @@ class Subscription:
     def dropped(self) -> int:
         """Messages lost to lapping so far (received + dropped = published since subscribing)."""
         return self._rx.dropped if self._rx is not None else self._dropped
+
+    @property
+    def spin_window(self) -> float:
+        """Seconds the next ``recv`` polls before it sleeps (adapted by :func:`next_spin`)."""
+        return self._rx.spin_ns / 1e9 if self._rx is not None else self._spin
 
     def _check_open(self) -> None:
         if self.closed:
@@ -300,12 +320,13 @@ class Subscription:
         if msg is not None:
             return msg
         # Spin briefly first (DESIGN.md: waiting spins, then sleeps): a message that arrives
-        # within SPIN_S is taken without the ~50-150 us of a futex sleep and wake-up.
+        # within the window is taken without the ~50-150 us of a futex sleep and wake-up.
         # One receiver at a time, and none while others sleep (kernels/ring.py: SPINNERS).
         t = self._t
-        if word_load(t.waiters_addr) == 0 and word_cas(t.spinners_addr, 0, 1) == 0:
+        start = time.perf_counter()
+        if self._spin > 0 and word_load(t.waiters_addr) == 0 and word_cas(t.spinners_addr, 0, 1) == 0:
             try:
-                spin_end = time.perf_counter() + min(SPIN_S, timeout if timeout is not None else SPIN_S)
+                spin_end = start + min(self._spin, timeout if timeout is not None else self._spin)
                 while time.perf_counter() < spin_end:
                     msg = self.try_recv()
                     if msg is not None:
@@ -319,6 +340,7 @@ class Subscription:
                 seen = word_load(t.notify_addr)
                 msg = self.try_recv()
                 if msg is not None:
+                    self._spin = next_spin(self._spin, time.perf_counter() - start)
                     return msg
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
