@@ -42,6 +42,9 @@ CTX = mp.get_context("spawn")
 VALUE = bytes(range(64))
 ARRAY = np.arange(8, dtype=np.float64)
 JSON_VALUE = {"qty": 10, "px": 101.25, "side": "buy"}
+PUBSUB_ROUNDS = 5  # paced pub/sub runs of each kind, interleaved
+WARMUP_S = 0.2  # paced messages not measured at the start of each pub/sub run
+WARMUP_MESSAGES = 2000  # and unpaced ones
 
 
 def _config(name: str, path: str, nkeys: int) -> MemoryConfig:
@@ -191,23 +194,26 @@ def _contend(name: str, path: str, nkeys: int, which: str, seconds: float, procs
 # ----------------------------------------------------------------------------------- pub/sub
 
 
-def _subscriber(name, path, nkeys, kind, n, idx, ready, out) -> None:
+def _subscriber(name, path, nkeys, kind, n, warm, idx, ready, out) -> None:
+    """Receive ``warm`` unmeasured messages, then ``n`` measured ones (see :func:`_pubsub_once`)."""
     lat = np.zeros(n, np.int64)
+    cpu0 = 0.0
     if kind == "mq":
         import posix_ipc
 
         mq = posix_ipc.MessageQueue(f"/{name}mq{idx}", posix_ipc.O_CREAT, max_messages=10, max_message_size=64)
-        cpu0 = time.process_time()
         ready.put(idx)
-        for i in range(n):
+        for i in range(warm + n):
             msg, _ = mq.receive()
-            lat[i] = time.perf_counter_ns() - int.from_bytes(msg[:8], "little")
+            if i >= warm:
+                lat[i - warm] = time.perf_counter_ns() - int.from_bytes(msg[:8], "little")
+            elif i == warm - 1:
+                cpu0 = time.process_time()
         mq.close()
         dropped = 0
     else:
         mem = MemorySystem.open(_config(name, path, nkeys), label="bench-subscriber")
         sub = mem.subscribe("bench/latency")
-        cpu0 = time.process_time()
         ready.put(idx)
         got = 0
         while got < n:
@@ -219,6 +225,9 @@ def _subscriber(name, path, nkeys, kind, n, idx, ready, out) -> None:
                 msg = sub.recv(timeout=10.0)
                 if msg is None:
                     break  # the publisher is done and what was dropped will not come
+            if msg[8:9] == b"W":
+                cpu0 = time.process_time()
+                continue
             lat[got] = time.perf_counter_ns() - int.from_bytes(msg[:8], "little")
             got += 1
             if msg[8:9] == b"E":
@@ -229,14 +238,18 @@ def _subscriber(name, path, nkeys, kind, n, idx, ready, out) -> None:
     out.put((idx, {"cpu_s": time.process_time() - cpu0, "lat": lat, "dropped": dropped}))
 
 
-def _pubsub(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: float, subscribers: int = 1) -> dict:
+def _pubsub_once(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: float, subscribers: int) -> dict:
     """One publisher, ``subscribers`` receivers of every message (``kind`` "sleep": ``recv()``,
     "spin": ``try_recv()`` in a loop, "mq": one ``posix_ipc.MessageQueue`` per receiver, the
     publisher sending to each in turn). ``pace_us`` > 0: a message every ``pace_us`` and the one-way
-    latency of each; 0: as fast as the publisher can, and its rate."""
+    latency of each; 0: as fast as the publisher can. The first WARMUP_S of messages are not
+    measured: a just-started process stalls for milliseconds now and then in its first ~50 ms,
+    whatever it waits on. Returns the raw figures of the run."""
+    warm = int(WARMUP_S * 1e6 / pace_us) if pace_us else WARMUP_MESSAGES
     ready, out = CTX.Queue(), CTX.Queue()
     procs = [
-        CTX.Process(target=_subscriber, args=(name, path, nkeys, kind, n, i, ready, out)) for i in range(subscribers)
+        CTX.Process(target=_subscriber, args=(name, path, nkeys, kind, n, warm, i, ready, out))
+        for i in range(subscribers)
     ]
     for p in procs:
         p.start()
@@ -258,6 +271,13 @@ def _pubsub(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: float,
             pub.publish("bench/latency", b)
 
     pad = b"x" * 56
+    t_next = time.perf_counter_ns()
+    for _ in range(warm):
+        if pace_us:
+            t_next += int(pace_us * 1000)
+            while time.perf_counter_ns() < t_next:
+                pass
+        send(time.perf_counter_ns().to_bytes(8, "little") + b"W" + pad[1:])
     t0 = t_next = time.perf_counter_ns()
     for i in range(n):
         if pace_us:
@@ -275,27 +295,54 @@ def _pubsub(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: float,
             q.unlink()
     else:
         pub.close()
-    lats = [res[i]["lat"] / 1000.0 for i in range(subscribers)]
+    return {"subs": [res[i] for i in range(subscribers)], "publish_s": publish_s, "n": n, "pace_us": pace_us}
+
+
+def _pubsub_summary(runs: list[dict]) -> dict:
+    """The figures of one or more runs of one kind, their latencies pooled."""
+    subscribers = len(runs[0]["subs"])
+    lats = [np.concatenate([r["subs"][i]["lat"] for r in runs]) / 1000.0 for i in range(subscribers)]
     p99s = [float(np.percentile(x, 99)) for x in lats if len(x)]
     every = np.concatenate(lats)
+    n = sum(r["n"] for r in runs)
+    publish_s = sum(r["publish_s"] for r in runs)
+    pace_us = runs[0]["pace_us"]
     return {
         "subscribers": subscribers,
+        "rounds": len(runs),
         "p50_us": float(np.percentile(every, 50)),
         "p99_us": float(np.percentile(every, 99)),
         "worst_subscriber_p99_us": max(p99s),
         "n": n,
         "received": [len(x) for x in lats],
-        "dropped": sum(res[i]["dropped"] for i in range(subscribers)),
-        "subscriber_cpu_s": res[0]["cpu_s"],  # a sleeping receiver uses a fraction of the run's time
+        "dropped": sum(s["dropped"] for r in runs for s in r["subs"]),
+        # a sleeping receiver uses a fraction of the run's time
+        "subscriber_cpu_s": sum(r["subs"][0]["cpu_s"] for r in runs),
         "seconds": n * pace_us / 1e6 if pace_us else publish_s,
         "publish_per_s": n / publish_s,
     }
 
 
+def _pubsub(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: float, subscribers: int = 1) -> dict:
+    """One run of :func:`_pubsub_once`, summarised."""
+    return _pubsub_summary([_pubsub_once(name, path, nkeys, kind, n, pace_us, subscribers)])
+
+
+def _pubsub_interleaved(name: str, path: str, nkeys: int, kinds, n: int, pace_us: float, rounds: int) -> dict:
+    """Each kind in turn, ``rounds`` times over, ``n // rounds`` messages a run: this host's wake-up
+    latency drifts by 2-3x within a minute, and kinds measured minutes apart would compare the
+    drift, not the mechanisms. Latencies of a kind are pooled over its rounds."""
+    runs: dict = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for k in kinds:
+            runs[k].append(_pubsub_once(name, path, nkeys, k, max(1, n // rounds), pace_us, 1))
+    return {k: _pubsub_summary(v) for k, v in runs.items()}
+
+
 # ------------------------------------------------------------------------------------- report
 
 
-def run(nkeys: int, calls: int, contend_s: float = 2.0, messages: int = 5000) -> dict:
+def run(nkeys: int, calls: int, contend_s: float = 2.0, messages: int = 10_000) -> dict:
     name = f"bhp{secrets.token_hex(3)}"
     path = tempfile.mkdtemp(prefix="nt-memory-bench-")
     mem, ultra = _fill(name, path, nkeys)
@@ -308,9 +355,8 @@ def run(nkeys: int, calls: int, contend_s: float = 2.0, messages: int = 5000) ->
         r["keys"], r["calls"] = nkeys, calls
         r["lock_contended_ours"] = _contend(name, path, nkeys, "ours", contend_s)
         r["lock_contended_mp"] = _contend(name, path, nkeys, "mp", contend_s)
-        r["pubsub_sleeping"] = _pubsub(name, path, nkeys, "sleep", messages, 200)
-        r["pubsub_spinning"] = _pubsub(name, path, nkeys, "spin", messages, 200)
-        r["mq_sleeping"] = _pubsub(name, path, nkeys, "mq", messages, 200)
+        paced = _pubsub_interleaved(name, path, nkeys, ("sleep", "mq", "spin"), messages, 200, PUBSUB_ROUNDS)
+        r["pubsub_sleeping"], r["mq_sleeping"], r["pubsub_spinning"] = paced["sleep"], paced["mq"], paced["spin"]
     finally:
         if ultra is not None:
             ultra.unlink()
@@ -362,7 +408,8 @@ def report(r: dict) -> str:
         f"{'recv, sleeping, every 200 us':32} {s['p50_us']:8.1f} /{s['p99_us']:8.1f} us  posix_ipc.MessageQueue "
         f"{q['p50_us']:8.1f} /{q['p99_us']:8.1f} us  ratio {s['p50_us'] / q['p50_us']:.2f} / "
         f"{s['p99_us'] / q['p99_us']:.2f}  (required <= 1.0 / 1.0; dropped {s['dropped']}; receiver CPU "
-        f"{s['subscriber_cpu_s']:.2f} s of {s['seconds']:.1f} s, MessageQueue's {q['subscriber_cpu_s']:.2f} s)"
+        f"{s['subscriber_cpu_s']:.2f} s of {s['seconds']:.1f} s, MessageQueue's {q['subscriber_cpu_s']:.2f} s; "
+        f"{s['rounds']} rounds each, interleaved)"
     )
     lines.append(
         f"{'try_recv spinner':32} {sp['p50_us']:8.1f} /{sp['p99_us']:8.1f} us  p99 / MessageQueue p99 "
