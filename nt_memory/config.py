@@ -73,6 +73,10 @@ class MemoryConfig:
 
     ``group``: share the system with a group's members (needs ``mode=0o660`` or ``0o640``); without
     it, only this user's processes can attach, and segments another user created are refused.
+
+    The similarity index (hnswlib): ``index_m`` links per node and ``index_ef_construction`` are
+    the creator's (every process builds and loads the same saved index); ``index_ef``, the default
+    search breadth, is each process's own (``search_similar(ef=)`` overrides it per call).
     """
 
     name: str = "default"
@@ -82,6 +86,9 @@ class MemoryConfig:
     max_memory_bytes: int = 1 << 30
     embedding_dim: int = 128
     vector_space: str = "cosine"
+    index_m: int = 16
+    index_ef_construction: int = 200
+    index_ef: int = 320
     durability: str = "write-behind"
     journal_bytes: int = 32 << 20
     l3_map_bytes: int = 1 << 30
@@ -101,6 +108,9 @@ class MemoryConfig:
         _int("embedding_dim", self.embedding_dim, 1, 65_536)
         if self.vector_space not in ("cosine", "l2", "ip"):
             raise ConfigError(f"vector_space={self.vector_space!r} must be 'cosine', 'l2' or 'ip'")
+        _int("index_m", self.index_m, 2, 100)
+        _int("index_ef_construction", self.index_ef_construction, 1, 10_000)
+        _int("index_ef", self.index_ef, 1, 100_000)
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability={self.durability!r} must be one of {DURABILITY}")
         _int("journal_bytes", self.journal_bytes, 1 << 20, 4 << 30)

@@ -48,7 +48,7 @@ from nt_memory.shm.system import PartSpec, System, remove_system
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.tiers.journal import Journal
 from nt_memory.tiers.l1 import HotCache, ttl_to_ns
-from nt_memory.tiers.l2 import Hit, VectorTier, make_log_id, validate_embedding
+from nt_memory.tiers.l2 import DEFAULT_M, EF_CONSTRUCTION, Hit, IndexParams, VectorTier, make_log_id, validate_embedding
 from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 WRITE_TIMEOUT_S = 10.0
@@ -60,6 +60,8 @@ MAX_TOPICS = 256
 _SHAPE = {
     "embedding_dim": lambda c: c.embedding_dim,
     "vector_space": lambda c: c.vector_space,
+    "index_m": lambda c: c.index_m,
+    "index_ef_construction": lambda c: c.index_ef_construction,
     "journal_bytes": lambda c: c.journal_bytes,
     "max_memory_bytes": lambda c: c.max_memory_bytes,
     "max_entries": lambda c: c.cache_config.max_entries,
@@ -96,6 +98,8 @@ def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
         "enable_compression": config.enable_compression,
         "embedding_dim": config.embedding_dim,
         "vector_space": config.vector_space,
+        "index_m": config.index_m,
+        "index_ef_construction": config.index_ef_construction,
         "max_memory_bytes": config.max_memory_bytes,
         "journal_bytes": config.journal_bytes,
         "l1_ttl_s": config.cache_config.ttl,
@@ -135,7 +139,16 @@ class MemorySystem:
             self.l1 = HotCache(system, owns_system=False)
             self.journal = Journal(system, self.store, self.compression, self.l1.recover)
             self.l2 = VectorTier(
-                system, config.path, space=stored["vector_space"], mode=config.mode, recover=self.l1.recover
+                system,
+                config.path,
+                space=stored["vector_space"],
+                mode=config.mode,
+                recover=self.l1.recover,
+                index=IndexParams(
+                    m=stored.get("index_m", DEFAULT_M),  # systems made before these were settings
+                    ef_construction=stored.get("index_ef_construction", EF_CONSTRUCTION),
+                    ef=config.index_ef,
+                ),
             )
             self.pubsub = PubSub(system)
             self.locks = Locks(system, self.store)
@@ -484,24 +497,84 @@ class MemorySystem:
         return NamespaceView(self, agent_id)
 
     # -------------------------------------------------------------------------------- vectors
-    def search_similar(self, namespace, query, top_k: int = 10, ef: int | None = None, with_values: bool = False):
+    def search_similar(
+        self,
+        namespace,
+        query,
+        top_k: int = 10,
+        ef: int | None = None,
+        with_values: bool = False,
+        filter=None,  # noqa: A002 - the name hnswlib and every vector store use
+        key_prefix: str | None = None,
+    ):
         """The ``top_k`` entries whose embeddings are nearest ``query``, nearest first, as
         :class:`Hit` (``namespace``, ``key``, ``distance``, ``value`` if ``with_values``). Only
-        ``namespace``'s entries, or every namespace's with ``namespace=None``. ``ef`` trades recall
-        for speed (default 320). Hits whose value has expired are dropped when ``with_values``."""
+        ``namespace``'s entries, or every namespace's with ``namespace=None``; only keys starting
+        with ``key_prefix``; only entries ``filter(namespace, key)`` is true for. The restrictions
+        apply inside the search (hnswlib's filter), so ``top_k`` hits come back whenever that many
+        match and are reachable. ``ef`` is the search breadth (default ``index_ef``, 320); hnswlib
+        needs at least ``top_k`` and raises a smaller one to it. Hits whose value has expired are
+        dropped when ``with_values``."""
+        return self._search(namespace, query, top_k, ef, with_values, filter, key_prefix, single=True)[0]
+
+    def search_similar_many(
+        self,
+        namespace,
+        queries,
+        top_k: int = 10,
+        ef: int | None = None,
+        with_values: bool = False,
+        filter=None,  # noqa: A002
+        key_prefix: str | None = None,
+    ):
+        """:meth:`search_similar` for each row of ``queries`` (an ``(n, embedding_dim)`` array), in
+        one call: a list of hit lists. Without ``filter``/``key_prefix`` hnswlib answers the rows
+        on every core at once."""
+        return self._search(namespace, queries, top_k, ef, with_values, filter, key_prefix, single=False)
+
+    def _search(self, namespace, queries, top_k, ef, with_values, flt, key_prefix, single):
         self._check_open()
         ns = None if namespace is None else self.l1.prefix(namespace)[:-1]
-        hits = []
-        for rid, dist in self.l2.search(ns, query, top_k, ef):
-            ns_b, key_b = self.l2.key_of(rid).split(b"\0", 1)
-            ns_s, key_s = ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")
-            value = None
-            if with_values:
-                value = self.get(ns_s, key_s)
-                if value is None:
-                    continue
-            hits.append(Hit(ns_s, key_s, dist, value))
-        return hits
+        allow = self._allow(flt, key_prefix)
+        out = []
+        for found in self.l2.search_many(ns, queries, top_k, ef, allow, single=single):
+            hits = []
+            for kb, (_rid, dist) in zip(self.l2.keys_of([f[0] for f in found]), found, strict=True):
+                ns_b, key_b = kb.split(b"\0", 1)
+                ns_s, key_s = ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")
+                value = None
+                if with_values:
+                    value = self.get(ns_s, key_s)
+                    if value is None:
+                        continue
+                hits.append(Hit(ns_s, key_s, dist, value))
+            out.append(hits)
+        return out
+
+    def _allow(self, flt, key_prefix):
+        """A record-id predicate for the index from ``filter`` and ``key_prefix`` (None: none).
+        Each record's answer is kept for the call: hnswlib asks again for nodes it revisits."""
+        if flt is None and key_prefix is None:
+            return None
+        if flt is not None and not callable(flt):
+            raise ConfigError(f"filter must be a callable (namespace, key) -> bool, got {type(flt).__name__}")
+        if key_prefix is not None and not isinstance(key_prefix, str):
+            raise ConfigError(f"key_prefix must be a string, got {type(key_prefix).__name__}")
+        prefix = key_prefix.encode() if key_prefix else b""
+        key_of = self.l2.key_of
+        seen: dict[int, bool] = {}
+
+        def allow(rid: int) -> bool:
+            ok = seen.get(rid)
+            if ok is None:
+                ns_b, key_b = key_of(rid).split(b"\0", 1)
+                ok = key_b.startswith(prefix)
+                if ok and flt is not None:
+                    ok = bool(flt(ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")))
+                seen[rid] = ok
+            return ok
+
+        return allow
 
     def embedding(self, namespace, key):
         """The stored embedding of ``(namespace, key)`` as a read-only float32 view into shared

@@ -64,5 +64,8 @@ class NamespaceView:
     def search_similar(self, query, top_k: int = 10, **kw):
         return self._mem.search_similar(self.namespace, query, top_k=top_k, **kw)
 
+    def search_similar_many(self, queries, top_k: int = 10, **kw):
+        return self._mem.search_similar_many(self.namespace, queries, top_k=top_k, **kw)
+
     def __repr__(self) -> str:
         return f"<NamespaceView {self.namespace!r}>"

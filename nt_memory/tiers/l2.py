@@ -46,6 +46,15 @@ MAX_CHUNKS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
+class IndexParams:
+    """hnswlib's build parameters (``m``, ``ef_construction``) and the default search breadth."""
+
+    m: int = DEFAULT_M
+    ef_construction: int = EF_CONSTRUCTION
+    ef: int = DEFAULT_EF
+
+
+@dataclasses.dataclass(frozen=True)
 class Hit:
     """A search result: ``distance`` is the index's (cosine: 1 - cos; l2: squared L2)."""
 
@@ -76,11 +85,20 @@ def validate_embedding(vec, dim: int) -> np.ndarray:
 class VectorTier:
     """This process's view of the embedding log, and its (lazily built) hnswlib index."""
 
-    def __init__(self, system: System, path: str, space: str = "cosine", mode: int = 0o600, recover=None):
+    def __init__(
+        self,
+        system: System,
+        path: str,
+        space: str = "cosine",
+        mode: int = 0o600,
+        recover=None,
+        index: IndexParams = IndexParams(),
+    ):
         if space not in SPACES:
             raise ConfigError(f"vector space {space!r} must be one of {SPACES}")
         self.system = system
         self.space = space
+        self.params = index
         self.mode = mode
         seg = system.parts["embed"]
         self.layout = E.EmbedLayout.from_segment(seg)
@@ -104,6 +122,7 @@ class VectorTier:
         self._latest_upto = 0
         # Search state.
         self.index = None  # an hnswlib.Index once this process searches
+        self._ef_set = -1  # the ef the index was last given
         self._indexed_upto = 0
         self._saved_upto = -1
         self._ns_ids: dict[bytes, int] = {}
@@ -269,16 +288,28 @@ class VectorTier:
             try:
                 with open(meta_path) as f:
                     meta = json.load(f)
-                if meta.get("log_id") == self.log_id and meta.get("space") == self.space and meta["upto"] <= self.count:
+                # Indexes saved before M and ef_construction were settings used the defaults.
+                built = (meta.get("M", DEFAULT_M), meta.get("ef_construction", EF_CONSTRUCTION))
+                if (
+                    meta.get("log_id") == self.log_id
+                    and meta.get("space") == self.space
+                    and built == (self.params.m, self.params.ef_construction)
+                    and meta["upto"] <= self.count
+                ):
                     index.load_index(path, max_elements=max(1024, meta["upto"] * 2))
                     upto = meta["upto"]
             except (OSError, ValueError, RuntimeError, KeyError):
                 index = hnswlib.Index(space=self.space, dim=self.dim)
                 upto = 0
         if upto == 0:
-            index.init_index(max_elements=max(1024, self.count * 2), ef_construction=EF_CONSTRUCTION, M=DEFAULT_M)
+            index.init_index(
+                max_elements=max(1024, self.count * 2),
+                ef_construction=self.params.ef_construction,
+                M=self.params.m,
+            )
         index.set_num_threads(max(1, (os.cpu_count() or 1)))
         self.index = index
+        self._ef_set = -1
         self._saved_upto = upto
         # Namespaces and liveness of the records the loaded index covers (no vector work).
         self._grow(max(1024, self.count))
@@ -343,43 +374,73 @@ class VectorTier:
             self._indexed_upto = count
             return count - start
 
-    def search(self, namespace: bytes | None, query, top_k: int, ef: int | None):
-        """[(record id, distance)] of the nearest live vectors, nearest first."""
+    def search(self, namespace: bytes | None, query, top_k: int, ef: int | None, allow=None):
+        """[(record id, distance)] of the nearest live vectors, nearest first: only ``namespace``'s
+        (None: every one) and, with ``allow``, only records ``allow(record id)`` accepts."""
+        return self.search_many(namespace, query, top_k, ef, allow, single=True)[0]
+
+    def search_many(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
+        """``search`` for each row of ``queries`` (2-D; one vector with ``single``), in one call."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k={top_k!r} must be a positive integer")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
-            raise ConfigError(f"ef={ef!r} must be a positive integer")
-        q = validate_embedding(query, self.dim)
+        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= 100_000):
+            raise ConfigError(f"ef={ef!r} must be an integer between 1 and 100,000")
+        qs = self._queries(queries, single)
         with self._lock:
             self.sync()
             total = self._total_live
-            if namespace is None:
-                return self._knn(q, min(top_k, total), ef, None)
-            nsid = self._ns_ids.get(namespace)
-            pool = self._ns_live.get(nsid, 0) if nsid is not None else 0
-            k = min(top_k, pool)
+            flt = None
+            k = min(top_k, total)
+            if namespace is not None:
+                nsid = self._ns_ids.get(namespace)
+                pool = self._ns_live.get(nsid, 0) if nsid is not None else 0
+                k = min(top_k, pool)
+                if 0 < pool < total:
+                    # hnswlib's filter: visited nodes of other namespaces are walked through but
+                    # never returned, so ``ef`` means what it says (no over-fetching).
+                    labels_ns, want = self._labels_ns, nsid
+
+                    def flt(label, labels_ns=labels_ns, want=want):
+                        return labels_ns[label] == want
+
+            if allow is not None:
+                inner = flt
+                flt = allow if inner is None else (lambda label: inner(label) and allow(label))
             if k == 0:
-                return []
-            if pool == total:
-                return self._knn(q, k, ef, None)
-            labels_ns = self._labels_ns
-            if pool * 4 >= total:
-                # A large share of the index: ask for more neighbours without a filter (a Python
-                # callback per visited node costs more than the extra results) and keep ours.
-                over = min(total, int(k * total / pool * 1.5) + 10)
-                hits = [(rid, d) for rid, d in self._knn(q, over, ef, None) if labels_ns[rid] == nsid]
-                if len(hits) >= k:
-                    return hits[:k]
+                return [[] for _ in qs]
+            return [self._knn(q, k, ef, flt) for q in qs] if flt is not None else self._knn_many(qs, k, ef)
 
-            def flt(label, labels_ns=labels_ns, nsid=nsid):
-                return labels_ns[label] == nsid
+    def _queries(self, queries, single: bool) -> list[np.ndarray]:
+        if single:
+            return [validate_embedding(queries, self.dim)]
+        arr = np.asarray(queries)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise InvalidEmbedding(f"queries must be a non-empty 2-D array (n, {self.dim}), got shape {arr.shape}")
+        return [validate_embedding(row, self.dim) for row in arr]
 
-            return self._knn(q, k, ef, flt)
+    def _set_ef(self, ef: int | None, k: int) -> None:
+        # hnswlib needs ef >= k: a smaller ef is raised to k, and only then.
+        want = max(self.params.ef if ef is None else ef, k)
+        if want != self._ef_set:
+            self.index.set_ef(want)
+            self._ef_set = want
+
+    def _knn_many(self, qs: list[np.ndarray], k: int, ef: int | None) -> list[list[tuple[int, float]]]:
+        """Unfiltered queries, in one hnswlib call (its threads, one per core, for many)."""
+        self._set_ef(ef, k)
+        try:
+            if len(qs) == 1:
+                labels, dists = self.index.knn_query(qs[0], k=k, num_threads=1)
+            else:
+                labels, dists = self.index.knn_query(np.stack(qs), k=k, num_threads=-1)
+        except RuntimeError:
+            return [self._knn(q, k, ef, None) for q in qs]  # fewer reachable than asked: one by one
+        return [list(zip(la, da, strict=True)) for la, da in zip(labels.tolist(), dists.tolist(), strict=True)]
 
     def _knn(self, q: np.ndarray, k: int, ef: int | None, flt) -> list[tuple[int, float]]:
         if k <= 0:
             return []
-        self.index.set_ef(max(ef or DEFAULT_EF, k))
+        self._set_ef(ef, k)
         while True:
             try:
                 labels, dists = self.index.knn_query(q, k=k, num_threads=1, filter=flt)
@@ -388,10 +449,31 @@ class VectorTier:
                 if k == 1:
                     return []
                 k = max(1, k // 2)  # fewer reachable than asked (heavy filtering): settle
-        return [(int(lab), float(d)) for lab, d in zip(labels[0], dists[0], strict=True)]
+        return list(zip(labels[0].tolist(), dists[0].tolist(), strict=True))
 
     def key_of(self, rid: int) -> bytes:
         return self._record(rid)[1]
+
+    def keys_of(self, rids) -> list[bytes]:
+        """The keys of records ``rids`` (a search's hits): ``_record``'s checks in one loop."""
+        out = []
+        locate, unpack, first_ids, chunks = self._locate, _REC_HEAD.unpack_from, self._first_ids, self._chunks
+        per_chunk, base, size = self.layout.chunk_records, self._records_offset, self.rec_bytes
+        for rid in rids:
+            i = len(first_ids) - 1
+            while i >= 0 and first_ids[i] > rid:
+                i -= 1
+            within = rid - first_ids[i] if i >= 0 else -1
+            if rid >= self._mapped_below or not 0 <= within < per_chunk:
+                seg, off = locate(rid)  # maps what it must, or raises
+            else:
+                seg, off = chunks[i], base + within * size
+            w0, koff, prev1 = unpack(seg.buf, off)
+            kind, klen = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFFFFFFFF
+            if kind != E.REC_PUT or not 0 <= koff <= seg.size - klen or not 0 <= prev1 <= rid:
+                raise self._corrupt(f"record {rid} is impossible for a hit")
+            out.append(seg.buf[koff : koff + klen].tobytes())
+        return out
 
     def save(self) -> bool:
         """Save the index (and the log position it covers) if it grew since loaded or saved."""
@@ -405,7 +487,8 @@ class VectorTier:
             os.chmod(tmp, 0o600)  # hnswlib creates it with the umask's mode: keep it private
             fd = os.open(tmp + ".json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump({"log_id": self.log_id, "upto": self._indexed_upto, "space": self.space, "dim": self.dim}, f)
+                meta = {"log_id": self.log_id, "upto": self._indexed_upto, "space": self.space, "dim": self.dim}
+                json.dump(meta | {"M": self.params.m, "ef_construction": self.params.ef_construction}, f)
             os.replace(tmp, path)
             os.replace(tmp + ".json", path + ".json")
             self._saved_upto = self._indexed_upto
