@@ -42,6 +42,7 @@ DEFAULT_M = 16
 _REC_HEAD = struct.Struct("<qqq")  # kind | key length << 32, key offset, previous id + 1
 EF_CONSTRUCTION = 200
 SYNC_BATCH = 50_000
+CHUNK_HEAD_BYTES = E.CHUNK_WORDS * 8
 MAX_CHUNKS = 1 << 16
 
 
@@ -112,8 +113,10 @@ class VectorTier:
         self.rec_bytes = int(self.ctl[E.RECORD_BYTES_IDX])
         self.log_id = int(self.ctl[E.LOG_ID_IDX])
         self.dir = os.path.join(path, "l2")
-        self._records_offset = self.layout.chunk_layout().offset("records")
+        self._chunk_lay = self.layout.chunk_layout()  # the same for every chunk: built once
+        self._records_offset = self._chunk_lay.offset("records")
         self._chunks: list[Segment] = []
+        self._chunk_words: list[np.ndarray] = []  # each chunk's FIRST_ID and KEY_BUMP words
         self._mapped_below = 0  # records below this id lie in chunks already mapped
         self._first_ids: list[int] = []
         self._lock = threading.RLock()
@@ -146,7 +149,7 @@ class VectorTier:
         return CorruptSegment(f"system {self.system.name!r}: the embedding log is damaged ({what})")
 
     def _chunk(self, i: int) -> Segment:
-        lay = self.layout.chunk_layout()
+        lay = self._chunk_lay
         while len(self._chunks) <= i:
             seg = self.system.attach_segment(f"embed.{len(self._chunks)}", L.KIND_EMBED_CHUNK)
             if seg.size != lay.total_bytes:
@@ -157,6 +160,7 @@ class VectorTier:
                 seg.close()
                 raise self._corrupt(f"chunk {len(self._chunks)} starts at record {first}")
             self._chunks.append(seg)
+            self._chunk_words.append(seg.region(lay.offset("chunk"), CHUNK_HEAD_BYTES, np.int64))
             self._first_ids.append(first)
         return self._chunks[i]
 
@@ -188,8 +192,8 @@ class VectorTier:
         v.flags.writeable = False
         return v
 
-    def _sync_latest(self) -> None:
-        count = self.count
+    def _sync_latest(self, count: int | None = None) -> None:
+        count = self.count if count is None else count
         for rid in range(self._latest_upto, count):
             kind, key, _prev, _seg, _off = self._record(rid)
             h = xxhash.xxh3_64_intdigest(key)
@@ -215,23 +219,24 @@ class VectorTier:
         with self._lock:
             self._log_lock.acquire()
             try:
-                self._sync_latest()
                 rid = self.count
-                seg, lay = self._writable_chunk(rid, klen)
-                yield lambda kb, vec: self._write(seg, lay, rid, kb, vec)
+                self._sync_latest(rid)
+                seg, cw = self._writable_chunk(rid, klen)
+                yield lambda kb, vec: self._write(seg, cw, rid, kb, vec)
             finally:
                 self._log_lock.release()
 
-    def _write(self, seg: Segment, lay, rid: int, kb: bytes, vec: np.ndarray | None) -> int:
-        prev = self._latest.get(xxhash.xxh3_64_intdigest(kb))
+    def _write(self, seg: Segment, cw: np.ndarray, rid: int, kb: bytes, vec: np.ndarray | None) -> int:
+        """Write record ``rid`` into ``seg`` (``_writable_chunk`` checked the room) and publish it."""
+        h = xxhash.xxh3_64_intdigest(kb)
+        prev = self._latest.get(h)
         prev_id = prev[0] if prev and prev[1] == kb else -1
         if vec is None and prev_id < 0:
             return -1
-        cw = seg.region(lay.offset("chunk"), 64, np.int64)
         koff = int(cw[E.KEY_BUMP_IDX])
         seg.buf[koff : koff + len(kb)] = np.frombuffer(kb, np.uint8)
         cw[E.KEY_BUMP_IDX] = koff + len(kb)
-        off = lay.offset("records") + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes
+        off = self._records_offset + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes
         w = seg.buf[off : off + 32].view(np.int64)
         w[0] = (E.REC_PUT if vec is not None else E.REC_DELETE) | (len(kb) << 32)
         w[1] = koff
@@ -242,6 +247,12 @@ class VectorTier:
         else:
             vbuf[:] = 0
         word_store(self.ctl_addr + E.COUNT_IDX * 8, rid + 1)  # publish (release)
+        if self._latest_upto == rid:  # our own record: no need to read it back
+            if vec is not None:
+                self._latest[h] = (rid, kb)
+            else:
+                self._latest.pop(h, None)
+            self._latest_upto = rid + 1
         return rid
 
     def append(self, kb: bytes, vec: np.ndarray | None) -> int:
@@ -250,26 +261,31 @@ class VectorTier:
         with self.reserve(len(kb)) as write:
             return write(kb, vec)
 
-    def _writable_chunk(self, rid: int, klen: int):
-        """The chunk to append record ``rid`` to, creating the next one when the last is full."""
-        lay = self.layout.chunk_layout()
+    def _writable_chunk(self, rid: int, klen: int) -> tuple[Segment, np.ndarray]:
+        """The chunk to append record ``rid`` to and its words, creating the next chunk when the
+        last is full. A key offset outside the chunk's key area is damage, not room."""
+        lay = self._chunk_lay
         nchunks = int(self.ctl[E.NCHUNKS_IDX])
         if nchunks:
             seg = self._chunk(nchunks - 1)
-            cw = seg.region(lay.offset("chunk"), 64, np.int64)
+            cw = self._chunk_words[nchunks - 1]
             used = rid - int(cw[E.FIRST_ID_IDX])
-            key_end = lay.offset("keys") + self.layout.chunk_key_bytes
-            if 0 <= used < self.layout.chunk_records and int(cw[E.KEY_BUMP_IDX]) + klen <= key_end:
-                return seg, lay
+            keys, key_end = lay.offset("keys"), lay.offset("keys") + self.layout.chunk_key_bytes
+            bump = int(cw[E.KEY_BUMP_IDX])
+            if not keys <= bump <= key_end:
+                raise self._corrupt(f"chunk {nchunks - 1}'s key area ends at {bump}")
+            if 0 <= used < self.layout.chunk_records and bump + klen <= key_end:
+                return seg, cw
         seg = self.system.create_segment(f"embed.{nchunks}", L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim])
-        cw = seg.region(lay.offset("chunk"), 64, np.int64)
+        cw = seg.region(lay.offset("chunk"), CHUNK_HEAD_BYTES, np.int64)
         cw[E.FIRST_ID_IDX] = rid
         cw[E.KEY_BUMP_IDX] = lay.offset("keys")
         if len(self._chunks) == nchunks:
             self._chunks.append(seg)
+            self._chunk_words.append(cw)
             self._first_ids.append(rid)
         word_store(self.ctl_addr + E.NCHUNKS_IDX * 8, nchunks + 1)
-        return seg, lay
+        return seg, cw
 
     # ------------------------------------------------------------------------------- the index
     def _index_file(self) -> str:
@@ -506,6 +522,7 @@ class VectorTier:
         }
 
     def close(self) -> None:
+        self._chunk_words.clear()
         for seg in self._chunks:
             seg.close()
         self._chunks.clear()
