@@ -148,6 +148,7 @@ BENCH_SUITES: dict[str, str | None] = {
     "scaling": "nt_memory.benchmarks.scaling",
     "busy": "nt_memory.benchmarks.busy",
     "instructions": "nt_memory.benchmarks.instructions",
+    "vectors": "nt_memory.benchmarks.vectors",
 }
 
 
@@ -161,6 +162,7 @@ def cmd_bench(args) -> int:
     argv = ["--quick"] if args.quick else []
     argv += ["--json", args.json] if args.json else []
     argv += ["--plot", args.plot] if args.plot and args.suite == "scaling" else []
+    argv += ["--full"] if args.full and args.suite == "vectors" else []
     return importlib.import_module(str(BENCH_SUITES[args.suite])).main(argv)
 
 
@@ -196,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(BENCH_SUITES),
         help="seed: the seed's targets (default); hot: get/put/locks/wake-ups beside LMDB, UltraDict, dict, "
         "mp.Lock, MessageQueue; scaling: cost by keys, subscribers, contenders; busy: more busy processes "
-        "than cores; instructions: instructions per call under callgrind",
+        "than cores; instructions: instructions per call under callgrind; vectors: footprint and search of "
+        "100k observations (--full: 1M)",
     )
     sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
+    sp.add_argument("--full", action="store_true", help="vectors: 1M observations (about 15 minutes)")
     sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")
     sp.add_argument("--plot", default=None, metavar="PATH", help="save latency histograms as PNG (needs matplotlib)")
     sp.set_defaults(func=cmd_bench)

@@ -138,6 +138,31 @@ def test_bench_quick_json_has_every_target_row(tmp_path):
     assert "l1_get" in proc.stdout.replace(" ", "_").lower() or "L1 cache lookup" in proc.stdout
 
 
+@pytest.mark.multiprocess
+def test_bench_vectors_measures_every_process_and_segment(tmp_path):
+    """A small run of the footprint/search suite: real processes, real figures (no timing asserted)."""
+    import json
+
+    out = tmp_path / "vectors.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_memory.benchmarks.vectors", "--n", "3000", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["n"] == 3000 and r["writer"]["put"]["n"] == 3000
+    assert r["shm_bytes_by_part"]["embed"] > 3000 * 128 * 4  # every vector is in the log
+    for who in ("writer_after_flush", "searcher_memory", "searcher2_memory", "idle_member_memory"):
+        assert r[who]["anon_bytes"] > 0
+    assert r["writer_after_flush"]["lmdb_file_bytes"] > 0
+    s = r["search"]
+    assert s["ours"]["n"] == s["raw_hnswlib"]["n"] == 300
+    assert s["ours"]["recall_at_10"] >= 0.95 and s["raw_hnswlib"]["recall_at_10"] >= 0.95
+    assert "bytes / observation" in proc.stdout and "raw_hnswlib" in proc.stdout
+
+
 def test_top_renders_a_frame_of_a_live_system(name, tmp_path):
     from nt_memory import MemoryConfig, MemorySystem, Proposal
 
