@@ -19,8 +19,6 @@ slow path of ours, is what the demo's microseconds are, and the peers pay it too
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import secrets
@@ -32,6 +30,7 @@ import lmdb
 import numpy as np
 
 from nt_memory.bench import time_calls
+from nt_memory.benchmarks import finish, suite_parser
 from nt_memory.benchmarks.hot_paths import CTX, VALUE, _config, _pct
 
 
@@ -171,20 +170,12 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="nt-memory bench busy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="20,000 calls per row")
+    ap = suite_parser("busy", __doc__, "20,000 calls per row")
     ap.add_argument("--calls", type=int, default=200_000)
     ap.add_argument("--burners", type=int, default=2 * (os.cpu_count() or 1))
-    ap.add_argument("--json", default=None, metavar="PATH")
     args = ap.parse_args(argv)
     r = run(20_000 if args.quick else args.calls, args.burners, 1000 if args.quick else 3000)
-    print(report(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
-    return 0
+    return finish(r, report(r), args.json)
 
 
 if __name__ == "__main__":

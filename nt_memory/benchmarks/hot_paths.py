@@ -23,7 +23,6 @@ The machine is shared and its speed swings: the ratios (same run) are the figure
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -37,6 +36,7 @@ import numpy as np
 
 from nt_memory import CacheConfig, MemoryConfig, MemorySystem
 from nt_memory.bench import percentiles, time_calls
+from nt_memory.benchmarks import finish, suite_parser
 
 CTX = mp.get_context("spawn")
 VALUE = bytes(range(64))
@@ -419,23 +419,15 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="nt-memory bench hot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = suite_parser("hot", __doc__, "20k keys, 40k calls, shorter contention and pub/sub")
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--calls", type=int, default=200_000)
-    ap.add_argument("--quick", action="store_true", help="20k keys, 40k calls, shorter contention and pub/sub")
-    ap.add_argument("--json", default=None, metavar="PATH")
     args = ap.parse_args(argv)
     if args.quick:
         r = run(20_000, 40_000, contend_s=1.0, messages=2000)
     else:
         r = run(args.keys, args.calls)
-    print(report(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
-    return 0
+    return finish(r, report(r), args.json)
 
 
 if __name__ == "__main__":

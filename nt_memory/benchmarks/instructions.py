@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 
+from nt_memory.benchmarks import finish, suite_parser
+
 CPU_NAME = "haswell"
 CPU_FEATURES = "+avx,+avx2,+bmi,+bmi2,+fma,+popcnt,+lzcnt,+movbe,+f16c,+sse4.2"
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "nt-memory", "callgrind-numba")
@@ -211,12 +213,8 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="nt-memory bench instructions", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = suite_parser("instructions", __doc__, "5,000 calls per row")
     ap.add_argument("--calls", type=int, default=20_000, help="calls per row (default 20,000)")
-    ap.add_argument("--quick", action="store_true", help="5,000 calls per row")
-    ap.add_argument("--json", default=None, metavar="PATH")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rows", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -224,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.calls, args.rows)
         return 0
     r = run(5000 if args.quick else args.calls)
-    print(report(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
-    return 0
+    return finish(r, report(r), args.json)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import secrets
 import shutil
@@ -29,6 +27,7 @@ import lmdb
 import numpy as np
 
 from nt_memory.bench import time_calls
+from nt_memory.benchmarks import finish, suite_parser
 from nt_memory.benchmarks.hot_paths import CTX, VALUE, _config, _contend, _pct, _pubsub
 
 KEYS = (10_000, 100_000, 1_000_000, 10_000_000)
@@ -214,22 +213,15 @@ def plot(r: dict, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="nt-memory bench scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="10k and 100k keys, fewer messages, 1 s per lock row")
-    ap.add_argument("--json", default=None, metavar="PATH")
+    ap = suite_parser("scaling", __doc__, "10k and 100k keys, fewer messages, 1 s per lock row")
     ap.add_argument("--plot", default=None, metavar="PATH", help="log-log PNG of the three tables")
     args = ap.parse_args(argv)
     r = run(args.quick)
-    print(report(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+    status = finish(r, report(r), args.json)
     if args.plot:
         plot(r, args.plot)
         print(f"plot: {args.plot}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Default 100k observations; ``--full`` 1M (about 15 minutes on 2 cores); ``--quic
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -30,6 +29,7 @@ import time
 import numpy as np
 
 from nt_memory.bench import percentiles, process_memory, shm_bytes
+from nt_memory.benchmarks import finish, suite_parser
 
 CTX = mp.get_context("spawn")
 DIM = 128
@@ -302,21 +302,12 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="nt-memory bench vectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = suite_parser("vectors", __doc__, "20,000 observations")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--full", action="store_true", help="1,000,000 observations")
-    ap.add_argument("--quick", action="store_true", help="20,000 observations")
-    ap.add_argument("--json", default=None, metavar="PATH")
     args = ap.parse_args(argv)
-    n = 1_000_000 if args.full else 20_000 if args.quick else args.n
-    r = run(n)
-    print(report(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
-    return 0
+    r = run(1_000_000 if args.full else 20_000 if args.quick else args.n)
+    return finish(r, report(r), args.json)
 
 
 if __name__ == "__main__":
