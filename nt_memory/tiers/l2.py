@@ -26,6 +26,9 @@ import numpy as np
 import xxhash
 
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, TierError
+from nt_memory.kernels._jit import BYTES, INT, entry_point
+from nt_memory.kernels.embedlog import RECORD_HDR_BYTES, log_write
+from nt_memory.kernels.status import OK
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
@@ -115,6 +118,12 @@ class VectorTier:
         self.dir = os.path.join(path, "l2")
         self._chunk_lay = self.layout.chunk_layout()  # the same for every chunk: built once
         self._records_offset = self._chunk_lay.offset("records")
+        self._words_offset = self._chunk_lay.offset("chunk")
+        self._keys_offset = self._chunk_lay.offset("keys")
+        self._keys_end = self._keys_offset + self.layout.chunk_key_bytes
+        if RECORD_HDR_BYTES != E.RECORD_HDR_BYTES:
+            raise TierError("the embedding log's kernel and layout disagree on the record header")
+        self._log_write = None  # the kernel's compiled entry, bound on the first append
         self._chunks: list[Segment] = []
         self._chunk_words: list[np.ndarray] = []  # each chunk's FIRST_ID and KEY_BUMP words
         self._mapped_below = 0  # records below this id lie in chunks already mapped
@@ -194,6 +203,8 @@ class VectorTier:
 
     def _sync_latest(self, count: int | None = None) -> None:
         count = self.count if count is None else count
+        if count <= self._latest_upto:
+            return
         for rid in range(self._latest_upto, count):
             kind, key, _prev, _seg, _off = self._record(rid)
             h = xxhash.xxh3_64_intdigest(key)
@@ -233,20 +244,25 @@ class VectorTier:
         prev_id = prev[0] if prev and prev[1] == kb else -1
         if vec is None and prev_id < 0:
             return -1
-        koff = int(cw[E.KEY_BUMP_IDX])
-        seg.buf[koff : koff + len(kb)] = np.frombuffer(kb, np.uint8)
-        cw[E.KEY_BUMP_IDX] = koff + len(kb)
-        off = self._records_offset + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes
-        w = seg.buf[off : off + 32].view(np.int64)
-        w[0] = (E.REC_PUT if vec is not None else E.REC_DELETE) | (len(kb) << 32)
-        w[1] = koff
-        w[2] = prev_id + 1
-        vbuf = seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32)
-        if vec is not None:
-            vbuf[:] = vec
-        else:
-            vbuf[:] = 0
-        word_store(self.ctl_addr + E.COUNT_IDX * 8, rid + 1)  # publish (release)
+        if self._log_write is None:
+            self._log_write = entry_point(log_write, *([INT] * 11), BYTES, BYTES)
+        st = self._log_write(
+            seg.address,
+            seg.size,
+            self._words_offset,
+            self._keys_offset,
+            self._keys_end,
+            self._records_offset + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes,
+            self.rec_bytes,
+            self.ctl_addr + E.COUNT_IDX * 8,
+            rid,
+            E.REC_PUT if vec is not None else E.REC_DELETE,
+            prev_id,
+            kb,
+            vec.tobytes() if vec is not None else b"",
+        )
+        if st != OK:
+            raise self._corrupt(f"chunk of record {rid}: its key area or record is out of bounds")
         if self._latest_upto == rid:  # our own record: no need to read it back
             if vec is not None:
                 self._latest[h] = (rid, kb)
@@ -267,14 +283,13 @@ class VectorTier:
         lay = self._chunk_lay
         nchunks = int(self.ctl[E.NCHUNKS_IDX])
         if nchunks:
-            seg = self._chunk(nchunks - 1)
+            seg = self._chunks[nchunks - 1] if len(self._chunks) >= nchunks else self._chunk(nchunks - 1)
             cw = self._chunk_words[nchunks - 1]
             used = rid - int(cw[E.FIRST_ID_IDX])
-            keys, key_end = lay.offset("keys"), lay.offset("keys") + self.layout.chunk_key_bytes
             bump = int(cw[E.KEY_BUMP_IDX])
-            if not keys <= bump <= key_end:
+            if not self._keys_offset <= bump <= self._keys_end:
                 raise self._corrupt(f"chunk {nchunks - 1}'s key area ends at {bump}")
-            if 0 <= used < self.layout.chunk_records and bump + klen <= key_end:
+            if 0 <= used < self.layout.chunk_records and bump + klen <= self._keys_end:
                 return seg, cw
         seg = self.system.create_segment(f"embed.{nchunks}", L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim])
         cw = seg.region(lay.offset("chunk"), CHUNK_HEAD_BYTES, np.int64)

@@ -1,0 +1,49 @@
+"""The embedding log's append: one record written and published in one call.
+
+The layout is shm/embed_layout.py's. The caller holds the log's append lock and passes what it
+knows privately (the chunk's mapping, its size, where its words, key area and record lie); the one
+shared word trusted here, the chunk's KEY_BUMP, is checked against the key area first, so a
+co-tenant that rewrites it gets CORRUPT back, never a store outside the chunk.
+"""
+
+import numpy as np
+
+from nt_memory.kernels._jit import jit
+from nt_memory.kernels.atomics import address_to_bytes, address_to_words, copy_bytes, store_release
+from nt_memory.kernels.status import CORRUPT, OK
+
+RECORD_HDR_BYTES = 32  # shm/embed_layout.py
+KEY_BUMP_WORD = 1  # shm/embed_layout.py: KEY_BUMP_IDX
+
+
+@jit
+def log_write(
+    seg_addr, seg_size, words_off, keys_off, keys_end, rec_off, rec_bytes, count_addr, rid, kind, prev_id, kb, vec
+):
+    """Write record ``rid`` (``kind`` PUT or DELETE, superseding ``prev_id``, -1 for none) at byte
+    ``rec_off`` of the chunk mapped at ``seg_addr``: the key ``kb`` at the chunk's KEY_BUMP, the
+    header, the vector bytes ``vec`` (empty: zeros); then publish COUNT = rid + 1 (release), so a
+    reader that sees the count sees the whole record. Returns OK or CORRUPT (nothing written)."""
+    klen = len(kb)
+    words = address_to_words(seg_addr + words_off, KEY_BUMP_WORD + 1)
+    koff = words[KEY_BUMP_WORD]
+    if not (keys_off <= koff and koff + klen <= keys_end and keys_end <= seg_size):
+        return CORRUPT
+    if not (rec_off >= 0 and rec_off + rec_bytes <= keys_off and len(vec) <= rec_bytes - RECORD_HDR_BYTES):
+        return CORRUPT
+    buf = address_to_bytes(seg_addr, seg_size)
+    copy_bytes(buf, koff, kb, 0, klen)
+    words[KEY_BUMP_WORD] = koff + klen
+    head = np.empty(4, np.int64)
+    head[0] = kind | (klen << 32)
+    head[1] = koff
+    head[2] = prev_id + 1
+    head[3] = 0
+    copy_bytes(buf, rec_off, head.view(np.uint8), 0, RECORD_HDR_BYTES)
+    body = rec_off + RECORD_HDR_BYTES
+    if len(vec):
+        copy_bytes(buf, body, vec, 0, len(vec))
+    else:
+        buf[body : rec_off + rec_bytes] = 0
+    store_release(address_to_words(count_addr, 1), 0, rid + 1)
+    return OK
