@@ -29,6 +29,7 @@ from nt_memory.coordination.pubsub import PubSub, Subscription
 from nt_memory.durations import expiry_ns
 from nt_memory.errors import (
     ConfigError,
+    InvalidEmbedding,
     SegmentError,
     SegmentExists,
     SegmentNotFound,
@@ -48,7 +49,16 @@ from nt_memory.shm.system import PartSpec, System, remove_system
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.tiers.journal import Journal
 from nt_memory.tiers.l1 import HotCache, ttl_to_ns
-from nt_memory.tiers.l2 import DEFAULT_M, EF_CONSTRUCTION, Hit, IndexParams, VectorTier, make_log_id, validate_embedding
+from nt_memory.tiers.l2 import (
+    DEFAULT_M,
+    EF_CONSTRUCTION,
+    Hit,
+    IndexParams,
+    VectorTier,
+    make_log_id,
+    validate_embedding,
+    validate_embeddings,
+)
 from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 WRITE_TIMEOUT_S = 10.0
@@ -332,24 +342,64 @@ class MemorySystem:
         room in the journal); otherwise stores nothing and returns False. For event loops."""
         return self._put(namespace, key, value, ttl, embedding, False, None)
 
+    def put_many(self, namespace, items, embeddings=None, ttl=None, durability: str | None = None) -> int:
+        """Store many ``(key, value)`` pairs of one namespace (a dict, or an iterable of pairs) in
+        order, as :meth:`put` each would, with ``embeddings`` an ``(n, embedding_dim)`` array
+        aligned with them (or None). Every key, value and embedding is checked and encoded before
+        the first is stored, so bad input raises with nothing stored; a ``"sync"`` batch waits for
+        LMDB once, at the end. For bulk loading. Returns how many were stored."""
+        sync = _sync(durability, self.durability)
+        pairs = list(items.items()) if isinstance(items, dict) else [tuple(p) for p in items]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError("items must be a dict or an iterable of (key, value) pairs")
+        vecs = None
+        if embeddings is not None:
+            vecs = validate_embeddings(embeddings, self.embedding_dim)
+            if len(vecs) != len(pairs):
+                raise InvalidEmbedding(f"embeddings has {len(vecs)} rows for {len(pairs)} items")
+        now = time.time_ns()
+        ready = [self._prepare(namespace, key, value, ttl, now) for key, value in pairs]
+        self._beat(now)
+        for i, prepared in enumerate(ready):
+            self._store(*prepared, vecs[i] if vecs is not None else None, True)
+        if sync and ready:
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put_many")
+        return len(ready)
+
     def _put(self, namespace, key, value, ttl, embedding, may_block: bool, durability) -> bool:
         sync = _sync(durability, self.durability)
         vec = validate_embedding(embedding, self.embedding_dim) if embedding is not None else None
-        kb = self.l1.key_bytes(namespace, key)
-        h = self.l1.hash_bytes(kb)
-        vb = encode(value)
         now = time.time_ns()
+        prepared = self._prepare(namespace, key, value, ttl, now)
+        self._beat(now)
+        if not self._store(*prepared, vec, may_block, sync):
+            return False
+        if sync:
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put")
+        return True
+
+    def _prepare(self, namespace, key, value, ttl, now: int):
+        """(key bytes, hash, encoded value, L1 expiry, data expiry) of a put, or its error."""
+        kb = self.l1.key_bytes(namespace, key)
+        vb = encode(value)
         data_expiry = expiry_ns(now, ttl)
-        l1_expiry = self._l1_expiry(now, data_expiry)
         if len(vb) > self.max_memory_bytes:
             raise ValueTooLarge(
                 f"value is {len(vb) - 1:,} bytes encoded; the limit is max_memory_bytes={self.max_memory_bytes:,}"
             )
         if len(kb) > self.l1.max_key_bytes:
             self.l1.raise_for(S.KEY_TOO_LARGE, kb, vb)
+        return kb, self.l1.hash_bytes(kb), vb, self._l1_expiry(now, data_expiry), data_expiry
+
+    def _beat(self, now: int) -> None:
         if now - self._beat_at > 1_000_000_000:
             self._beat_at = now
             self.system.heartbeat(now)
+
+    def _store(self, kb, h, vb, l1_expiry, data_expiry, vec, may_block: bool, sync: bool = False) -> bool:
+        """Write one prepared put into L1, the journal and the embedding log (or straight to LMDB
+        when the value is too large for the journal). False: it would have waited, and
+        ``may_block`` is False; nothing was stored."""
         if not may_block and (sync or vec is not None or len(vb) > self._journal_max):
             return False
         if len(vb) > self._journal_max:
@@ -367,8 +417,6 @@ class MemorySystem:
                     st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags)
         else:
             self._put_with_embedding(kb, h, vb, l1_expiry, data_expiry, flags, vec)
-        if sync:
-            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put")
         return True
 
     def _put_with_embedding(self, kb, h, vb, l1_expiry, data_expiry, flags, vec) -> None:
@@ -376,7 +424,7 @@ class MemorySystem:
         journal order this key's writes alike; room in the log is reserved first, so a full
         ``/dev/shm`` raises before anything is stored."""
         emb = vec.tobytes()
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        deadline = None
         while True:
             self.l1.lock_stripe(h)
             try:
@@ -387,6 +435,7 @@ class MemorySystem:
                         return
             finally:
                 self.l1.unlock_stripe(h)
+            deadline = deadline or time.monotonic() + WRITE_TIMEOUT_S
             self.journal.make_room(deadline)
 
     def _write_through(

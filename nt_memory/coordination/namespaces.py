@@ -52,6 +52,9 @@ class NamespaceView:
     def put(self, key, value, ttl=None, embedding=None) -> None:
         self._mem.put(self.namespace, key, value, ttl=ttl, embedding=embedding)
 
+    def put_many(self, items, embeddings=None, ttl=None) -> int:
+        return self._mem.put_many(self.namespace, items, embeddings=embeddings, ttl=ttl)
+
     def get(self, key, default=None):
         return self._mem.get(self.namespace, key, default)
 

@@ -14,7 +14,6 @@ Labels in the index are record ids; ``labels_ns`` maps them to namespace numbers
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
 import json
 import os
@@ -83,6 +82,23 @@ def validate_embedding(vec, dim: int) -> np.ndarray:
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise InvalidEmbedding("embedding has NaN or infinite components")
+    return arr
+
+
+def validate_embeddings(vecs, dim: int) -> np.ndarray:
+    """An ``(n, dim)`` contiguous float32 array of finite components, or ``InvalidEmbedding``
+    (naming the first bad row): :func:`validate_embedding` for a block at once."""
+    arr = np.asarray(vecs) if isinstance(vecs, np.ndarray | list | tuple) else None
+    if arr is None:
+        raise InvalidEmbedding(f"embeddings must be a 2-D numpy array or a list of rows, got {type(vecs).__name__}")
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise InvalidEmbedding(f"embeddings must hold floats, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InvalidEmbedding(f"embeddings has shape {arr.shape}; expected (n, {dim}) for embedding_dim {dim}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise InvalidEmbedding(f"embeddings row {int(np.argmin(finite))} has NaN or infinite components")
     return arr
 
 
@@ -221,21 +237,12 @@ class VectorTier:
             hit = self._latest.get(xxhash.xxh3_64_intdigest(kb))
             return hit[0] if hit and hit[1] == kb else -1
 
-    @contextlib.contextmanager
-    def reserve(self, klen: int):
+    def reserve(self, klen: int) -> _Reservation:
         """Hold the log's append lock with room for one record whose key is ``klen`` bytes (a new
         chunk is made first if needed: ``CapacityError`` when shared memory is full, before the
-        caller has written anything). Yields ``write(kb, vec) -> record id``; the caller holds the
-        key's L1 stripe, so per key the log's order is the journal's order."""
-        with self._lock:
-            self._log_lock.acquire()
-            try:
-                rid = self.count
-                self._sync_latest(rid)
-                seg, cw = self._writable_chunk(rid, klen)
-                yield lambda kb, vec: self._write(seg, cw, rid, kb, vec)
-            finally:
-                self._log_lock.release()
+        caller has written anything): ``with tier.reserve(n) as write: write(kb, vec) -> record
+        id``. The caller holds the key's L1 stripe, so per key the log's order is the journal's."""
+        return _Reservation(self, klen)
 
     def _write(self, seg: Segment, cw: np.ndarray, rid: int, kb: bytes, vec: np.ndarray | None) -> int:
         """Write record ``rid`` into ``seg`` (``_writable_chunk`` checked the room) and publish it."""
@@ -542,6 +549,40 @@ class VectorTier:
             seg.close()
         self._chunks.clear()
         self.index = None
+
+
+class _Reservation:
+    """:meth:`VectorTier.reserve`'s context (a class, not a generator: it is on every put with an
+    embedding)."""
+
+    __slots__ = ("tier", "klen", "seg", "cw", "rid")
+
+    def __init__(self, tier: VectorTier, klen: int):
+        self.tier, self.klen = tier, klen
+
+    def __enter__(self):
+        t = self.tier
+        t._lock.acquire()
+        try:
+            t._log_lock.acquire()
+            try:
+                self.rid = t.count
+                t._sync_latest(self.rid)
+                self.seg, self.cw = t._writable_chunk(self.rid, self.klen)
+            except BaseException:
+                t._log_lock.release()
+                raise
+        except BaseException:
+            t._lock.release()
+            raise
+        return self.write
+
+    def write(self, kb: bytes, vec: np.ndarray | None) -> int:
+        return self.tier._write(self.seg, self.cw, self.rid, kb, vec)
+
+    def __exit__(self, *exc) -> None:
+        self.tier._log_lock.release()
+        self.tier._lock.release()
 
 
 def make_log_id() -> int:
