@@ -168,6 +168,29 @@ def _searcher(name: str, path: str, n: int, label: str, raw_peer: bool, out, don
         mem.close()
 
 
+BULK_BATCH = 10_000
+
+
+def _bulk(n: int, out) -> None:
+    """``put_many`` of ``n`` observations into a system of its own (the loader is its flusher)."""
+    from nt_memory import MemorySystem
+
+    data = dataset(n)
+    items = [(f"o{i}", observation(i)) for i in range(n)]
+    name, path = f"bvb{secrets.token_hex(3)}", tempfile.mkdtemp(prefix="nt-memory-bench-")
+    mem = MemorySystem.open(_config(name, path, n), label="bench-vectors-bulk")
+    try:
+        t0 = time.perf_counter()
+        for lo in range(0, n, BULK_BATCH):
+            mem.put_many("obs", items[lo : lo + BULK_BATCH], embeddings=data[lo : lo + BULK_BATCH])
+        out.put(("bulk", {"observations_per_s": n / (time.perf_counter() - t0), "batch": BULK_BATCH}))
+        mem.flush(600)
+    finally:
+        mem.close()
+        mem.unlink()
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _idle_member(name: str, path: str, n: int, out, done) -> None:
     """A process that only attaches: what any member costs before it holds anything."""
     from nt_memory import MemorySystem
@@ -235,6 +258,10 @@ def run(n: int) -> dict:
             ev.set()
         for p in procs:
             p.join(600)
+        bulk = CTX.Process(target=_bulk, args=(min(n, 100_000), out))
+        bulk.start()
+        r["bulk"] = take("bulk") | {"n": min(n, 100_000)}
+        bulk.join(600)
         peer = CTX.Process(target=_peer, args=(n, out))
         peer.start()
         r["peer_dict_bytes"] = out.get(timeout=3600)
@@ -286,6 +313,11 @@ def report(r: dict) -> str:
     lines.append(
         f"put with embedding (writer = flusher): p50 {p['p50']:.1f} us, p99 {p['p99']:.1f} us; "
         f"{r['writer']['puts_per_s']:,.0f} puts/s"
+    )
+    b = r["bulk"]
+    lines.append(
+        f"put_many, {b['n']:,} observations in batches of {b['batch']:,} (loader = flusher): "
+        f"{b['observations_per_s']:,.0f} observations/s"
     )
     s = r["search"]
     lines.append(
