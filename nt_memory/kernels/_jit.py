@@ -83,6 +83,8 @@ class CEntry:
 # The numba type of a Python ``bytes`` argument.
 BYTES = numba.types.Bytes(numba.types.uint8, 1, "C", readonly=True)
 INT = numba.types.int64
+# The numba type of a C-contiguous numpy int64 array argument.
+INT_ARRAY = numba.types.int64[::1]
 
 
 def entry_point(dispatcher, *arg_types):

@@ -25,8 +25,9 @@ import numpy as np
 import xxhash
 
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, TierError
-from nt_memory.kernels._jit import BYTES, INT, entry_point
+from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, entry_point
 from nt_memory.kernels.embedlog import RECORD_HDR_BYTES, log_write
+from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
 from nt_memory.kernels.status import OK
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import embed_layout as E
@@ -102,6 +103,56 @@ def validate_embeddings(vecs, dim: int) -> np.ndarray:
     return arr
 
 
+def _key_hash(kb: bytes) -> tuple[int, int]:
+    """A key's 128-bit XXH3 as two signed 64-bit halves (a false match is a 2**-128 event)."""
+    h = xxhash.xxh3_128_intdigest(kb)
+    lo, hi = h & 0xFFFFFFFFFFFFFFFF, h >> 64
+    return lo - (1 << 64) if lo >= 1 << 63 else lo, hi - (1 << 64) if hi >= 1 << 63 else hi
+
+
+class LatestIds:
+    """Each key's latest record id in this process (:mod:`nt_memory.kernels.idmap`): 24 bytes a
+    slot, the table doubling at 70% full."""
+
+    _get = _put = None  # the kernels' compiled entries (no per-call type dispatch), bound once
+
+    def __init__(self, capacity: int = 1024):
+        if LatestIds._get is None:
+            words = INT_ARRAY
+            LatestIds._get = entry_point(idmap_get, words, words, words, INT, INT)
+            LatestIds._put = entry_point(idmap_put, words, words, words, INT, INT, INT)
+        self._alloc(capacity)
+        self.live = 0
+
+    def _alloc(self, capacity: int) -> None:
+        self.lo = np.zeros(capacity, np.int64)
+        self.hi = np.zeros(capacity, np.int64)
+        self.vals = np.zeros(capacity, np.int64)
+        self.used = 0  # live entries and tombstones
+
+    def get(self, kb: bytes, h: tuple[int, int] | None = None) -> int:
+        """``kb``'s id, or -1 (``h``: its :func:`_key_hash`, if the caller has it)."""
+        return self._get(self.lo, self.hi, self.vals, *(h or _key_hash(kb)))
+
+    def put(self, kb: bytes, ident: int, h: tuple[int, int] | None = None) -> None:
+        if (self.used + 1) * 10 > len(self.vals) * 7:
+            old = (self.lo, self.hi, self.vals)
+            self._alloc(len(self.vals) * 2 if self.live * 10 > len(self.vals) * 3 else len(self.vals))
+            self.used = self.live = idmap_move(*old, self.lo, self.hi, self.vals)
+        r = self._put(self.lo, self.hi, self.vals, *(h or _key_hash(kb)), ident)
+        if r < 0:
+            raise TierError("the latest-id map is full")  # unreachable under the load bound
+        self.used += r == 1
+        self.live += r != 0
+
+    def pop(self, kb: bytes, h: tuple[int, int] | None = None) -> None:
+        self.live -= idmap_delete(self.lo, self.hi, self.vals, *(h or _key_hash(kb)))
+
+    @property
+    def nbytes(self) -> int:
+        return self.lo.nbytes + self.hi.nbytes + self.vals.nbytes
+
+
 class VectorTier:
     """This process's view of the embedding log, and its (lazily built) hnswlib index."""
 
@@ -145,8 +196,8 @@ class VectorTier:
         self._mapped_below = 0  # records below this id lie in chunks already mapped
         self._first_ids: list[int] = []
         self._lock = threading.RLock()
-        # Writer state: latest record id per key (hash -> (id, key bytes)), synced from the log.
-        self._latest: dict[int, tuple[int, bytes]] = {}
+        # Writer state: the latest record id of each key, synced from the log.
+        self._latest = LatestIds()
         self._latest_upto = 0
         # Search state.
         self.index = None  # an hnswlib.Index once this process searches
@@ -223,19 +274,17 @@ class VectorTier:
             return
         for rid in range(self._latest_upto, count):
             kind, key, _prev, _seg, _off = self._record(rid)
-            h = xxhash.xxh3_64_intdigest(key)
             if kind == E.REC_PUT:
-                self._latest[h] = (rid, key)
+                self._latest.put(key, rid)
             else:
-                self._latest.pop(h, None)
+                self._latest.pop(key)
         self._latest_upto = count
 
     def latest_id(self, kb: bytes) -> int:
         """The id of ``kb``'s current embedding, or -1."""
         with self._lock:
             self._sync_latest()
-            hit = self._latest.get(xxhash.xxh3_64_intdigest(kb))
-            return hit[0] if hit and hit[1] == kb else -1
+            return self._latest.get(kb)
 
     def reserve(self, klen: int) -> _Reservation:
         """Hold the log's append lock with room for one record whose key is ``klen`` bytes (a new
@@ -246,9 +295,8 @@ class VectorTier:
 
     def _write(self, seg: Segment, cw: np.ndarray, rid: int, kb: bytes, vec: np.ndarray | None) -> int:
         """Write record ``rid`` into ``seg`` (``_writable_chunk`` checked the room) and publish it."""
-        h = xxhash.xxh3_64_intdigest(kb)
-        prev = self._latest.get(h)
-        prev_id = prev[0] if prev and prev[1] == kb else -1
+        h = _key_hash(kb)
+        prev_id = self._latest.get(kb, h)
         if vec is None and prev_id < 0:
             return -1
         if self._log_write is None:
@@ -272,9 +320,9 @@ class VectorTier:
             raise self._corrupt(f"chunk of record {rid}: its key area or record is out of bounds")
         if self._latest_upto == rid:  # our own record: no need to read it back
             if vec is not None:
-                self._latest[h] = (rid, kb)
+                self._latest.put(kb, rid, h)
             else:
-                self._latest.pop(h, None)
+                self._latest.pop(kb, h)
             self._latest_upto = rid + 1
         return rid
 
