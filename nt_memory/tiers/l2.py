@@ -545,10 +545,9 @@ class VectorTier:
         out = []
         locate, unpack, first_ids, chunks = self._locate, _REC_HEAD.unpack_from, self._first_ids, self._chunks
         per_chunk, base, size = self.layout.chunk_records, self._records_offset, self.rec_bytes
+        right = bisect.bisect_right
         for rid in rids:
-            i = len(first_ids) - 1
-            while i >= 0 and first_ids[i] > rid:
-                i -= 1
+            i = right(first_ids, rid) - 1
             within = rid - first_ids[i] if i >= 0 else -1
             if rid >= self._mapped_below or not 0 <= within < per_chunk:
                 seg, off = locate(rid)  # maps what it must, or raises

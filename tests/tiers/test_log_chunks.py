@@ -1,0 +1,52 @@
+"""The embedding log across many chunks: appends that open new chunks (records or key bytes run
+out), replacements and deletes that reach back into old chunks, hits and views from every chunk."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from nt_memory import CacheConfig, MemoryConfig, MemorySystem
+from nt_memory.shm.embed_layout import EmbedLayout
+
+DIM = 8
+
+
+@pytest.fixture
+def mem(name, tmp_path, monkeypatch):
+    # 64 records and 64 * 48 key bytes a chunk: a few hundred puts span many chunks.
+    class SmallChunks:
+        for_dim = staticmethod(functools.partial(EmbedLayout.for_dim, chunk_records=64))
+
+    monkeypatch.setattr("nt_memory.memory.EmbedLayout", SmallChunks)
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
+    with MemorySystem.open(cfg) as m:
+        yield m
+        m.unlink()
+
+
+def test_many_chunks_hold_replacements_deletes_and_long_keys(mem):
+    rng = np.random.default_rng(3)
+    vecs = {f"k{i}": rng.normal(size=DIM).astype(np.float32) for i in range(400)}
+    for key, v in vecs.items():
+        mem.put("obs", key, 1, embedding=v)
+    long_keys = {("L" * 200) + str(i): rng.normal(size=DIM).astype(np.float32) for i in range(40)}
+    for key, v in long_keys.items():  # 200-byte keys: the key area fills before the records do
+        mem.put("obs", key, 2, embedding=v)
+    for i in range(0, 400, 3):  # replacements reach back into the first chunks
+        vecs[f"k{i}"] = rng.normal(size=DIM).astype(np.float32)
+        mem.put("obs", f"k{i}", 3, embedding=vecs[f"k{i}"])
+    for i in range(1, 400, 10):
+        mem.delete("obs", f"k{i}")
+        del vecs[f"k{i}"]
+    assert mem.l2.stats()["chunks"] >= (400 + 40 + 134 + 40) // 64
+    live = vecs | long_keys
+    for key in list(live)[::17]:
+        assert np.array_equal(mem.embedding("obs", key), live[key])
+        hits = mem.search_similar("obs", live[key], top_k=3, ef=200)
+        assert hits[0].key == key and all(h.key in live for h in hits)
+    many = mem.search_similar_many("obs", np.stack([live[k] for k in list(live)[:50]]), top_k=1, ef=200)
+    assert [hs[0].key for hs in many] == list(live)[:50]
+    assert mem.embedding("obs", "k1") is None
