@@ -14,8 +14,8 @@ TOMBSTONE = -1
 
 
 @jit
-def idmap_get(lo, hi, vals, klo, khi):
-    """The id stored for the hash (klo, khi), or -1."""
+def _find(lo, hi, vals, klo, khi):
+    """The slot holding the hash (klo, khi), or -1."""
     mask = len(vals) - 1
     i = klo & mask
     for _ in range(len(vals)):
@@ -23,9 +23,16 @@ def idmap_get(lo, hi, vals, klo, khi):
         if v == EMPTY:
             return -1
         if v > 0 and lo[i] == klo and hi[i] == khi:
-            return v - 1
+            return i
         i = (i + 1) & mask
     return -1
+
+
+@jit
+def idmap_get(lo, hi, vals, klo, khi):
+    """The id stored for the hash (klo, khi), or -1."""
+    i = _find(lo, hi, vals, klo, khi)
+    return vals[i] - 1 if i >= 0 else -1
 
 
 @jit
@@ -62,17 +69,11 @@ def idmap_put(lo, hi, vals, klo, khi, ident):
 @jit
 def idmap_delete(lo, hi, vals, klo, khi):
     """Remove the hash's entry; returns 1 if there was one."""
-    mask = len(vals) - 1
-    i = klo & mask
-    for _ in range(len(vals)):
-        v = vals[i]
-        if v == EMPTY:
-            return 0
-        if v > 0 and lo[i] == klo and hi[i] == khi:
-            vals[i] = TOMBSTONE
-            return 1
-        i = (i + 1) & mask
-    return 0
+    i = _find(lo, hi, vals, klo, khi)
+    if i < 0:
+        return 0
+    vals[i] = TOMBSTONE
+    return 1
 
 
 @jit

@@ -68,39 +68,36 @@ class Hit:
     value: object = None
 
 
+def _float32_block(vecs, dim: int, ndim: int, what: str) -> np.ndarray:
+    """``vecs`` as a contiguous float32 array of ``ndim`` dimensions whose last is ``dim``, every
+    component finite, or ``InvalidEmbedding`` naming ``what`` (and, for a block, the bad row)."""
+    if isinstance(vecs, np.ndarray):
+        arr = vecs
+    elif isinstance(vecs, list | tuple):
+        arr = np.asarray(vecs)
+    else:
+        raise InvalidEmbedding(f"{what} must be a numpy array or a list of floats, got {type(vecs).__name__}")
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise InvalidEmbedding(f"{what} must hold floats, got dtype {arr.dtype}")
+    if arr.ndim != ndim or arr.shape[-1] != dim or arr.shape[0] == 0:
+        block = "" if ndim == 1 else f"expected a 2-D (n, {dim}) array; "
+        raise InvalidEmbedding(f"{what} has shape {arr.shape}; {block}this system's embedding_dim is {dim}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = "" if ndim == 1 else f" in row {int(np.argmin(finite.all(axis=1)))}"
+        raise InvalidEmbedding(f"{what} has NaN or infinite components{where}")
+    return arr
+
+
 def validate_embedding(vec, dim: int) -> np.ndarray:
     """A contiguous float32 vector of ``dim`` finite components, or ``InvalidEmbedding``."""
-    if isinstance(vec, np.ndarray):
-        arr = vec
-    elif isinstance(vec, list | tuple):
-        arr = np.asarray(vec)
-    else:
-        raise InvalidEmbedding(f"embedding must be a numpy array or a list of floats, got {type(vec).__name__}")
-    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-        raise InvalidEmbedding(f"embedding must hold floats, got dtype {arr.dtype}")
-    if arr.ndim != 1 or arr.shape[0] != dim:
-        raise InvalidEmbedding(f"embedding has shape {arr.shape}; this system's embedding_dim is {dim}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise InvalidEmbedding("embedding has NaN or infinite components")
-    return arr
+    return _float32_block(vec, dim, 1, "embedding")
 
 
 def validate_embeddings(vecs, dim: int) -> np.ndarray:
-    """An ``(n, dim)`` contiguous float32 array of finite components, or ``InvalidEmbedding``
-    (naming the first bad row): :func:`validate_embedding` for a block at once."""
-    arr = np.asarray(vecs) if isinstance(vecs, np.ndarray | list | tuple) else None
-    if arr is None:
-        raise InvalidEmbedding(f"embeddings must be a 2-D numpy array or a list of rows, got {type(vecs).__name__}")
-    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-        raise InvalidEmbedding(f"embeddings must hold floats, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise InvalidEmbedding(f"embeddings has shape {arr.shape}; expected (n, {dim}) for embedding_dim {dim}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        raise InvalidEmbedding(f"embeddings row {int(np.argmin(finite))} has NaN or infinite components")
-    return arr
+    """An ``(n, dim)`` block of them at once (``put_many``, ``search_similar_many``)."""
+    return _float32_block(vecs, dim, 2, "embeddings")
 
 
 def _key_hash(kb: bytes) -> tuple[int, int]:
@@ -499,10 +496,7 @@ class VectorTier:
     def _queries(self, queries, single: bool) -> list[np.ndarray]:
         if single:
             return [validate_embedding(queries, self.dim)]
-        arr = np.asarray(queries)
-        if arr.ndim != 2 or arr.shape[0] == 0:
-            raise InvalidEmbedding(f"queries must be a non-empty 2-D array (n, {self.dim}), got shape {arr.shape}")
-        return [validate_embedding(row, self.dim) for row in arr]
+        return list(validate_embeddings(queries, self.dim))
 
     def _set_ef(self, ef: int | None, k: int) -> None:
         # hnswlib needs ef >= k: a smaller ef is raised to k, and only then.
