@@ -77,6 +77,10 @@ class MemoryConfig:
     The similarity index (hnswlib): ``index_m`` links per node and ``index_ef_construction`` are
     the creator's (every process builds and loads the same saved index); ``index_ef``, the default
     search breadth, is each process's own (``search_similar(ef=)`` overrides it per call).
+    ``index_sharing``, each process's own: ``"shared"`` (one process of the system holds the index
+    and answers the other processes' searches over shared-memory topics; see
+    ``nt_memory.coordination.search``) or ``"local"`` (this process holds an index of its own, and
+    never answers another's searches).
     """
 
     name: str = "default"
@@ -89,6 +93,7 @@ class MemoryConfig:
     index_m: int = 16
     index_ef_construction: int = 200
     index_ef: int = 320
+    index_sharing: str = "shared"
     durability: str = "write-behind"
     journal_bytes: int = 32 << 20
     l3_map_bytes: int = 1 << 30
@@ -111,6 +116,8 @@ class MemoryConfig:
         _int("index_m", self.index_m, 2, 100)
         _int("index_ef_construction", self.index_ef_construction, 1, 10_000)
         _int("index_ef", self.index_ef, 1, 100_000)
+        if self.index_sharing not in ("shared", "local"):
+            raise ConfigError(f"index_sharing={self.index_sharing!r} must be 'shared' or 'local'")
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability={self.durability!r} must be one of {DURABILITY}")
         _int("journal_bytes", self.journal_bytes, 1 << 20, 4 << 30)

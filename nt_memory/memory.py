@@ -26,6 +26,7 @@ from nt_memory.coordination.consensus import Consensus, consensus_layout, init_c
 from nt_memory.coordination.locks import MAX_LOCKS, Locks, LockToken, init_locks, reserve_fences
 from nt_memory.coordination.namespaces import NamespaceView
 from nt_memory.coordination.pubsub import PubSub, Subscription
+from nt_memory.coordination.search import SearchService
 from nt_memory.durations import expiry_ns
 from nt_memory.errors import (
     ConfigError,
@@ -161,6 +162,7 @@ class MemorySystem:
                 ),
             )
             self.pubsub = PubSub(system)
+            self.search = SearchService(self.l2, self.pubsub, config.index_sharing)
             self.locks = Locks(system, self.store)
             self.consensus = Consensus(system, self.store)
         except BaseException:
@@ -584,11 +586,19 @@ class MemorySystem:
     def _search(self, namespace, queries, top_k, ef, with_values, flt, key_prefix, single):
         self._check_open()
         ns = None if namespace is None else self.l1.prefix(namespace)[:-1]
-        allow = self._allow(flt, key_prefix)
+        if key_prefix is not None and not isinstance(key_prefix, str):
+            raise ConfigError(f"key_prefix must be a string, got {type(key_prefix).__name__}")
+        prefix = key_prefix.encode() if key_prefix else b""
+        if flt is None:
+            found_keys = self.search.search(ns, queries, top_k, ef, prefix, single)
+        else:
+            # A Python predicate cannot be sent to another process: this one searches an index
+            # of its own (README: "Sharing the index").
+            found_keys = self.l2.search_keys(ns, queries, top_k, ef, self._allow(flt, prefix), single)
         out = []
-        for found in self.l2.search_many(ns, queries, top_k, ef, allow, single=single):
+        for found in found_keys:
             hits = []
-            for kb, (_rid, dist) in zip(self.l2.keys_of([f[0] for f in found]), found, strict=True):
+            for kb, dist in found:
                 ns_b, key_b = kb.split(b"\0", 1)
                 ns_s, key_s = ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")
                 value = None
@@ -600,30 +610,15 @@ class MemorySystem:
             out.append(hits)
         return out
 
-    def _allow(self, flt, key_prefix):
-        """A record-id predicate for the index from ``filter`` and ``key_prefix`` (None: none).
-        Each record's answer is kept for the call: hnswlib asks again for nodes it revisits."""
-        if flt is None and key_prefix is None:
-            return None
-        if flt is not None and not callable(flt):
+    def _allow(self, flt, prefix: bytes):
+        """The record-id predicate of a ``filter`` (namespace, key) -> bool and a key prefix."""
+        if not callable(flt):
             raise ConfigError(f"filter must be a callable (namespace, key) -> bool, got {type(flt).__name__}")
-        if key_prefix is not None and not isinstance(key_prefix, str):
-            raise ConfigError(f"key_prefix must be a string, got {type(key_prefix).__name__}")
-        prefix = key_prefix.encode() if key_prefix else b""
-        key_of = self.l2.key_of
-        seen: dict[int, bool] = {}
 
-        def allow(rid: int) -> bool:
-            ok = seen.get(rid)
-            if ok is None:
-                ns_b, key_b = key_of(rid).split(b"\0", 1)
-                ok = key_b.startswith(prefix)
-                if ok and flt is not None:
-                    ok = bool(flt(ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")))
-                seen[rid] = ok
-            return ok
+        def accept(ns_b: bytes, key_b: bytes) -> bool:
+            return flt(ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace"))
 
-        return allow
+        return self.l2.record_filter(prefix, accept)
 
     def embedding(self, namespace, key):
         """The stored embedding of ``(namespace, key)`` as a read-only float32 view into shared
@@ -656,7 +651,8 @@ class MemorySystem:
                 done += 1
                 if progress and done % 1000 == 0:
                     progress(done, total)
-        self.l2.sync()
+        if self.search.offer() or self.search.mode == "local":
+            self.l2.sync()  # else the process that serves the searches indexes the refilled log
         if progress:
             progress(total, total)
         return self.l2.count
@@ -673,7 +669,12 @@ class MemorySystem:
     def stats(self) -> dict:
         """Counters per tier: ``l1`` (shared), ``journal`` (shared), ``l3`` (this process's view)."""
         self._check_open()
-        return {"l1": self.l1.stats(), "journal": self.journal.stats(), "l2": self.l2.stats(), "l3": self.store.stats()}
+        return {
+            "l1": self.l1.stats(),
+            "journal": self.journal.stats(),
+            "l2": self.l2.stats() | self.search.stats(),
+            "l3": self.store.stats(),
+        }
 
     def _check_open(self) -> None:
         if self.closed:
@@ -689,8 +690,10 @@ class MemorySystem:
         self.closed = True
         try:
             self.journal.stop()
+            self.search.stop()
             self.l2.save()
         finally:
+            self.search.close()  # the next holder loads what was just saved
             self.l2.close()
             self.pubsub.close()
             self.l1.close()

@@ -7,6 +7,10 @@
         line 1  COUNT                records committed (release-stored after each append)
         line 2  NCHUNKS              chunk segments published
         line 3  DIM  CHUNK_RECORDS  CHUNK_KEY_BYTES  LOG_ID  RECORD_BYTES
+        line 4  SERVER  SERVER_BEAT_NS
+                SERVER: owner word of the process that holds the search index and answers the
+                others' searches (``coordination/search.py``), 0 if none; SERVER_BEAT_NS: wall ns
+                when its serving thread last went round its loop
 
 ``embed.<i>`` chunk (created on demand by an appender; a mapped chunk is never remapped)::
 
@@ -38,6 +42,8 @@ CHUNK_RECORDS_IDX = 25
 CHUNK_KEY_BYTES_IDX = 26
 LOG_ID_IDX = 27
 RECORD_BYTES_IDX = 28
+SERVER_IDX = 32
+SERVER_BEAT_IDX = 33
 
 CHUNK_WORDS = 8
 FIRST_ID_IDX = 0

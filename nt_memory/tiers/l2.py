@@ -44,7 +44,7 @@ DEFAULT_EF = 320
 DEFAULT_M = 16
 _REC_HEAD = struct.Struct("<qqq")  # kind | key length << 32, key offset, previous id + 1
 EF_CONSTRUCTION = 200
-SYNC_BATCH = 50_000
+SYNC_BATCH = 10_000  # vectors indexed per hnswlib call (and between two ``beat``s of ``sync``)
 CHUNK_HEAD_BYTES = E.CHUNK_WORDS * 8
 MAX_CHUNKS = 1 << 16
 
@@ -98,6 +98,13 @@ def validate_embedding(vec, dim: int) -> np.ndarray:
 def validate_embeddings(vecs, dim: int) -> np.ndarray:
     """An ``(n, dim)`` block of them at once (``put_many``, ``search_similar_many``)."""
     return _float32_block(vecs, dim, 2, "embeddings")
+
+
+def check_search_args(top_k, ef) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k={top_k!r} must be a positive integer")
+    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= 100_000):
+        raise ConfigError(f"ef={ef!r} must be an integer between 1 and 100,000")
 
 
 def _key_hash(kb: bytes) -> tuple[int, int]:
@@ -198,6 +205,7 @@ class VectorTier:
         self._latest_upto = 0
         # Search state.
         self.index = None  # an hnswlib.Index once this process searches
+        self.on_progress = None  # called between the batches of a long sync (``sync``'s beat)
         self._ef_set = -1  # the ef the index was last given
         self._indexed_upto = 0
         self._saved_upto = -1
@@ -400,6 +408,18 @@ class VectorTier:
             self._apply_meta(rid)
         self._indexed_upto = upto
 
+    def drop_index(self) -> None:
+        """Forget this process's index (another process serves the searches now)."""
+        with self._lock:
+            self.index = None
+            self._indexed_upto = 0
+            self._saved_upto = -1
+            self._ns_ids.clear()
+            self._ns_live.clear()
+            self._total_live = 0
+            self._labels_ns = np.zeros(0, np.int32)
+            self._live = np.zeros(0, np.bool_)
+
     def _grow(self, n: int) -> None:
         if n > len(self._labels_ns):
             size = max(n, 2 * len(self._labels_ns))
@@ -421,8 +441,9 @@ class VectorTier:
             self._total_live += 1
         return kind, prev, seg, off
 
-    def sync(self) -> int:
-        """Index the records appended since the last call; returns how many."""
+    def sync(self, beat=None) -> int:
+        """Index the records appended since the last call; returns how many. ``beat()`` is called
+        between batches of :data:`SYNC_BATCH` (a serving process shows it is alive while it builds)."""
         with self._lock:
             self._ensure_index()
             count = self.count
@@ -449,6 +470,9 @@ class VectorTier:
                         index.add_items(np.stack(vecs), np.asarray(ids, np.uint64))
                     except RuntimeError as exc:
                         raise TierError(f"hnswlib refused {len(ids)} vectors: {exc}") from exc
+                beat = beat or self.on_progress
+                if beat is not None:
+                    beat()
                 for rid in deleted:
                     try:
                         index.mark_deleted(rid)
@@ -457,6 +481,30 @@ class VectorTier:
             self._indexed_upto = count
             return count - start
 
+    def search_keys(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
+        """:meth:`search_many` with each hit as ``(key bytes, distance)``: ``namespace \\0 key``."""
+        return [
+            list(zip(self.keys_of([f[0] for f in found]), [f[1] for f in found], strict=True))
+            for found in self.search_many(namespace, queries, top_k, ef, allow, single)
+        ]
+
+    def record_filter(self, prefix: bytes = b"", accept=None):
+        """A record-id predicate for :meth:`search_many`: records whose key (after the namespace)
+        starts with ``prefix`` and, with ``accept``, that ``accept(namespace bytes, key bytes)``
+        is true for. Each record's answer is kept: hnswlib asks again for nodes it revisits."""
+        key_of = self.key_of
+        seen: dict[int, bool] = {}
+
+        def allow(rid: int) -> bool:
+            ok = seen.get(rid)
+            if ok is None:
+                ns_b, key_b = key_of(rid).split(b"\0", 1)
+                ok = key_b.startswith(prefix) and (accept is None or bool(accept(ns_b, key_b)))
+                seen[rid] = ok
+            return ok
+
+        return allow
+
     def search(self, namespace: bytes | None, query, top_k: int, ef: int | None, allow=None):
         """[(record id, distance)] of the nearest live vectors, nearest first: only ``namespace``'s
         (None: every one) and, with ``allow``, only records ``allow(record id)`` accepts."""
@@ -464,11 +512,8 @@ class VectorTier:
 
     def search_many(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
         """``search`` for each row of ``queries`` (2-D; one vector with ``single``), in one call."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k={top_k!r} must be a positive integer")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= 100_000):
-            raise ConfigError(f"ef={ef!r} must be an integer between 1 and 100,000")
-        qs = self._queries(queries, single)
+        check_search_args(top_k, ef)
+        qs = self.queries(queries, single)
         with self._lock:
             self.sync()
             total = self._total_live
@@ -493,7 +538,8 @@ class VectorTier:
                 return [[] for _ in qs]
             return [self._knn(q, k, ef, flt) for q in qs] if flt is not None else self._knn_many(qs, k, ef)
 
-    def _queries(self, queries, single: bool) -> list[np.ndarray]:
+    def queries(self, queries, single: bool) -> list[np.ndarray]:
+        """The query vectors of a search, validated (one vector with ``single``, else a block)."""
         if single:
             return [validate_embedding(queries, self.dim)]
         return list(validate_embeddings(queries, self.dim))

@@ -103,7 +103,8 @@ def test_namespaces_deletes_and_replacements_never_leak(cfg):
 def test_restart_loads_the_saved_index_and_catches_up(cfg):
     data = clustered(3_000, 64)
     queries = data[::97]
-    with MemorySystem.open(cfg) as first:
+    # A local index: a serving process would index the writer's records as they come.
+    with MemorySystem.open(cfg, index_sharing="local") as first:
         _fill(first, data[:2000])
         first.search_similar("docs", data[0])  # builds this process's index
         with MemorySystem.open(cfg) as writer:
