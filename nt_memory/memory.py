@@ -596,11 +596,15 @@ class MemorySystem:
             # of its own (README: "Sharing the index").
             found_keys = self.l2.search_keys(ns, queries, top_k, ef, self._allow(flt, prefix), single)
         out = []
+        names: dict[bytes, str] = {}  # a search's hits mostly share one namespace: decoded once
         for found in found_keys:
             hits = []
             for kb, dist in found:
                 ns_b, key_b = kb.split(b"\0", 1)
-                ns_s, key_s = ns_b.decode("utf-8", "replace"), key_b.decode("utf-8", "replace")
+                ns_s = names.get(ns_b)
+                if ns_s is None:
+                    ns_s = names[ns_b] = ns_b.decode("utf-8", "replace")
+                key_s = key_b.decode("utf-8", "replace")
                 value = None
                 if with_values:
                     value = self.get(ns_s, key_s)

@@ -85,6 +85,8 @@ BYTES = numba.types.Bytes(numba.types.uint8, 1, "C", readonly=True)
 INT = numba.types.int64
 # The numba type of a C-contiguous numpy int64 array argument.
 INT_ARRAY = numba.types.int64[::1]
+U8_ARRAY = numba.types.uint8[::1]
+F32_ARRAY = numba.types.float32[::1]
 
 
 def entry_point(dispatcher, *arg_types):

@@ -10,7 +10,7 @@ import numpy as np
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words, copy_bytes, store_release
-from nt_memory.kernels.status import CORRUPT, OK
+from nt_memory.kernels.status import CORRUPT, FULL, OK
 
 RECORD_HDR_BYTES = 32  # shm/embed_layout.py
 KEY_BUMP_WORD = 1  # shm/embed_layout.py: KEY_BUMP_IDX
@@ -47,3 +47,50 @@ def log_write(
         buf[body : rec_off + rec_bytes] = 0
     store_release(address_to_words(count_addr, 1), 0, rid + 1)
     return OK
+
+
+REC_PUT = 1  # shm/embed_layout.py
+
+
+@jit
+def log_keys(bases, sizes, first_ids, nchunks, per_chunk, records_off, rec_bytes, rids, out, ends):
+    """Copy the keys of PUT records ``rids`` (committed: below COUNT) into ``out``, back to back,
+    ``ends[j]`` the end of key ``j``: a search's hits, in one call. Chunk ``i`` is mapped at
+    ``bases[i]`` (``sizes[i]`` bytes) and starts at record ``first_ids[i]`` (ascending). Every
+    shared word is checked before it is used: CORRUPT for an impossible record, FULL (``ends[-1]``
+    the bytes needed) when ``out`` is too small; OK."""
+    pos = 0
+    full = False
+    for j in range(len(rids)):
+        rid = rids[j]
+        lo, hi = 0, nchunks
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if first_ids[mid] <= rid:
+                lo = mid + 1
+            else:
+                hi = mid
+        i = lo - 1
+        if i < 0 or rid - first_ids[i] >= per_chunk:
+            return CORRUPT
+        rec = address_to_words(bases[i] + records_off + (rid - first_ids[i]) * rec_bytes, 3)
+        kind, klen = rec[0] & 0xFFFFFFFF, (rec[0] >> 32) & 0xFFFFFFFF
+        koff, prev1 = rec[1], rec[2]
+        if kind != REC_PUT or koff < 0 or koff > sizes[i] - klen or prev1 < 0 or prev1 > rid:
+            return CORRUPT
+        if pos + klen <= len(out):
+            copy_bytes(out, pos, address_to_bytes(bases[i], sizes[i]), koff, klen)
+        else:
+            full = True
+        pos += klen
+        ends[j] = pos
+    return FULL if full else OK
+
+
+@jit
+def all_finite(vec):
+    """Every component of a float32 vector is finite (an embedding's check, ~0.3 us a call)."""
+    for i in range(len(vec)):
+        if not np.isfinite(vec[i]):
+            return False
+    return True
