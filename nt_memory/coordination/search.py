@@ -82,6 +82,7 @@ class SearchService:
         self.served = 0
         self.takeovers = 0
         self.error: Exception | None = None
+        self._max_request = self._max_reply = 0  # the topics' message limits, read on first use
         self._rtt_ns = 0  # a moving average of this process's round trips (its reply poll)
         self._local_until = 0.0  # monotonic time until which searches stay local (topics failed)
         self._overhead_ns: collections.deque[int] = collections.deque(maxlen=1024)
@@ -101,11 +102,13 @@ class SearchService:
         if self.serves():
             self._beat()
 
-    def _usable(self, holder: int) -> bool:
-        """``holder`` is alive and its thread went round its loop within STALE_S."""
-        if not holder or not self.system.owner_alive(holder):
+    def _usable(self, holder: int, check_pid: bool = True) -> bool:
+        """``holder``'s thread went round its loop within STALE_S and (``check_pid``) its process
+        is alive. The pid check reads ``/proc``: tens of microseconds, so a search skips it until
+        its reply is late."""
+        if not holder or time.time_ns() - word_load(self._beat_addr) > STALE_S * 1e9:
             return False
-        return time.time_ns() - word_load(self._beat_addr) <= STALE_S * 1e9
+        return not check_pid or self.system.owner_alive(holder)
 
     def _take_role(self, holder: int) -> bool:
         """Become the holder in place of ``holder`` (0, dead or stalled). Requests are subscribed
@@ -146,7 +149,7 @@ class SearchService:
                 holder = self._holder()
                 if holder == self.system.owner:
                     return self._local(namespace, qs, top_k, ef, prefix, False)
-                if not self._usable(holder):
+                if not self._usable(holder, check_pid=False):
                     if self._take_role(holder):
                         return self._local(namespace, qs, top_k, ef, prefix, False)
                     continue
@@ -170,7 +173,9 @@ class SearchService:
         with self._lock:
             if self._replies is None:
                 self._replies = self.pubsub.subscribe(REPLY_TOPIC)
-            rows = max(1, (self.pubsub.topic(REQUEST_TOPIC).max_message - 256 - len(prefix)) // (4 * self.l2.dim))
+            if not self._max_request:
+                self._max_request = self.pubsub.topic(REQUEST_TOPIC).max_message
+            rows = max(1, (self._max_request - 256 - len(prefix)) // (4 * self.l2.dim))
             out: list[list[tuple[bytes, float]]] = []
             for lo in range(0, len(qs), rows):
                 part = self._exchange(holder, namespace, qs[lo : lo + rows], top_k, ef, prefix, deadline)
@@ -184,7 +189,7 @@ class SearchService:
         seq, me = self._seq, self.system.owner
         ns = b"" if namespace is None else namespace
         head = _REQ.pack(me, seq, top_k, ef, len(qs), -1 if namespace is None else len(ns), len(prefix))
-        request = b"".join([head, ns, prefix, np.stack(qs).tobytes()])
+        request = b"".join([head, ns, prefix, qs[0].tobytes() if len(qs) == 1 else np.stack(qs).tobytes()])
         results: list | None = [None] * len(qs)
         got = 0
         clock = time.perf_counter_ns
@@ -269,12 +274,14 @@ class SearchService:
         qs = np.frombuffer(msg, np.float32, nq * dim, body).reshape(nq, dim)
         start = time.perf_counter_ns()
         try:
-            found = self._local(ns, qs, top_k, ef, prefix, False)
+            found = self._local(ns, qs[0] if nq == 1 else qs, top_k, ef, prefix, nq == 1)
         except NtMemoryError as exc:
             self._reply_error(owner, seq, nq, f"{type(exc).__name__}: {exc}")
             return
         took = time.perf_counter_ns() - start
-        limit = self.pubsub.topic(REPLY_TOPIC).max_message - _REP.size
+        if not self._max_reply:
+            self._max_reply = self.pubsub.topic(REPLY_TOPIC).max_message
+        limit = self._max_reply - _REP.size
         first = 0
         while first < nq:
             parts, size, n = [], 0, 0
