@@ -31,6 +31,8 @@ typedef int64_t (*try_fn)(int64_t, int64_t, int64_t, int64_t, int64_t);
 typedef int64_t (*release_fn)(int64_t, int64_t, int64_t, int64_t);
 typedef int64_t (*receive_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 typedef int64_t (*publish_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*log_keys_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               int64_t, int64_t, int64_t);
 
 #define KEY_STACK 512     /* stored keys up to this many bytes are built on the stack */
 #define VALUE_STACK 4096  /* and encoded values up to this many */
@@ -53,6 +55,9 @@ static PyObject *json_loads; /* json.loads, set by the codec at import (set_json
 #define RING_SPINNERS_OFFSET 464 /* RING_SPINNERS_IDX * 8 */
 #define SPIN_MIN_NS 5000        /* coordination/pubsub.py: SPIN_MIN_S */
 #define SPIN_GROW_FACTOR 2      /* coordination/pubsub.py: SPIN_GROW_FACTOR */
+#define STATUS_FULL (-2)        /* kernels/status.py: FULL */
+#define HITS_STACK 64           /* a search's hits up to this many keep their key ends on the stack */
+#define HIT_KEYS_STACK 4096     /* and their keys, up to this many bytes */
 
 /* ------------------------------------------------------------------------------- helpers */
 
@@ -935,6 +940,110 @@ static PyObject *publish(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     return PyLong_FromLongLong(r);
 }
 
+/* hits(log_keys_addr, hit_type, labels, dists, bases, sizes, firsts, per_chunk, records_off,
+   rec_bytes) -> [hit_type(namespace, key, distance, None)], or the kernel's status (an int) when it
+   is not OK. ``labels`` (uint64) and ``dists`` (float32) are hnswlib's answer to one query; the
+   int64 arrays ``bases``/``sizes``/``firsts`` are the chunks of tiers/l2.py. The keys are copied
+   out of the log by the kernel ``log_keys`` (every shared word checked there); here they are only
+   split at their first NUL and decoded as UTF-8 (errors replaced), the namespace once per run of
+   equal ones. ``hit_type`` is a tuple subclass with four fields (tiers/l2.py: Hit). */
+static PyObject *hits(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    int ok = 1;
+    PyArrayObject *arr[5];
+    int64_t ends_stack[HITS_STACK], *ends = ends_stack, addr, per_chunk, records_off, rec_bytes, st;
+    char keys_stack[HIT_KEYS_STACK], *keys = keys_stack;
+    int64_t keys_len = HIT_KEYS_STACK;
+    PyObject *out = NULL, *ns = NULL;
+    const char *ns_bytes = NULL;
+    Py_ssize_t ns_len = -1, n;
+    PyTypeObject *hit_type;
+    if (nargs != 10 || !PyType_Check(args[1]) || !PyType_IsSubtype((PyTypeObject *)args[1], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "hits() takes an address, a tuple type, five arrays and three integers");
+        return NULL;
+    }
+    hit_type = (PyTypeObject *)args[1];
+    for (int i = 0; i < 5; i++) {
+        static const int types[5] = {NPY_UINT64, NPY_FLOAT32, NPY_INT64, NPY_INT64, NPY_INT64};
+        if (!PyArray_Check(args[2 + i]) || PyArray_TYPE((PyArrayObject *)args[2 + i]) != types[i] ||
+            !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)args[2 + i])) {
+            PyErr_Format(PyExc_TypeError, "hits(): argument %d must be a C-contiguous array of the right dtype", 3 + i);
+            return NULL;
+        }
+        arr[i] = (PyArrayObject *)args[2 + i];
+    }
+    n = PyArray_SIZE(arr[0]);
+    if (PyArray_SIZE(arr[1]) != n || PyArray_SIZE(arr[3]) != PyArray_SIZE(arr[2]) ||
+        PyArray_SIZE(arr[4]) != PyArray_SIZE(arr[2])) {
+        PyErr_SetString(PyExc_ValueError, "hits(): labels and distances, or the chunk arrays, differ in length");
+        return NULL;
+    }
+    addr = as_i64(args[0], &ok);
+    per_chunk = as_i64(args[7], &ok);
+    records_off = as_i64(args[8], &ok);
+    rec_bytes = as_i64(args[9], &ok);
+    if (!ok)
+        return NULL;
+    if (n > HITS_STACK && !(ends = PyMem_Malloc(n * sizeof(int64_t))))
+        return PyErr_NoMemory();
+    for (int attempt = 0; attempt < 2; attempt++) {
+        st = ((log_keys_fn)(intptr_t)addr)((int64_t)(intptr_t)PyArray_DATA(arr[2]), (int64_t)(intptr_t)PyArray_DATA(arr[3]),
+                                           (int64_t)(intptr_t)PyArray_DATA(arr[4]), (int64_t)PyArray_SIZE(arr[2]),
+                                           per_chunk, records_off, rec_bytes, (int64_t)(intptr_t)PyArray_DATA(arr[0]),
+                                           (int64_t)n, (int64_t)(intptr_t)keys, keys_len, (int64_t)(intptr_t)ends);
+        if (st != STATUS_FULL || attempt == 1)
+            break;
+        keys_len = ends[n - 1];
+        if (!(keys = PyMem_Malloc(keys_len))) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    if (st != STATUS_OK) {
+        out = PyLong_FromLongLong(st);
+        goto done;
+    }
+    if (!(out = PyList_New(n)))
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t a = i ? ends[i - 1] : 0, b = ends[i];
+        const char *kb = keys + a, *nul = memchr(kb, 0, (size_t)(b - a));
+        Py_ssize_t nl = nul ? nul - kb : b - a;
+        PyObject *key, *dist, *hit;
+        if (ns == NULL || nl != ns_len || memcmp(kb, ns_bytes, (size_t)nl) != 0) {
+            Py_XDECREF(ns);
+            if (!(ns = PyUnicode_DecodeUTF8(kb, nl, "replace")))
+                goto fail;
+            ns_bytes = kb;
+            ns_len = nl;
+        }
+        key = nul ? PyUnicode_DecodeUTF8(nul + 1, b - a - nl - 1, "replace") : PyUnicode_New(0, 0);
+        dist = key ? PyFloat_FromDouble(((float *)PyArray_DATA(arr[1]))[i]) : NULL;
+        hit = dist ? hit_type->tp_alloc(hit_type, 4) : NULL;
+        if (!hit) {
+            Py_XDECREF(key);
+            Py_XDECREF(dist);
+            goto fail;
+        }
+        Py_INCREF(ns);
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(hit, 0, ns);
+        PyTuple_SET_ITEM(hit, 1, key);
+        PyTuple_SET_ITEM(hit, 2, dist);
+        PyTuple_SET_ITEM(hit, 3, Py_None);
+        PyList_SET_ITEM(out, i, hit);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_XDECREF(ns);
+    if (ends != ends_stack)
+        PyMem_Free(ends);
+    if (keys != keys_stack)
+        PyMem_Free(keys);
+    return out;
+}
+
 /* next_spin(cur_ns, max_ns, waited_ns): the receivers' window rule, so tests can hold it to the
    pure path's. */
 static PyObject *py_next_spin(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
@@ -1002,6 +1111,7 @@ static PyMethodDef module_methods[] = {
     {"lockops", (PyCFunction)(void (*)(void))make_lockops, METH_FASTCALL, "LockOps over a lock table"},
     {"receiver", (PyCFunction)(void (*)(void))make_receiver, METH_FASTCALL, "a Receiver on a topic ring"},
     {"publish", (PyCFunction)(void (*)(void))publish, METH_FASTCALL, "publish to a topic ring"},
+    {"hits", (PyCFunction)(void (*)(void))hits, METH_FASTCALL, "a search's hits, their keys copied out of the log"},
     {"futex_wait", (PyCFunction)(void (*)(void))futex_wait, METH_FASTCALL, "futex wait, GIL released"},
     {"futex_wake", (PyCFunction)(void (*)(void))futex_wake, METH_FASTCALL, "wake sleepers on a futex word"},
     {"next_spin", (PyCFunction)(void (*)(void))py_next_spin, METH_FASTCALL,

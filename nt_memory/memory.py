@@ -590,28 +590,21 @@ class MemorySystem:
             raise ConfigError(f"key_prefix must be a string, got {type(key_prefix).__name__}")
         prefix = key_prefix.encode() if key_prefix else b""
         if flt is None:
-            found_keys = self.search.search(ns, queries, top_k, ef, prefix, single)
+            found = self.search.search(ns, queries, top_k, ef, prefix, single)
         else:
             # A Python predicate cannot be sent to another process: this one searches an index
             # of its own (README: "Sharing the index").
-            found_keys = self.l2.search_keys(ns, queries, top_k, ef, self._allow(flt, prefix), single)
+            found = self.l2.hits(ns, queries, top_k, ef, self._allow(flt, prefix), single)
+        if not with_values:
+            return found
         out = []
-        names: dict[bytes, str] = {}  # a search's hits mostly share one namespace: decoded once
-        for found in found_keys:
-            hits = []
-            for kb, dist in found:
-                ns_b, key_b = kb.split(b"\0", 1)
-                ns_s = names.get(ns_b)
-                if ns_s is None:
-                    ns_s = names[ns_b] = ns_b.decode("utf-8", "replace")
-                key_s = key_b.decode("utf-8", "replace")
-                value = None
-                if with_values:
-                    value = self.get(ns_s, key_s)
-                    if value is None:
-                        continue
-                hits.append(Hit(ns_s, key_s, dist, value))
-            out.append(hits)
+        for hits in found:
+            kept = []
+            for hit in hits:
+                value = self.get(hit.namespace, hit.key)
+                if value is not None:  # expired or deleted since it was indexed
+                    kept.append(Hit(hit.namespace, hit.key, hit.distance, value))
+            out.append(kept)
         return out
 
     def _allow(self, flt, prefix: bytes):

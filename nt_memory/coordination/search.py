@@ -43,7 +43,7 @@ from nt_memory.coordination.pubsub import PubSub
 from nt_memory.errors import ConfigError, LockTimeout, NtMemoryError, TierError
 from nt_memory.kernels.words import word_cas, word_load, word_store
 from nt_memory.shm import embed_layout as E
-from nt_memory.tiers.l2 import VectorTier, check_search_args
+from nt_memory.tiers.l2 import VectorTier, check_search_args, hits_from_keys
 
 MODES = ("shared", "local")
 REQUEST_TOPIC = "_ntm/search/requests"
@@ -135,12 +135,12 @@ class SearchService:
 
     # ------------------------------------------------------------------------------ searching
     def search(self, namespace: bytes | None, queries, top_k: int, ef: int | None, prefix: bytes, single: bool):
-        """[[(key bytes, distance)]] per query, nearest first (``VectorTier.search_keys``)."""
+        """A list of :class:`Hit` (values None) per query, nearest first."""
         check_search_args(top_k, ef)
         if self.mode == "local" or self._holder() == self.system.owner:
-            return self._local(namespace, queries, top_k, ef, prefix, single)
+            return self._local(namespace, queries, top_k, ef, prefix, single, self.l2.hits)
         if time.monotonic() < self._local_until:
-            return self._local(namespace, queries, top_k, ef, prefix, single)
+            return self._local(namespace, queries, top_k, ef, prefix, single, self.l2.hits)
         qs = self.l2.queries(queries, single)
         ef = self.l2.params.ef if ef is None else ef  # the asker's default, not the holder's
         deadline = time.monotonic() + WAIT_S
@@ -148,25 +148,26 @@ class SearchService:
             while True:
                 holder = self._holder()
                 if holder == self.system.owner:
-                    return self._local(namespace, qs, top_k, ef, prefix, False)
+                    return self._local(namespace, qs, top_k, ef, prefix, False, self.l2.hits)
                 if not self._usable(holder, check_pid=False):
                     if self._take_role(holder):
-                        return self._local(namespace, qs, top_k, ef, prefix, False)
+                        return self._local(namespace, qs, top_k, ef, prefix, False, self.l2.hits)
                     continue
                 found = self._ask(holder, namespace, qs, top_k, ef, prefix, deadline)
                 if found is not None:
-                    return found
+                    return [hits_from_keys(f) for f in found]
         except (LockTimeout, ConfigError) as exc:
             # The search topics cannot be used (a stopped process holds the topic directory or a
             # topic's append lock; every topic slot is taken): search an index of our own, and
             # try sharing again after a while.
             self.error = exc
             self._local_until = time.monotonic() + RETRY_SHARING_S
-            return self._local(namespace, qs, top_k, ef, prefix, False)
+            return self._local(namespace, qs, top_k, ef, prefix, False, self.l2.hits)
 
-    def _local(self, namespace, queries, top_k, ef, prefix, single):
+    def _local(self, namespace, queries, top_k, ef, prefix, single, how=None):
+        """This process's index answers (``how``: ``VectorTier.hits`` or, by default, keys)."""
         allow = self.l2.record_filter(prefix) if prefix else None
-        return self.l2.search_keys(namespace, queries, top_k, ef, allow, single)
+        return (how or self.l2.search_keys)(namespace, queries, top_k, ef, allow, single)
 
     def _ask(self, holder, namespace, qs, top_k, ef, prefix, deadline):
         """The holder's answer to ``qs``, or None if the role moved meanwhile (ask again)."""

@@ -11,6 +11,7 @@ Who may call what: the same as the kernel each one wraps (see their modules).
 
 from nt_memory.kernels._jit import CEntry, jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words, clock_ns
+from nt_memory.kernels.embedlog import log_keys
 from nt_memory.kernels.locktable import lock_release, lock_try_acquire
 from nt_memory.kernels.ring import ring_publish, ring_receive
 from nt_memory.kernels.table import (
@@ -85,9 +86,28 @@ def _ring_publish(hdr_addr, data_addr, cap, owner, msg_addr, msg_len):
     return ring_publish(hdr_addr, data_addr, cap, owner, address_to_bytes(msg_addr, msg_len))
 
 
+def _log_keys(bases, sizes, firsts, nchunks, per_chunk, records_off, rec_bytes, rids, n, out, out_len, ends):
+    """``log_keys`` over the chunk arrays at ``bases``/``sizes``/``firsts`` (``nchunks`` int64
+    each), ``n`` record ids at ``rids``, the keys into ``out`` (``out_len`` bytes), their ends at
+    ``ends``."""
+    return log_keys(
+        address_to_words(bases, nchunks),
+        address_to_words(sizes, nchunks),
+        address_to_words(firsts, nchunks),
+        nchunks,
+        per_chunk,
+        records_off,
+        rec_bytes,
+        address_to_words(rids, n),
+        address_to_bytes(out, out_len),
+        address_to_words(ends, n),
+    )
+
+
 L1_GET = CEntry(_l1_get, _SIG5)
 L1_PUT = CEntry(_l1_put, "int64(int64, int64, int64, int64, int64, int64, int64, int64)")
 LOCK_TRY = CEntry(_lock_try, _SIG5)
 LOCK_RELEASE = CEntry(_lock_release, "int64(int64, int64, int64, int64)")
 RING_RECEIVE = CEntry(_ring_receive, "int64(int64, int64, int64, int64, int64, int64)")
 RING_PUBLISH = CEntry(_ring_publish, "int64(int64, int64, int64, int64, int64, int64)")
+LOG_KEYS = CEntry(_log_keys, f"int64({', '.join(['int64'] * 12)})")

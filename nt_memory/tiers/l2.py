@@ -26,11 +26,13 @@ import numpy as np
 import xxhash
 
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, TierError
+from nt_memory.kernels import cabi
 from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, entry_point
 from nt_memory.kernels.embedlog import RECORD_HDR_BYTES, all_finite, log_keys, log_write
 from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
 from nt_memory.kernels.status import FULL, OK
 from nt_memory.kernels.words import word_load, word_store
+from nt_memory.native import fast
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock
@@ -48,6 +50,8 @@ EF_CONSTRUCTION = 200
 SYNC_BATCH = 10_000  # vectors indexed per hnswlib call (and between two ``beat``s of ``sync``)
 CHUNK_HEAD_BYTES = E.CHUNK_WORDS * 8
 MAX_CHUNKS = 1 << 16
+_NO_LABELS = np.zeros(0, np.uint64)  # hnswlib's answer when nothing can be returned
+_NO_DISTS = np.zeros(0, np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +112,20 @@ def _all_finite(vec: np.ndarray) -> bool:
 
 
 _finite_entry = None
+
+
+def hits_from_keys(found) -> list[Hit]:
+    """:class:`Hit` s from ``(namespace \\0 key bytes, distance)`` pairs (values None), split
+    at the first NUL and decoded as UTF-8 with errors replaced, as ``_fastpath.hits`` does."""
+    out = []
+    names: dict[bytes, str] = {}  # a search's hits mostly share one namespace: decoded once
+    for kb, dist in found:
+        ns_b, _, key_b = kb.partition(b"\0")
+        ns = names.get(ns_b)
+        if ns is None:
+            ns = names[ns_b] = ns_b.decode("utf-8", "replace")
+        out.append(Hit(ns, key_b.decode("utf-8", "replace"), dist))
+    return out
 
 
 def validate_embedding(vec, dim: int) -> np.ndarray:
@@ -521,6 +539,23 @@ class VectorTier:
             at += len(labels)
         return out
 
+    def hits(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
+        """:meth:`search_many`'s answer as :class:`Hit` lists (values None): built in one C call a
+        query by the compiled extension (``nt_memory._fastpath.hits``), else from
+        :meth:`search_keys`."""
+        if fast is None:
+            return [hits_from_keys(found) for found in self.search_keys(namespace, queries, top_k, ef, allow, single)]
+        out = []
+        per_chunk, base, size = self.layout.chunk_records, self._records_offset, self.rec_bytes
+        for labels, dists in self._found(namespace, queries, top_k, ef, allow, single, arrays=True):
+            if len(labels) and int(labels.max()) >= self._mapped_below:
+                self._locate(int(labels.max()))  # maps every published chunk, or raises
+            found = fast.hits(cabi.LOG_KEYS.address, Hit, labels, dists, *self._chunk_arrays, per_chunk, base, size)
+            if isinstance(found, int):
+                raise self._corrupt(f"a record among {labels[:8].tolist()} is impossible for a hit")
+            out.append(found)
+        return out
+
     def record_filter(self, prefix: bytes = b"", accept=None):
         """A record-id predicate for :meth:`search_many`: records whose key (after the namespace)
         starts with ``prefix`` and, with ``accept``, that ``accept(namespace bytes, key bytes)``
@@ -547,8 +582,9 @@ class VectorTier:
         """``search`` for each row of ``queries`` (2-D; one vector with ``single``), in one call."""
         return [list(zip(la, da, strict=True)) for la, da in self._found(namespace, queries, top_k, ef, allow, single)]
 
-    def _found(self, namespace, queries, top_k, ef, allow, single) -> list[tuple[list[int], list[float]]]:
-        """:meth:`search_many`'s answer as (record ids, distances) per query."""
+    def _found(self, namespace, queries, top_k, ef, allow, single, arrays=False) -> list[tuple]:
+        """:meth:`search_many`'s answer as (record ids, distances) per query: lists, or with
+        ``arrays`` hnswlib's own uint64 and float32 arrays."""
         check_search_args(top_k, ef)
         qs = self.queries(queries, single)
         with self._lock:
@@ -573,8 +609,10 @@ class VectorTier:
                 inner = flt
                 flt = allow if inner is None else (lambda label: inner(label) and allow(label))
             if k == 0:
-                return [([], []) for _ in qs]
-            return [self._knn(q, k, ef, flt) for q in qs] if flt is not None else self._knn_many(qs, k, ef)
+                return [(_NO_LABELS, _NO_DISTS) if arrays else ([], []) for _ in qs]
+            if flt is not None:
+                return [self._knn(q, k, ef, flt, arrays) for q in qs]
+            return self._knn_many(qs, k, ef, arrays)
 
     def queries(self, queries, single: bool) -> list[np.ndarray]:
         """The query vectors of a search, validated (one vector with ``single``, else a block)."""
@@ -589,7 +627,7 @@ class VectorTier:
             self.index.set_ef(want)
             self._ef_set = want
 
-    def _knn_many(self, qs: list[np.ndarray], k: int, ef: int | None) -> list[tuple[list[int], list[float]]]:
+    def _knn_many(self, qs: list[np.ndarray], k: int, ef: int | None, arrays=False) -> list[tuple]:
         """Unfiltered queries, in one hnswlib call (its threads, one per core, for many)."""
         self._set_ef(ef, k)
         try:
@@ -598,12 +636,14 @@ class VectorTier:
             else:
                 labels, dists = self.index.knn_query(np.stack(qs), k=k, num_threads=-1)
         except RuntimeError:
-            return [self._knn(q, k, ef, None) for q in qs]  # fewer reachable than asked: one by one
+            return [self._knn(q, k, ef, None, arrays) for q in qs]  # fewer reachable than asked: one by one
+        if arrays:
+            return list(zip(labels, dists, strict=True))
         return list(zip(labels.tolist(), dists.tolist(), strict=True))
 
-    def _knn(self, q: np.ndarray, k: int, ef: int | None, flt) -> tuple[list[int], list[float]]:
+    def _knn(self, q: np.ndarray, k: int, ef: int | None, flt, arrays=False) -> tuple:
         if k <= 0:
-            return [], []
+            return (_NO_LABELS, _NO_DISTS) if arrays else ([], [])
         self._set_ef(ef, k)
         while True:
             try:
@@ -611,9 +651,9 @@ class VectorTier:
                 break
             except RuntimeError:
                 if k == 1:
-                    return [], []
+                    return (_NO_LABELS, _NO_DISTS) if arrays else ([], [])
                 k = max(1, k // 2)  # fewer reachable than asked (heavy filtering): settle
-        return labels[0].tolist(), dists[0].tolist()
+        return (labels[0], dists[0]) if arrays else (labels[0].tolist(), dists[0].tolist())
 
     def key_of(self, rid: int) -> bytes:
         return self._record(rid)[1]

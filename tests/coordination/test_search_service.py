@@ -172,7 +172,7 @@ def test_a_dead_or_stopped_holder_is_replaced_by_the_next_asker(cfg, how, monkey
             assert _keys(asker.search_similar("docs", data[4])) == want
             assert time.monotonic() - start < 60
             st = asker.stats()["l2"]
-            assert st["this_process_serves"] and st["search_takeovers_here"] == 1
+            assert st["this_process_serves"] and st["search_takeovers_here"] == 1, st
             if how == "stop":
                 os.kill(p.pid, signal.SIGCONT)
                 parent.send("search")  # the resumed child asks: the new holder answers it
