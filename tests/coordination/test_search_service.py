@@ -16,6 +16,7 @@ from nt_memory import MemoryConfig, MemorySystem
 from nt_memory.coordination import search as S
 from nt_memory.errors import ConfigError, InvalidEmbedding
 from tests.multiprocess import search_workers
+from tests.multiprocess.test_stalls import _stopped
 
 CTX = mp.get_context("spawn")
 DIM = 16
@@ -168,6 +169,10 @@ def test_a_dead_or_stopped_holder_is_replaced_by_the_next_asker(cfg, how, monkey
             want = _keys(asker.search_similar("docs", data[4]))  # answered by the child
             assert asker.stats()["l2"]["index_holder_pid"] == p.pid
             os.kill(p.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+            if how == "stop":  # the signal lands a moment later: a spinning holder could answer first
+                deadline = time.monotonic() + 10
+                while not _stopped(p.pid) and time.monotonic() < deadline:
+                    time.sleep(0.001)
             start = time.monotonic()
             assert _keys(asker.search_similar("docs", data[4])) == want
             assert time.monotonic() - start < 60
