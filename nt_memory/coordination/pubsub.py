@@ -50,14 +50,14 @@ SPIN_MIN_S = 5e-6  # a window below this is no window
 SPIN_GROW_FACTOR = 2  # a message within this many SPIN_S of the recv's start (wake-up included) widens it
 
 
-def next_spin(cur: float, waited: float) -> float:
+def next_spin(cur: float, waited: float, limit: float = SPIN_S) -> float:
     """A receiver's spin window after a recv that slept and got its message ``waited`` seconds
     after it began (the C receiver keeps the same rule in ns). Like Linux's guest halt-polling: a
-    message that came soon after the spin gave up doubles the window, up to SPIN_S; one that came
+    message that came soon after the spin gave up doubles the window, up to ``limit``; one that came
     later halves it, down to none. A subscriber paced slower than the window stops burning CPU on
     spins that never pay; a bursty one keeps them."""
-    if waited <= SPIN_GROW_FACTOR * SPIN_S:
-        return min(SPIN_S, max(SPIN_MIN_S, 2 * cur))
+    if waited <= SPIN_GROW_FACTOR * limit:
+        return min(limit, max(SPIN_MIN_S, 2 * cur))
     cur /= 2
     return 0.0 if cur < SPIN_MIN_S else cur
 
@@ -207,14 +207,15 @@ class PubSub:
             wait.pause(holder)
         return wait
 
-    def subscribe(self, topic: str) -> Subscription:
-        """A subscription that receives every message published to ``topic`` from now on."""
+    def subscribe(self, topic: str, spin_s: float = SPIN_S) -> Subscription:
+        """A subscription that receives every message published to ``topic`` from now on;
+        ``spin_s`` bounds how long its ``recv`` polls before it sleeps (:func:`next_spin`)."""
         t = self.topic(topic)
         wait = None
         while True:
             cursor, first = ring_snapshot(t.hdr_addr, self.system.owner)
             if cursor >= 0:
-                return Subscription(self, topic, t, cursor, first)
+                return Subscription(self, topic, t, cursor, first, spin_s)
             wait = self._wait_append(t, topic, wait)
 
     def close(self) -> None:
@@ -233,7 +234,7 @@ class Subscription:
     them (received + dropped still counts every message exactly once).
     """
 
-    def __init__(self, pubsub: PubSub, topic: str, ring: _Topic, cursor: int, first_msg: int):
+    def __init__(self, pubsub: PubSub, topic: str, ring: _Topic, cursor: int, first_msg: int, spin_s: float = SPIN_S):
         self.topic = topic
         self._pubsub = pubsub
         self._t = ring
@@ -244,7 +245,7 @@ class Subscription:
         self._lock = threading.Lock()
         self.closed = False
         self._rx = None
-        self._spin = SPIN_S  # the pure path's window (the C receiver keeps its own)
+        self._spin = self._spin_max = spin_s  # the pure path's window (the C receiver keeps its own)
         if fast is not None:
             # The cursor lives in C: one call per receive, and the whole wait (spin, then futex
             # sleep) in C with the GIL released. Its state is guarded by the GIL.
@@ -256,7 +257,7 @@ class Subscription:
                 first_msg,
                 ring.capacity // 4,
                 cabi.RING_RECEIVE.address,
-                int(SPIN_S * 1e9),
+                int(spin_s * 1e9),
                 decode,
                 ring,
             )
@@ -340,7 +341,7 @@ class Subscription:
                 seen = word_load(t.notify_addr)
                 msg = self.try_recv()
                 if msg is not None:
-                    self._spin = next_spin(self._spin, time.perf_counter() - start)
+                    self._spin = next_spin(self._spin, time.perf_counter() - start, self._spin_max)
                     return msg
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

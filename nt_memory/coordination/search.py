@@ -17,7 +17,7 @@ holder that lost the role drops its index.
 
 Wake-ups: an asker polls for its reply for about one round trip (its moving average, at most
 :data:`SPIN_REPLY_NS`) before it sleeps, and the holder's subscription spins its adaptive window
-(``pubsub.next_spin``) before it sleeps, so back-to-back searches pay neither futex wake-up.
+(``pubsub.next_spin``, up to :data:`SERVE_SPIN_S`) before it sleeps, so back-to-back searches pay neither futex wake-up.
 
 Messages (little-endian, on the topics :data:`REQUEST_TOPIC` and :data:`REPLY_TOPIC`)::
 
@@ -54,6 +54,10 @@ WAIT_S = 600.0  # the longest a search waits for a live holder (a 1M build on tw
 RETRY_SHARING_S = 30.0  # after the topics failed us, search locally this long before trying again
 POLL_S = 0.1  # the serving thread's receive slice (its beat) and a waiting asker's
 SPIN_REPLY_NS = 2_000_000  # the longest an asker polls for its reply before it sleeps
+# The holder's request subscription polls up to this long before it sleeps: an asker's next search
+# comes after it has made its hits and done its own work, often more than pub/sub's 50 us; the
+# adaptive window shrinks to nothing when searches come further apart (``pubsub.next_spin``).
+SERVE_SPIN_S = 300e-6
 _REQ = struct.Struct("<qqiiiii")
 _REP = struct.Struct("<qqiiiiq")
 _HIT = struct.Struct("<fI")
@@ -113,7 +117,7 @@ class SearchService:
     def _take_role(self, holder: int) -> bool:
         """Become the holder in place of ``holder`` (0, dead or stalled). Requests are subscribed
         to first: one published after the role word names us is always heard."""
-        requests = self.pubsub.subscribe(REQUEST_TOPIC)
+        requests = self.pubsub.subscribe(REQUEST_TOPIC, spin_s=SERVE_SPIN_S)
         if word_cas(self._role_addr, holder, self.system.owner) != holder:
             requests.close()
             return False
