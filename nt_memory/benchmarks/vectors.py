@@ -168,6 +168,9 @@ def _time_searches(mem, qs) -> tuple[list[int], list[list[int]]]:
 def _time_against_raw(mem, n: int, qs) -> dict:
     import hnswlib
 
+    # First the same searches the second process just had answered, here, at once: the two
+    # p50s are then minutes apart no more (this machine's speed swings).
+    right_after, _ = _time_searches(mem, qs)
     data = dataset(n)
     p = mem.l2.params
     raw = hnswlib.Index(space="cosine", dim=DIM)
@@ -194,6 +197,7 @@ def _time_against_raw(mem, n: int, qs) -> dict:
         "M": p.m,
         "ef_construction": p.ef_construction,
         "truth": [sorted(t) for t in truth],
+        "ours_right_after_served": percentiles(right_after, 1e3),
         "ours": percentiles(ours_lat, 1e3) | {"recall_at_10": ours_hits / (TOP_K * len(qs))},
         "raw_hnswlib": percentiles(raw_lat, 1e3) | {"recall_at_10": raw_hits / (TOP_K * len(qs))},
         "numpy_brute_force": percentiles(brute, 1e3) | {"recall_at_10": 1.0},
@@ -371,7 +375,8 @@ def report(r: dict) -> str:
     lines += [
         f"  {'ours, served':18} p50 {x['p50']:8.1f}  p99 {x['p99']:8.1f}  recall@10 {x['recall_at_10']:.3f}"
         "   (a second process, answered by the holder)",
-        f"  served - in the holder p50 {x['p50'] - s['ours']['p50']:+.1f} us (required <= 50); "
+        f"  served - in the holder p50 {x['p50'] - s['ours_right_after_served']['p50']:+.1f} us "
+        f"(the holder's p50 {s['ours_right_after_served']['p50']:.1f} us, timed right after; required <= 50); "
         f"stats() says {over:.1f} us beyond the holder's own search time",
     ]
     return "\n".join(lines)

@@ -15,9 +15,9 @@ replaced by the next asker, which loads the saved index and indexes the log's ta
 with no reply for :data:`RESEND_S` is sent again (a lapped ring, a holder that changed); a
 holder that lost the role drops its index.
 
-Wake-ups: an asker polls for its reply for about one round trip (its moving average, at most
-:data:`SPIN_REPLY_NS`) before it sleeps, and the holder's subscription spins its adaptive window
-(``pubsub.next_spin``, up to :data:`SERVE_SPIN_S`) before it sleeps, so back-to-back searches pay neither futex wake-up.
+Wake-ups: both subscriptions spin their adaptive windows (``pubsub.next_spin``) before they sleep,
+an asker's up to :data:`SPIN_REPLY_S`, the holder's up to :data:`SERVE_SPIN_S`, so back-to-back
+searches pay neither futex wake-up.
 
 Messages (little-endian, on the topics :data:`REQUEST_TOPIC` and :data:`REPLY_TOPIC`)::
 
@@ -53,7 +53,11 @@ RESEND_S = 2.0  # a request with no reply for this long is sent again
 WAIT_S = 600.0  # the longest a search waits for a live holder (a 1M build on two cores)
 RETRY_SHARING_S = 30.0  # after the topics failed us, search locally this long before trying again
 POLL_S = 0.1  # the serving thread's receive slice (its beat) and a waiting asker's
-SPIN_REPLY_NS = 2_000_000  # the longest an asker polls for its reply before it sleeps
+# The longest an asker's reply subscription polls before it sleeps: a reply is due within about
+# one search, so the adaptive window (``pubsub.next_spin``) grows to cover it. The poll runs in C
+# with the GIL released and a pause per turn: a Python loop of try_recv on the other hyperthread
+# slowed the holder's search itself (at 1M: +160 us end to end against +31 us of transport).
+SPIN_REPLY_S = 2e-3
 # The holder's request subscription polls up to this long before it sleeps: an asker's next search
 # comes after it has made its hits and done its own work, often more than pub/sub's 50 us; the
 # adaptive window shrinks to nothing when searches come further apart (``pubsub.next_spin``).
@@ -87,7 +91,6 @@ class SearchService:
         self.takeovers = 0
         self.error: Exception | None = None
         self._max_request = self._max_reply = 0  # the topics' message limits, read on first use
-        self._rtt_ns = 0  # a moving average of this process's round trips (its reply poll)
         self._local_until = 0.0  # monotonic time until which searches stay local (topics failed)
         self._overhead_ns: collections.deque[int] = collections.deque(maxlen=1024)
         l2.on_progress = self._beat_if_serving
@@ -177,7 +180,7 @@ class SearchService:
         """The holder's answer to ``qs``, or None if the role moved meanwhile (ask again)."""
         with self._lock:
             if self._replies is None:
-                self._replies = self.pubsub.subscribe(REPLY_TOPIC)
+                self._replies = self.pubsub.subscribe(REPLY_TOPIC, spin_s=SPIN_REPLY_S)
             if not self._max_request:
                 self._max_request = self.pubsub.topic(REQUEST_TOPIC).max_message
             rows = max(1, (self._max_request - 256 - len(prefix)) // (4 * self.l2.dim))
@@ -198,9 +201,6 @@ class SearchService:
         results: list | None = [None] * len(qs)
         got = 0
         clock = time.perf_counter_ns
-        # The reply is due in about one round trip: poll for it that long (up to SPIN_REPLY_NS)
-        # instead of paying a futex sleep and wake-up on top of the holder's own.
-        spin_until = (clock() + min(SPIN_REPLY_NS, self._rtt_ns * 3 // 2)) if self._rtt_ns else 0
         start = clock()
         self.pubsub.publish(REQUEST_TOPIC, request)
         self.sent += 1
@@ -208,12 +208,7 @@ class SearchService:
         service_ns = 0
         replies = self._replies
         while got < len(qs):
-            if spin_until and clock() < spin_until:
-                msg = replies.try_recv()
-                if msg is None:
-                    continue
-            else:
-                msg = replies.recv(POLL_S)
+            msg = replies.recv(POLL_S)
             now = time.monotonic()
             if msg is None:
                 if self._holder() != holder or not self._usable(holder):
@@ -240,9 +235,7 @@ class SearchService:
                     got += 1
                 results[first + i] = hits
             service_ns += took
-        rtt = clock() - start
-        self._rtt_ns = rtt if not self._rtt_ns else (4 * self._rtt_ns + rtt) // 5
-        self._overhead_ns.append(rtt - service_ns)
+        self._overhead_ns.append(clock() - start - service_ns)
         return results
 
     # -------------------------------------------------------------------------------- serving

@@ -500,6 +500,7 @@ class VectorTier:
                 return 0
             self._grow(count)
             index = self.index
+            beat = beat or self.on_progress
             # In batches: one stack of every new vector at once would double the peak memory.
             for lo in range(start, count, SYNC_BATCH):
                 ids, vecs, deleted = [], [], []
@@ -518,7 +519,6 @@ class VectorTier:
                         index.add_items(np.stack(vecs), np.asarray(ids, np.uint64))
                     except RuntimeError as exc:
                         raise TierError(f"hnswlib refused {len(ids)} vectors: {exc}") from exc
-                beat = beat or self.on_progress
                 if beat is not None:
                     beat()
                 for rid in deleted:
