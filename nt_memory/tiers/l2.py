@@ -530,7 +530,7 @@ class VectorTier:
             return count - start
 
     def search_keys(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
-        """:meth:`search_many` with each hit as ``(key bytes, distance)``: ``namespace \\0 key``."""
+        """:meth:`_found` with each hit as ``(key bytes, distance)``: ``namespace \\0 key``."""
         found = self._found(namespace, queries, top_k, ef, allow, single)
         keys = self.keys_of([rid for labels, _ in found for rid in labels])  # one kernel call for all
         out, at = [], 0
@@ -540,7 +540,7 @@ class VectorTier:
         return out
 
     def hits(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
-        """:meth:`search_many`'s answer as :class:`Hit` lists (values None): built in one C call a
+        """:meth:`_found`'s answer as :class:`Hit` lists (values None): built in one C call a
         query by the compiled extension (``nt_memory._fastpath.hits``), else from
         :meth:`search_keys`."""
         if fast is None:
@@ -557,7 +557,7 @@ class VectorTier:
         return out
 
     def record_filter(self, prefix: bytes = b"", accept=None):
-        """A record-id predicate for :meth:`search_many`: records whose key (after the namespace)
+        """A record-id predicate for a search (``allow``): records whose key (after the namespace)
         starts with ``prefix`` and, with ``accept``, that ``accept(namespace bytes, key bytes)``
         is true for. Each record's answer is kept: hnswlib asks again for nodes it revisits."""
         key_of = self.key_of
@@ -573,18 +573,11 @@ class VectorTier:
 
         return allow
 
-    def search(self, namespace: bytes | None, query, top_k: int, ef: int | None, allow=None):
-        """[(record id, distance)] of the nearest live vectors, nearest first: only ``namespace``'s
-        (None: every one) and, with ``allow``, only records ``allow(record id)`` accepts."""
-        return self.search_many(namespace, query, top_k, ef, allow, single=True)[0]
-
-    def search_many(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
-        """``search`` for each row of ``queries`` (2-D; one vector with ``single``), in one call."""
-        return [list(zip(la, da, strict=True)) for la, da in self._found(namespace, queries, top_k, ef, allow, single)]
-
     def _found(self, namespace, queries, top_k, ef, allow, single, arrays=False) -> list[tuple]:
-        """:meth:`search_many`'s answer as (record ids, distances) per query: lists, or with
-        ``arrays`` hnswlib's own uint64 and float32 arrays."""
+        """The nearest live vectors to each row of ``queries`` (2-D; one vector with ``single``),
+        nearest first, as (record ids, distances) per query: lists, or with ``arrays`` hnswlib's
+        own uint64 and float32 arrays. Only ``namespace``'s (None: every one) and, with ``allow``,
+        only records ``allow(record id)`` accepts."""
         check_search_args(top_k, ef)
         qs = self.queries(queries, single)
         with self._lock:
