@@ -81,6 +81,10 @@ class MemoryConfig:
     and answers the other processes' searches over shared-memory topics; see
     ``nt_memory.coordination.search``) or ``"local"`` (this process holds an index of its own, and
     never answers another's searches).
+    ``embedding_window``, each process's own: how many of the newest embeddings the shared log
+    keeps beyond those the saved index covers. Past it, the process that indexes saves its index
+    and gives the older vectors' pages back (the saved index and L3 hold them), so the vectors are
+    not held twice; 0 keeps every vector in shared memory.
     """
 
     name: str = "default"
@@ -94,6 +98,7 @@ class MemoryConfig:
     index_ef_construction: int = 200
     index_ef: int = 320
     index_sharing: str = "shared"
+    embedding_window: int = 262_144
     durability: str = "write-behind"
     journal_bytes: int = 32 << 20
     l3_map_bytes: int = 1 << 30
@@ -118,6 +123,7 @@ class MemoryConfig:
         _int("index_ef", self.index_ef, 1, 100_000)
         if self.index_sharing not in ("shared", "local"):
             raise ConfigError(f"index_sharing={self.index_sharing!r} must be 'shared' or 'local'")
+        _int("embedding_window", self.embedding_window, 0, 1 << 40)
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability={self.durability!r} must be one of {DURABILITY}")
         _int("journal_bytes", self.journal_bytes, 1 << 20, 4 << 30)

@@ -161,6 +161,9 @@ class MemorySystem:
                     ef=config.index_ef,
                 ),
             )
+            self.l2.window = config.embedding_window
+            self.l2.durable = self.journal.flush
+            self.l2.vector_source = lambda kb: self.store.get("embeddings", kb)
             self.pubsub = PubSub(system)
             self.search = SearchService(self.l2, self.pubsub, config.index_sharing)
             self.locks = Locks(system, self.store)
@@ -618,11 +621,11 @@ class MemorySystem:
         return self.l2.record_filter(prefix, accept)
 
     def embedding(self, namespace, key):
-        """The stored embedding of ``(namespace, key)`` as a read-only float32 view into shared
-        memory (valid while this system is open), or None."""
+        """The stored embedding of ``(namespace, key)`` as a read-only float32 array (a copy: from
+        the embedding log, or from L3 once the log has released it), or None."""
         self._check_open()
         rid = self.l2.latest_id(self.l1.key_bytes(namespace, key))
-        return None if rid < 0 else self.l2.vector_view(rid)
+        return None if rid < 0 else self.l2.vector(rid)
 
     def reindex(self, progress=None) -> int:
         """Refill an empty embedding log from L3 (after a reboot) and index it. ``progress`` is

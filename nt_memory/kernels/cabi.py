@@ -86,7 +86,7 @@ def _ring_publish(hdr_addr, data_addr, cap, owner, msg_addr, msg_len):
     return ring_publish(hdr_addr, data_addr, cap, owner, address_to_bytes(msg_addr, msg_len))
 
 
-def _log_keys(bases, sizes, firsts, nchunks, per_chunk, records_off, rec_bytes, rids, n, out, out_len, ends):
+def _log_keys(bases, sizes, firsts, nchunks, per_chunk, headers_off, header_bytes, rids, n, out, out_len, ends):
     """``log_keys`` over the chunk arrays at ``bases``/``sizes``/``firsts`` (``nchunks`` int64
     each), ``n`` record ids at ``rids``, the keys into ``out`` (``out_len`` bytes), their ends at
     ``ends``."""
@@ -96,8 +96,8 @@ def _log_keys(bases, sizes, firsts, nchunks, per_chunk, records_off, rec_bytes, 
         address_to_words(firsts, nchunks),
         nchunks,
         per_chunk,
-        records_off,
-        rec_bytes,
+        headers_off,
+        header_bytes,
         address_to_words(rids, n),
         address_to_bytes(out, out_len),
         address_to_words(ends, n),

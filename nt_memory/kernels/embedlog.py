@@ -18,18 +18,34 @@ KEY_BUMP_WORD = 1  # shm/embed_layout.py: KEY_BUMP_IDX
 
 @jit
 def log_write(
-    seg_addr, seg_size, words_off, keys_off, keys_end, rec_off, rec_bytes, count_addr, rid, kind, prev_id, kb, vec
+    seg_addr,
+    seg_size,
+    words_off,
+    keys_off,
+    keys_end,
+    hdr_off,
+    vec_off,
+    vec_bytes,
+    count_addr,
+    rid,
+    kind,
+    prev_id,
+    kb,
+    vec,
 ):
-    """Write record ``rid`` (``kind`` PUT or DELETE, superseding ``prev_id``, -1 for none) at byte
-    ``rec_off`` of the chunk mapped at ``seg_addr``: the key ``kb`` at the chunk's KEY_BUMP, the
-    header, the vector bytes ``vec`` (empty: zeros); then publish COUNT = rid + 1 (release), so a
-    reader that sees the count sees the whole record. Returns OK or CORRUPT (nothing written)."""
+    """Write record ``rid`` (``kind`` PUT or DELETE, superseding ``prev_id``, -1 for none) into the
+    chunk mapped at ``seg_addr``: the key ``kb`` at the chunk's KEY_BUMP, the header at byte
+    ``hdr_off``, the vector bytes ``vec`` at ``vec_off`` (a slot of ``vec_bytes``; empty: left as
+    it is); then publish COUNT = rid + 1 (release), so a reader that sees the count sees the whole
+    record. Returns OK or CORRUPT (nothing written)."""
     klen = len(kb)
     words = address_to_words(seg_addr + words_off, KEY_BUMP_WORD + 1)
     koff = words[KEY_BUMP_WORD]
     if not (keys_off <= koff and koff + klen <= keys_end and keys_end <= seg_size):
         return CORRUPT
-    if not (rec_off >= 0 and rec_off + rec_bytes <= keys_off and len(vec) <= rec_bytes - RECORD_HDR_BYTES):
+    if hdr_off < 0 or hdr_off + RECORD_HDR_BYTES > keys_off:
+        return CORRUPT
+    if vec_off < 0 or vec_off + vec_bytes > keys_off or len(vec) > vec_bytes:
         return CORRUPT
     buf = address_to_bytes(seg_addr, seg_size)
     copy_bytes(buf, koff, kb, 0, klen)
@@ -39,12 +55,9 @@ def log_write(
     head[1] = koff
     head[2] = prev_id + 1
     head[3] = 0
-    copy_bytes(buf, rec_off, head.view(np.uint8), 0, RECORD_HDR_BYTES)
-    body = rec_off + RECORD_HDR_BYTES
+    copy_bytes(buf, hdr_off, head.view(np.uint8), 0, RECORD_HDR_BYTES)
     if len(vec):
-        copy_bytes(buf, body, vec, 0, len(vec))
-    else:
-        buf[body : rec_off + rec_bytes] = 0
+        copy_bytes(buf, vec_off, vec, 0, len(vec))
     store_release(address_to_words(count_addr, 1), 0, rid + 1)
     return OK
 
@@ -53,10 +66,11 @@ REC_PUT = 1  # shm/embed_layout.py
 
 
 @jit
-def log_keys(bases, sizes, first_ids, nchunks, per_chunk, records_off, rec_bytes, rids, out, ends):
+def log_keys(bases, sizes, first_ids, nchunks, per_chunk, headers_off, header_bytes, rids, out, ends):
     """Copy the keys of PUT records ``rids`` (committed: below COUNT) into ``out``, back to back,
     ``ends[j]`` the end of key ``j``: a search's hits, in one call. Chunk ``i`` is mapped at
-    ``bases[i]`` (``sizes[i]`` bytes) and starts at record ``first_ids[i]`` (ascending). Every
+    ``bases[i]`` (``sizes[i]`` bytes), starts at record ``first_ids[i]`` (ascending) and keeps its
+    record headers from ``headers_off``, ``header_bytes`` apart. Every
     shared word is checked before it is used: CORRUPT for an impossible record, FULL (``ends[-1]``
     the bytes needed) when ``out`` is too small; OK."""
     pos = 0
@@ -73,7 +87,7 @@ def log_keys(bases, sizes, first_ids, nchunks, per_chunk, records_off, rec_bytes
         i = lo - 1
         if i < 0 or rid - first_ids[i] >= per_chunk:
             return CORRUPT
-        rec = address_to_words(bases[i] + records_off + (rid - first_ids[i]) * rec_bytes, 3)
+        rec = address_to_words(bases[i] + headers_off + (rid - first_ids[i]) * header_bytes, 3)
         kind, klen = rec[0] & 0xFFFFFFFF, (rec[0] >> 32) & 0xFFFFFFFF
         koff, prev1 = rec[1], rec[2]
         if kind != REC_PUT or koff < 0 or koff > sizes[i] - klen or prev1 < 0 or prev1 > rid:

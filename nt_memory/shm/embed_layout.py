@@ -11,18 +11,26 @@
                 SERVER: owner word of the process that holds the search index and answers the
                 others' searches (``coordination/search.py``), 0 if none; SERVER_BEAT_NS: wall ns
                 when its serving thread last went round its loop
+        line 5  RELEASED             records below this id have no vector here any more: the saved
+                index (``storage_path/l2``) covers them and L3 holds their latest vectors; their
+                headers and keys stay (``VectorTier.release``)
 
 ``embed.<i>`` chunk (created on demand by an appender; a mapped chunk is never remapped)::
 
-    header (128 B) | chunk words (8 int64): FIRST_ID KEY_BUMP | records | key bytes
+    header (128 B) | chunk words (8 int64): FIRST_ID KEY_BUMP | record headers (32 B each)
+        | vectors (4 * DIM B each, from a page boundary) | key bytes
 
-Record (RECORD_BYTES = 32 + 4 * DIM)::
+Record ``i`` of a chunk is its header ``i`` and its vector ``i`` (RECORD_BYTES = 32 + 4 * DIM in
+all). Vectors lie apart from the headers so that a released range (below RELEASED) gives its pages
+back to the system (``madvise(MADV_REMOVE)``: a hole in the tmpfs file, for every process that maps
+it) while every record's header and key stay readable.
+
+Record header::
 
     word 0  kind (PUT 1, DELETE 2) | key length << 32
     word 1  key offset in the chunk's key area
     word 2  previous record id of the key + 1 (0 = none): what this record supersedes
     word 3  (spare)
-    +32     DIM float32 components
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ LOG_ID_IDX = 27
 RECORD_BYTES_IDX = 28
 SERVER_IDX = 32
 SERVER_BEAT_IDX = 33
+RELEASED_IDX = 40
 
 CHUNK_WORDS = 8
 FIRST_ID_IDX = 0
@@ -98,6 +107,7 @@ class EmbedLayout:
     def chunk_layout(self) -> L.Layout:
         lay = L.Layout()
         lay.add("chunk", CHUNK_WORDS * 8)
-        lay.add("records", self.chunk_records * record_bytes(self.dim))
-        lay.add("keys", self.chunk_key_bytes)
+        lay.add("headers", self.chunk_records * RECORD_HDR_BYTES)
+        lay.add("vectors", self.chunk_records * 4 * self.dim, align=L.PAGE_BYTES)
+        lay.add("keys", self.chunk_key_bytes, align=L.PAGE_BYTES)
         return lay

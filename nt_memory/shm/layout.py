@@ -25,7 +25,7 @@ import numpy as np
 import xxhash
 
 MAGIC = int.from_bytes(b"NTMEMSEG", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: embedding chunks keep vectors apart from record headers
 HEADER_BYTES = 128
 PAGE_BYTES = 4096
 CACHE_LINE_BYTES = 64

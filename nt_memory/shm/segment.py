@@ -198,6 +198,15 @@ class Segment:
             )
         return self.buf[offset : offset + nbytes].view(dtype)
 
+    def release_pages(self, offset: int, nbytes: int) -> None:
+        """Give the pages of ``[offset, offset + nbytes)`` (page-aligned) back to the system: a hole
+        in the tmpfs file (``MADV_REMOVE``), for every process that maps it; a later read there
+        sees zeros."""
+        if offset % L.PAGE_BYTES or nbytes % L.PAGE_BYTES or offset < L.HEADER_BYTES or offset + nbytes > self.size:
+            raise CorruptSegment(f"segment {self.shm_name!r}: [{offset}, {offset + nbytes}) is no page range of it")
+        if nbytes:
+            self._mm.madvise(mmap.MADV_REMOVE, offset, nbytes)
+
     def close(self) -> None:
         """Unmap. Safe to call twice. If a caller still holds a zero-copy view, the mapping stays
         until that view is gone (unmapping under it would crash the process)."""

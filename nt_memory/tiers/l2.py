@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import fcntl
 import json
 import os
 import secrets
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import xxhash
 
-from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, TierError
+from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, NtMemoryError, TierError
 from nt_memory.kernels import cabi
 from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, entry_point
 from nt_memory.kernels.embedlog import RECORD_HDR_BYTES, all_finite, log_keys, log_write
@@ -47,6 +48,10 @@ DEFAULT_EF = 320
 DEFAULT_M = 16
 _REC_HEAD = struct.Struct("<qqq")  # kind | key length << 32, key offset, previous id + 1
 EF_CONSTRUCTION = 200
+# Records whose vectors stay in shared memory beyond the saved index's position (the log's bound):
+# past it, the process that indexes saves its index and releases the vectors it covers (128 MiB of
+# 128-d float32). 0: never release.
+DEFAULT_WINDOW = 262_144
 SYNC_BATCH = 10_000  # vectors indexed per hnswlib call (and between two ``beat``s of ``sync``)
 CHUNK_HEAD_BYTES = E.CHUNK_WORDS * 8
 MAX_CHUNKS = 1 << 16
@@ -222,11 +227,14 @@ class VectorTier:
             system, self.ctl, E.LOCK_IDX, "the embedding log", (lambda _dead: recover()) if recover else None
         )
         self.dim = int(self.ctl[E.DIM_IDX])
-        self.rec_bytes = int(self.ctl[E.RECORD_BYTES_IDX])
+        if int(self.ctl[E.RECORD_BYTES_IDX]) != E.record_bytes(self.dim):
+            raise self._corrupt(f"records of {int(self.ctl[E.RECORD_BYTES_IDX])} bytes for dimension {self.dim}")
         self.log_id = int(self.ctl[E.LOG_ID_IDX])
         self.dir = os.path.join(path, "l2")
         self._chunk_lay = self.layout.chunk_layout()  # the same for every chunk: built once
-        self._records_offset = self._chunk_lay.offset("records")
+        self._headers_offset = self._chunk_lay.offset("headers")
+        self._vectors_offset = self._chunk_lay.offset("vectors")
+        self.vec_bytes = 4 * self.dim
         self._words_offset = self._chunk_lay.offset("chunk")
         self._keys_offset = self._chunk_lay.offset("keys")
         self._keys_end = self._keys_offset + self.layout.chunk_key_bytes
@@ -239,7 +247,14 @@ class VectorTier:
         self._first_ids: list[int] = []
         self._chunk_arrays = (np.zeros(0, np.int64),) * 3  # bases, sizes, first ids (``_note_chunk``)
         self._log_keys = None  # the kernel's compiled entry, bound on the first search
+        # ``_lock``: the writer state and the chunk mappings; ``_ilock``: the index (taken first when
+        # both are held: a sync reads records, a write never touches the index).
         self._lock = threading.RLock()
+        self._ilock = threading.RLock()
+        self.window = DEFAULT_WINDOW
+        self.durable = None  # () -> None: L3 holds every vector appended so far (the journal's flush)
+        self.vector_source = None  # key bytes -> its latest vector's bytes in L3, or None
+        self._punched: dict[int, int] = {}  # chunk number -> end of its vector pages released here
         # Writer state: the latest record id of each key, synced from the log.
         self._latest = LatestIds()
         self._latest_upto = 0
@@ -295,32 +310,66 @@ class VectorTier:
             np.array(self._first_ids, np.int64),
         )
 
+    @property
+    def released(self) -> int:
+        """Records below this id have given their vectors back (:meth:`release`); checked
+        against COUNT, as every shared word is."""
+        released = word_load(self.ctl_addr + E.RELEASED_IDX * 8)
+        if not 0 <= released <= self.count:
+            raise self._corrupt(f"vectors released below record {released}")
+        return released
+
     def _locate(self, rid: int) -> tuple[Segment, int]:
-        """(chunk, byte offset of the record) of record ``rid`` (< count)."""
+        """(chunk, index of record ``rid`` in it) of record ``rid`` (< count)."""
         if rid >= self._mapped_below:
-            # Records below COUNT lie in chunks below NCHUNKS (a chunk is published before any
-            # record in it is committed): read COUNT first, then map every published chunk.
-            count = self.count
-            self._chunk(word_load(self.ctl_addr + E.NCHUNKS_IDX * 8) - 1)
-            self._mapped_below = count
+            with self._lock:
+                # Records below COUNT lie in chunks below NCHUNKS (a chunk is published before
+                # any record in it is committed): read COUNT first, then map every published chunk.
+                count = self.count
+                self._chunk(word_load(self.ctl_addr + E.NCHUNKS_IDX * 8) - 1)
+                self._mapped_below = count
         i = bisect.bisect_right(self._first_ids, rid) - 1
         within = rid - self._first_ids[i] if i >= 0 else -1
         if not 0 <= within < self.layout.chunk_records:
             raise self._corrupt(f"record {rid} lies in no chunk")
-        return self._chunks[i], self._records_offset + within * self.rec_bytes
+        return self._chunks[i], within
 
     def _record(self, rid: int):
-        seg, off = self._locate(rid)
-        w0, koff, prev1 = _REC_HEAD.unpack_from(seg.buf, off)
+        """(kind, key bytes, superseded id or -1, chunk, index in it) of record ``rid``."""
+        seg, within = self._locate(rid)
+        w0, koff, prev1 = _REC_HEAD.unpack_from(seg.buf, self._headers_offset + within * E.RECORD_HDR_BYTES)
         kind, klen = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFFFFFFFF
         if kind not in (E.REC_PUT, E.REC_DELETE) or not 0 <= koff <= seg.size - klen or not 0 <= prev1 <= rid:
             raise self._corrupt(f"record {rid} is impossible")
-        return kind, bytes(seg.buf[koff : koff + klen]), prev1 - 1, seg, off
+        return kind, bytes(seg.buf[koff : koff + klen]), prev1 - 1, seg, within
 
-    def vector_view(self, rid: int) -> np.ndarray:
-        seg, off = self._locate(rid)
-        v = seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32)
-        v.flags.writeable = False
+    def _vector(self, seg: Segment, within: int) -> np.ndarray:
+        """A view of the vector of record ``within`` of chunk ``seg`` (valid until released)."""
+        off = self._vectors_offset + within * self.vec_bytes
+        return seg.buf[off : off + self.vec_bytes].view(np.float32)
+
+    def vector(self, rid: int) -> np.ndarray | None:
+        """Record ``rid``'s vector, a read-only copy: from the log, or from L3 once released
+        (None if L3 no longer holds the key's embedding)."""
+        kind, key, _prev, seg, within = self._record(rid)
+        if kind != E.REC_PUT:
+            return None
+        if rid >= self.released:
+            v = self._vector(seg, within).copy()
+            if rid >= self.released:  # still ours after the copy: no release overlapped it
+                v.flags.writeable = False
+                return v
+        return self._from_l3(key)
+
+    def _from_l3(self, key: bytes) -> np.ndarray | None:
+        if self.vector_source is None:
+            raise TierError("the embedding log released this vector and no L3 is attached to read it from")
+        raw = self.vector_source(key)
+        if raw is None:
+            return None
+        v = np.frombuffer(bytes(raw), np.float32)
+        if len(v) != self.dim:
+            raise TierError(f"stored embedding of {key!r} has {len(v)} components, expected {self.dim}")
         return v
 
     def _sync_latest(self, count: int | None = None) -> None:
@@ -328,7 +377,7 @@ class VectorTier:
         if count <= self._latest_upto:
             return
         for rid in range(self._latest_upto, count):
-            kind, key, _prev, _seg, _off = self._record(rid)
+            kind, key, _prev, _seg, _within = self._record(rid)
             if kind == E.REC_PUT:
                 self._latest.put(key, rid)
             else:
@@ -355,15 +404,17 @@ class VectorTier:
         if vec is None and prev_id < 0:
             return -1
         if self._log_write is None:
-            self._log_write = entry_point(log_write, *([INT] * 11), BYTES, BYTES)
+            self._log_write = entry_point(log_write, *([INT] * 12), BYTES, BYTES)
+        within = rid - int(cw[E.FIRST_ID_IDX])
         st = self._log_write(
             seg.address,
             seg.size,
             self._words_offset,
             self._keys_offset,
             self._keys_end,
-            self._records_offset + (rid - int(cw[E.FIRST_ID_IDX])) * self.rec_bytes,
-            self.rec_bytes,
+            self._headers_offset + within * E.RECORD_HDR_BYTES,
+            self._vectors_offset + within * self.vec_bytes,
+            self.vec_bytes,
             self.ctl_addr + E.COUNT_IDX * 8,
             rid,
             E.REC_PUT if vec is not None else E.REC_DELETE,
@@ -414,38 +465,50 @@ class VectorTier:
     def _index_file(self) -> str:
         return os.path.join(self.dir, f"{self.system.name}-{self.log_id:016x}.hnsw")
 
+    def _file_lock(self, exclusive: bool):
+        """The saved index's file lock: shared to load the index and its metadata as one pair,
+        exclusive to replace them and raise RELEASED (the kernel drops it if we die)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        return _FileLock(self._index_file() + ".lock", exclusive)
+
+    def _saved_meta(self) -> dict | None:
+        """The saved index's metadata if it is this log's and built as this tier builds, else None."""
+        try:
+            with open(self._index_file() + ".json") as f:
+                meta = json.load(f)
+            # Indexes saved before M and ef_construction were settings used the defaults.
+            built = (meta.get("M", DEFAULT_M), meta.get("ef_construction", EF_CONSTRUCTION))
+            if (
+                meta.get("log_id") == self.log_id
+                and meta.get("space") == self.space
+                and built == (self.params.m, self.params.ef_construction)
+                and isinstance(meta.get("upto"), int)
+                and 0 <= meta["upto"] <= self.count
+            ):
+                return meta
+        except (OSError, ValueError):
+            pass
+        return None
+
     def _ensure_index(self) -> None:
         if self.index is not None:
             return
         import hnswlib  # here, not at import: a process that never searches never loads it
 
-        index = hnswlib.Index(space=self.space, dim=self.dim)
-        path = self._index_file()
-        meta_path = path + ".json"
-        upto = 0
-        if os.path.exists(path) and os.path.exists(meta_path):
-            try:
-                with open(meta_path) as f:
-                    meta = json.load(f)
-                # Indexes saved before M and ef_construction were settings used the defaults.
-                built = (meta.get("M", DEFAULT_M), meta.get("ef_construction", EF_CONSTRUCTION))
-                if (
-                    meta.get("log_id") == self.log_id
-                    and meta.get("space") == self.space
-                    and built == (self.params.m, self.params.ef_construction)
-                    and meta["upto"] <= self.count
-                ):
-                    index.load_index(path, max_elements=max(1024, meta["upto"] * 2))
+        index, upto = None, 0
+        with self._file_lock(exclusive=False):
+            meta = self._saved_meta()
+            if meta is not None and os.path.exists(self._index_file()):
+                try:
+                    index = hnswlib.Index(space=self.space, dim=self.dim)
+                    index.load_index(self._index_file(), max_elements=_room(meta["upto"]))
                     upto = meta["upto"]
-            except (OSError, ValueError, RuntimeError, KeyError):
-                index = hnswlib.Index(space=self.space, dim=self.dim)
-                upto = 0
-        if upto == 0:
-            index.init_index(
-                max_elements=max(1024, self.count * 2),
-                ef_construction=self.params.ef_construction,
-                M=self.params.m,
-            )
+                except (OSError, RuntimeError, ValueError):
+                    index, upto = None, 0
+        if index is None:
+            index = hnswlib.Index(space=self.space, dim=self.dim)
+            room, built = _room(self.count), self.params
+            index.init_index(max_elements=room, ef_construction=built.ef_construction, M=built.m)
         index.set_num_threads(max(1, (os.cpu_count() or 1)))
         self.index = index
         self._ef_set = -1
@@ -455,10 +518,49 @@ class VectorTier:
         for rid in range(upto):
             self._apply_meta(rid)
         self._indexed_upto = upto
+        released = self.released
+        if upto < released:
+            self._index_from_l3(upto, released)
+
+    def _index_from_l3(self, start: int, end: int) -> None:
+        """Index records ``[start, end)``, whose vectors the log has released, from L3: the saved
+        index that covered them is missing or older (deleted, or saved by an older version)."""
+        self._grow(end)
+        deleted = [prev for rid in range(start, end) if (prev := self._apply_meta(rid)[1]) >= 0]
+        live = [rid for rid in range(start, end) if self._live[rid]]
+        for lo in range(0, len(live), SYNC_BATCH):
+            ids, vecs = [], []
+            for rid in live[lo : lo + SYNC_BATCH]:
+                vec = self._from_l3(self.key_of(rid))
+                if vec is None:  # expired or deleted in L3 meanwhile: the tail's record says so
+                    continue
+                ids.append(rid)
+                vecs.append(vec)
+            if ids:
+                self._add(ids, np.stack(vecs))
+        self._mark_deleted(deleted)
+        self._indexed_upto = end
+
+    def _add(self, ids: list[int], block: np.ndarray) -> None:
+        index = self.index
+        need = index.get_current_count() + len(ids)
+        if need > index.get_max_elements():
+            index.resize_index(max(need, index.get_max_elements() * 3 // 2))
+        try:
+            index.add_items(block, np.asarray(ids, np.uint64))
+        except RuntimeError as exc:
+            raise TierError(f"hnswlib refused {len(ids)} vectors: {exc}") from exc
+
+    def _mark_deleted(self, rids: list[int]) -> None:
+        for rid in rids:
+            try:
+                self.index.mark_deleted(rid)
+            except RuntimeError:
+                pass  # deleted before it was indexed here, or already marked
 
     def drop_index(self) -> None:
         """Forget this process's index (another process serves the searches now)."""
-        with self._lock:
+        with self._ilock:
             self.index = None
             self._indexed_upto = 0
             self._saved_upto = -1
@@ -475,7 +577,7 @@ class VectorTier:
             self._live = np.concatenate([self._live, np.zeros(size - len(self._live), np.bool_)])
 
     def _apply_meta(self, rid: int):
-        kind, key, prev, seg, off = self._record(rid)
+        kind, key, prev, seg, within = self._record(rid)
         if prev >= 0 and self._live[prev]:
             self._live[prev] = False
             self._ns_live[int(self._labels_ns[prev])] -= 1
@@ -487,47 +589,57 @@ class VectorTier:
             self._live[rid] = True
             self._ns_live[nsid] = self._ns_live.get(nsid, 0) + 1
             self._total_live += 1
-        return kind, prev, seg, off
+        return kind, prev, seg, within
 
     def sync(self, beat=None) -> int:
         """Index the records appended since the last call; returns how many. ``beat()`` is called
-        between batches of :data:`SYNC_BATCH` (a serving process shows it is alive while it builds)."""
-        with self._lock:
+        between batches of :data:`SYNC_BATCH` (a serving process shows it is alive while it builds).
+        Then, past :attr:`window` records beyond the last release, saves and :meth:`release` s."""
+        with self._ilock:
             self._ensure_index()
-            count = self.count
             start = self._indexed_upto
-            if count <= start:
-                return 0
-            self._grow(count)
-            index = self.index
-            beat = beat or self.on_progress
-            # In batches: one stack of every new vector at once would double the peak memory.
-            for lo in range(start, count, SYNC_BATCH):
-                ids, vecs, deleted = [], [], []
-                for rid in range(lo, min(count, lo + SYNC_BATCH)):
-                    kind, prev, seg, off = self._apply_meta(rid)
-                    if prev >= 0:
-                        deleted.append(prev)
-                    if kind == E.REC_PUT:
-                        ids.append(rid)
-                        vecs.append(seg.buf[off + E.RECORD_HDR_BYTES : off + self.rec_bytes].view(np.float32))
-                if ids:
-                    need = index.get_current_count() + len(ids)
-                    if need > index.get_max_elements():
-                        index.resize_index(max(need, 2 * index.get_max_elements()))
-                    try:
-                        index.add_items(np.stack(vecs), np.asarray(ids, np.uint64))
-                    except RuntimeError as exc:
-                        raise TierError(f"hnswlib refused {len(ids)} vectors: {exc}") from exc
-                if beat is not None:
-                    beat()
-                for rid in deleted:
-                    try:
-                        index.mark_deleted(rid)
-                    except RuntimeError:
-                        pass  # deleted before it was indexed here, or already marked
-            self._indexed_upto = count
-            return count - start
+            for _ in range(3):
+                try:
+                    self._sync_tail(beat or self.on_progress)
+                    break
+                except _Released:
+                    # Another process released vectors this index had not read yet: the saved
+                    # index covers them now. Load it (the index built so far is dropped).
+                    self.drop_index()
+                    self._ensure_index()
+            else:
+                raise TierError("the embedding log kept releasing vectors before this process could index them")
+            if self.window and self._indexed_upto - self.released >= self.window:
+                self.release()
+            return max(0, self._indexed_upto - start)
+
+    def _sync_tail(self, beat) -> None:
+        count = self.count
+        start = self._indexed_upto
+        if count <= start:
+            return
+        if self.released > start:
+            raise _Released
+        self._grow(count)
+        # In batches: one stack of every new vector at once would double the peak memory.
+        for lo in range(start, count, SYNC_BATCH):
+            ids, vecs, deleted = [], [], []
+            for rid in range(lo, min(count, lo + SYNC_BATCH)):
+                kind, prev, seg, within = self._apply_meta(rid)
+                if prev >= 0:
+                    deleted.append(prev)
+                if kind == E.REC_PUT:
+                    ids.append(rid)
+                    vecs.append(self._vector(seg, within))
+            block = np.stack(vecs) if vecs else None  # the copy: checked against RELEASED next
+            if self.released > lo:
+                raise _Released  # a release overlapped the copy: some rows may be holes' zeros
+            if ids:
+                self._add(ids, block)
+            if beat is not None:
+                beat()
+            self._mark_deleted(deleted)
+            self._indexed_upto = min(count, lo + SYNC_BATCH)
 
     def search_keys(self, namespace: bytes | None, queries, top_k: int, ef: int | None, allow=None, single=False):
         """:meth:`_found` with each hit as ``(key bytes, distance)``: ``namespace \\0 key``."""
@@ -546,7 +658,7 @@ class VectorTier:
         if fast is None:
             return [hits_from_keys(found) for found in self.search_keys(namespace, queries, top_k, ef, allow, single)]
         out = []
-        per_chunk, base, size = self.layout.chunk_records, self._records_offset, self.rec_bytes
+        per_chunk, base, size = self.layout.chunk_records, self._headers_offset, E.RECORD_HDR_BYTES
         for labels, dists in self._found(namespace, queries, top_k, ef, allow, single, arrays=True):
             if len(labels) and int(labels.max()) >= self._mapped_below:
                 self._locate(int(labels.max()))  # maps every published chunk, or raises
@@ -580,7 +692,7 @@ class VectorTier:
         only records ``allow(record id)`` accepts."""
         check_search_args(top_k, ef)
         qs = self.queries(queries, single)
-        with self._lock:
+        with self._ilock:
             if self.index is None or self.count > self._indexed_upto:
                 self.sync()
             total = self._total_live
@@ -666,7 +778,8 @@ class VectorTier:
         ids = np.asarray(rids, np.int64)
         ends = np.empty(n, np.int64)
         out = np.empty(64 * n, np.uint8)
-        args = (bases, sizes, firsts, len(bases), self.layout.chunk_records, self._records_offset, self.rec_bytes, ids)
+        per_chunk, headers = self.layout.chunk_records, self._headers_offset
+        args = (bases, sizes, firsts, len(bases), per_chunk, headers, E.RECORD_HDR_BYTES, ids)
         st = self._log_keys(*args, out, ends)
         if st == FULL:
             out = np.empty(int(ends[-1]), np.uint8)
@@ -678,23 +791,76 @@ class VectorTier:
         return [raw[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
 
     def save(self) -> bool:
-        """Save the index (and the log position it covers) if it grew since loaded or saved."""
-        with self._lock:
+        """Save the index (and the log position it covers) if it grew since loaded or saved, and
+        the saved one covers less. Under the file lock: a process's older index never replaces
+        a newer one, which RELEASED may count on."""
+        with self._ilock:
             if self.index is None or self._indexed_upto <= self._saved_upto:
                 return False
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            path = self._index_file()
-            tmp = f"{path}.{os.getpid()}.{secrets.token_hex(3)}"
-            self.index.save_index(tmp)
-            os.chmod(tmp, 0o600)  # hnswlib creates it with the umask's mode: keep it private
-            fd = os.open(tmp + ".json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                meta = {"log_id": self.log_id, "upto": self._indexed_upto, "space": self.space, "dim": self.dim}
-                json.dump(meta | {"M": self.params.m, "ef_construction": self.params.ef_construction}, f)
-            os.replace(tmp, path)
-            os.replace(tmp + ".json", path + ".json")
+            with self._file_lock(exclusive=True):
+                return self._save_locked()
+
+    def _save_locked(self) -> bool:
+        meta = self._saved_meta()
+        if meta is not None and meta["upto"] >= self._indexed_upto and os.path.exists(self._index_file()):
             self._saved_upto = self._indexed_upto
-            return True
+            return False
+        path = self._index_file()
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(3)}"
+        self.index.save_index(tmp)
+        os.chmod(tmp, 0o600)  # hnswlib creates it with the umask's mode: keep it private
+        fd = os.open(tmp + ".json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            meta = {"log_id": self.log_id, "upto": self._indexed_upto, "space": self.space, "dim": self.dim}
+            json.dump(meta | {"M": self.params.m, "ef_construction": self.params.ef_construction}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # RELEASED may count on this file: on disk before it is named
+        os.replace(tmp, path)
+        os.replace(tmp + ".json", path + ".json")
+        self._saved_upto = self._indexed_upto
+        return True
+
+    def release(self) -> int:
+        """Give back the shared-memory pages of the vectors this index covers: save the index,
+        make sure L3 holds every vector so far (``durable``), raise RELEASED to the saved position,
+        then punch the vector pages below it out of the chunks (their headers and keys stay).
+        Whoever needs those vectors later loads the saved index, or reads L3. Returns the new
+        RELEASED (unchanged when L3 could not be made current)."""
+        with self._ilock:
+            if self.index is None:
+                return self.released
+            target = self._indexed_upto
+            if self.durable is not None:
+                try:
+                    self.durable()
+                except NtMemoryError:
+                    return self.released  # the journal did not drain in time: next sync tries again
+            with self._file_lock(exclusive=True):
+                self._save_locked()
+                released = self.released
+                if target > released:
+                    word_store(self.ctl_addr + E.RELEASED_IDX * 8, target)
+                    released = target
+            self._punch(released)
+            return released
+
+    def _punch(self, below: int) -> None:
+        """Release the vector pages of records below ``below`` in every mapped chunk."""
+        n, vb = self.layout.chunk_records, self.vec_bytes
+        for i, first in enumerate(self._first_ids):
+            if first >= below:
+                break
+            upto = min(below - first, n)
+            if upto == n:  # the whole region: the key area starts at the next page
+                end = L.align_up(self._vectors_offset + n * vb, L.PAGE_BYTES)
+            else:  # whole pages only: a page that also holds a kept vector stays
+                end = self._vectors_offset + upto * vb // L.PAGE_BYTES * L.PAGE_BYTES
+            done = self._punched.get(i, self._vectors_offset)
+            if end > done:
+                self._chunks[i].release_pages(done, end - done)
+                self._punched[i] = end
 
     def stats(self) -> dict:
         return {
@@ -703,8 +869,11 @@ class VectorTier:
             "dim": self.dim,
             "space": self.space,
             "indexed_here": self._indexed_upto,
+            "vectors_released_below": self.released,
+            "window": self.window,
             "live_here": self._total_live if self.index is not None else None,
-            "shm_bytes": sum(c.size for c in self._chunks),
+            "shm_bytes": sum(c.size for c in self._chunks),  # mapped here (released pages included)
+            "vector_bytes_in_shm": (self.count - self.released) * self.vec_bytes,
         }
 
     def close(self) -> None:
@@ -747,6 +916,32 @@ class _Reservation:
     def __exit__(self, *exc) -> None:
         self.tier._log_lock.release()
         self.tier._lock.release()
+
+
+class _Released(Exception):
+    """Vectors this process was about to read were released (``VectorTier.sync`` reloads)."""
+
+
+class _FileLock:
+    """``flock`` on a file beside the saved index, for the ``with`` block."""
+
+    __slots__ = ("path", "exclusive", "fd")
+
+    def __init__(self, path: str, exclusive: bool):
+        self.path, self.exclusive, self.fd = path, exclusive, -1
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # closing drops the lock
+
+
+def _room(n: int) -> int:
+    """An index's capacity for ``n`` vectors and some growth (hnswlib allocates a lock per slot)."""
+    return max(1024, n + n // 4)
 
 
 def make_log_id() -> int:

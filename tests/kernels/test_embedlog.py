@@ -13,8 +13,10 @@ from nt_memory.kernels.status import CORRUPT, FULL, OK
 from nt_memory.shm import embed_layout as E
 
 DIM = 4
-REC = E.record_bytes(DIM)
-WORDS, RECORDS, KEYS, KEYS_END = 0, 64, 64 + 8 * REC, 64 + 8 * REC + 256
+VB = 4 * DIM  # a vector's slot
+WORDS, HEADERS, VECTORS = 0, 64, 64 + 8 * RECORD_HDR_BYTES
+KEYS = VECTORS + 8 * VB
+KEYS_END = KEYS + 256
 
 
 def chunk():
@@ -24,10 +26,24 @@ def chunk():
     return buf, words, np.zeros(1, np.int64)
 
 
-def write(buf, count, rid, kb, vec, kind=E.REC_PUT, prev=-1, rec_off=None):
-    rec_off = RECORDS + rid * REC if rec_off is None else rec_off
+def write(buf, count, rid, kb, vec, kind=E.REC_PUT, prev=-1, hdr_off=None, vec_off=None):
+    hdr_off = HEADERS + rid * RECORD_HDR_BYTES if hdr_off is None else hdr_off
+    vec_off = VECTORS + rid * VB if vec_off is None else vec_off
     return log_write(
-        buf.ctypes.data, len(buf), WORDS, KEYS, KEYS_END, rec_off, REC, count.ctypes.data, rid, kind, prev, kb, vec
+        buf.ctypes.data,
+        len(buf),
+        WORDS,
+        KEYS,
+        KEYS_END,
+        hdr_off,
+        vec_off,
+        VB,
+        count.ctypes.data,
+        rid,
+        kind,
+        prev,
+        kb,
+        vec,
     )
 
 
@@ -37,13 +53,13 @@ def test_a_record_is_written_whole_then_published():
     assert write(buf, count, 0, b"ns\0k1", vec.tobytes()) == OK
     assert write(buf, count, 1, b"ns\0k22", b"", kind=E.REC_DELETE, prev=0) == OK
     assert count[0] == 2 and words[E.KEY_BUMP_IDX] == KEYS + 5 + 6
-    head0 = buf[RECORDS : RECORDS + 24].view(np.int64)
+    head0 = buf[HEADERS : HEADERS + 24].view(np.int64)
     assert list(head0) == [E.REC_PUT | (5 << 32), KEYS, 0]
     assert bytes(buf[KEYS : KEYS + 5]) == b"ns\0k1"
-    assert np.array_equal(buf[RECORDS + RECORD_HDR_BYTES : RECORDS + REC].view(np.float32), vec)
-    head1 = buf[RECORDS + REC : RECORDS + REC + 24].view(np.int64)
+    assert np.array_equal(buf[VECTORS : VECTORS + VB].view(np.float32), vec)
+    head1 = buf[HEADERS + RECORD_HDR_BYTES : HEADERS + RECORD_HDR_BYTES + 24].view(np.int64)
     assert list(head1) == [E.REC_DELETE | (6 << 32), KEYS + 5, 1]
-    assert not buf[RECORDS + REC + RECORD_HDR_BYTES : RECORDS + 2 * REC].any()  # a delete's vector is zeros
+    assert not buf[VECTORS + VB : VECTORS + 2 * VB].any()  # a delete writes no vector
 
 
 @pytest.mark.parametrize("bump", [-1, 0, KEYS - 1, KEYS_END - 2, KEYS_END + 8, 1 << 62])
@@ -55,15 +71,17 @@ def test_a_hostile_key_bump_is_refused_and_nothing_is_written(bump):
     assert np.array_equal(buf, before) and count[0] == 0
 
 
-@pytest.mark.parametrize("rec_off", [-8, KEYS - REC + 1, KEYS_END])
-def test_a_record_outside_the_record_area_is_refused(rec_off):
+@pytest.mark.parametrize(
+    "where", [{"hdr_off": -8}, {"hdr_off": KEYS - RECORD_HDR_BYTES + 1}, {"vec_off": -1}, {"vec_off": KEYS - VB + 1}]
+)
+def test_a_header_or_vector_outside_its_area_is_refused(where):
     buf, words, count = chunk()
     before = buf.copy()
-    assert write(buf, count, 0, b"k", np.ones(DIM, np.float32).tobytes(), rec_off=rec_off) == CORRUPT
+    assert write(buf, count, 0, b"k", np.ones(DIM, np.float32).tobytes(), **where) == CORRUPT
     assert np.array_equal(buf, before) and count[0] == 0
 
 
-def test_a_vector_longer_than_the_record_is_refused():
+def test_a_vector_longer_than_its_slot_is_refused():
     buf, words, count = chunk()
     assert write(buf, count, 0, b"k", np.ones(DIM + 1, np.float32).tobytes()) == CORRUPT
     assert count[0] == 0

@@ -91,14 +91,14 @@ def _words(name: str, sample: int, rnd: random.Random) -> list[tuple[str, int, s
         for w in (0, 1, 2, 3, 4, 5, 6, 16, 17):
             out.append((f("consensus"), 128 + w * 8, f"consensus word {w}"))
         el = E.EmbedLayout.from_segment(sysm.parts["embed"])
-        for w in (E.LOCK_IDX, E.COUNT_IDX, E.NCHUNKS_IDX, E.DIM_IDX, E.RECORD_BYTES_IDX):
+        for w in (E.LOCK_IDX, E.COUNT_IDX, E.NCHUNKS_IDX, E.DIM_IDX, E.RECORD_BYTES_IDX, E.RELEASED_IDX):
             out.append((f("embed"), el.ctl_offset + w * 8, f"embedding log word {w}"))
         lay = el.chunk_layout()
         for w in (0, 1):
             out.append((f("embed.0"), lay.offset("chunk") + w * 8, f"chunk word {w}"))
         for r in (0, 1, 5):
             for w in (0, 1, 2):
-                off = lay.offset("records") + r * E.record_bytes(el.dim) + w * 8
+                off = lay.offset("headers") + r * E.RECORD_HDR_BYTES + w * 8
                 out.append((f("embed.0"), off, f"embedding record {r} word {w}"))
         members = sysm.root.params[P_MEMBERS_OFFSET]
         for w in (0, 1, 2, 16, 17):
