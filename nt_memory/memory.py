@@ -436,7 +436,7 @@ class MemorySystem:
                 with self.l2.reserve(len(kb)) as write_vector:
                     st = self.l1.put_encoded(kb, h, vb, l1_expiry, data_expiry, flags | J_HELD, 0, emb)
                     if st == S.OK:
-                        write_vector(kb, vec)
+                        write_vector(kb, vec, emb)
                         return
             finally:
                 self.l1.unlock_stripe(h)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import threading
 
 import numpy as np
 
@@ -41,6 +42,27 @@ _BYTES_TAG = bytes([TAG_BYTES])
 _JSON_TAG = bytes([TAG_JSON])
 
 
+class _JsonEncoders(threading.local):
+    """Compact JSON, encoded by CPython's C encoder made once per thread (``json.dumps`` with any
+    non-default argument builds a JSONEncoder and a C encoder on every call: 2.8 us against
+    1.4 us for a three-key dict). Per thread: the C encoder keeps the objects it is inside in
+    its ``markers`` dict (the circular-reference check), which two threads must not share."""
+
+    def __init__(self):
+        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+        make = getattr(json.encoder, "c_make_encoder", None)
+        self.markers: dict = {}  # cleared after a failed encode, which can leave entries behind
+        if make is None:  # an interpreter without the C accelerator
+            self.encode = enc.encode
+            return
+        c_encode = make(self.markers, enc.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+        join = "".join
+        self.encode = lambda value: join(c_encode(value, 0))
+
+
+_json = _JsonEncoders()
+
+
 def encode(value) -> bytes:
     """Encode ``value`` with its tag. Raises :class:`CodecError` naming the type it cannot store."""
     t = type(value)
@@ -51,8 +73,9 @@ def encode(value) -> bytes:
     if t is bytearray or t is memoryview:
         return _BYTES_TAG + bytes(value)
     try:
-        return _JSON_TAG + json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
+        return _JSON_TAG + _json.encode(value).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        _json.markers.clear()
         raise CodecError(
             f"cannot store a value of type {t.__name__}: use bytes, a numpy array or a JSON-able object ({exc})"
         ) from None

@@ -222,6 +222,7 @@ class VectorTier:
         self.layout = E.EmbedLayout.from_segment(seg)
         self.ctl = seg.region(self.layout.ctl_offset, E.CTL_WORDS * 8, np.int64)
         self.ctl_addr = seg.address + self.layout.ctl_offset
+        self._load = entry_point(word_load, INT)  # compiled: ``count`` is read on every append
         # A dead appender's stripes are replayed (``recover``) before its log lock is taken over.
         self._log_lock = OwnedLock(
             system, self.ctl, E.LOCK_IDX, "the embedding log", (lambda _dead: recover()) if recover else None
@@ -275,8 +276,8 @@ class VectorTier:
     def count(self) -> int:
         """Records committed, checked against what the published chunks can hold: a shared word
         is never trusted as a loop bound."""
-        count = word_load(self.ctl_addr + E.COUNT_IDX * 8)
-        nchunks = word_load(self.ctl_addr + E.NCHUNKS_IDX * 8)
+        count = self._load(self.ctl_addr + E.COUNT_IDX * 8)
+        nchunks = self._load(self.ctl_addr + E.NCHUNKS_IDX * 8)
         if not 0 <= nchunks <= MAX_CHUNKS or not 0 <= count <= nchunks * self.layout.chunk_records:
             raise self._corrupt(f"{count} records in {nchunks} chunks")
         return count
@@ -397,8 +398,9 @@ class VectorTier:
         id``. The caller holds the key's L1 stripe, so per key the log's order is the journal's."""
         return _Reservation(self, klen)
 
-    def _write(self, seg: Segment, cw: np.ndarray, rid: int, kb: bytes, vec: np.ndarray | None) -> int:
-        """Write record ``rid`` into ``seg`` (``_writable_chunk`` checked the room) and publish it."""
+    def _write(self, seg: Segment, cw: np.ndarray, rid: int, kb: bytes, vec: np.ndarray | None, raw=None) -> int:
+        """Write record ``rid`` into ``seg`` (``_writable_chunk`` checked the room) and publish it
+        (``raw``: ``vec.tobytes()``, if the caller has it)."""
         h = _key_hash(kb)
         prev_id = self._latest.get(kb, h)
         if vec is None and prev_id < 0:
@@ -420,7 +422,7 @@ class VectorTier:
             E.REC_PUT if vec is not None else E.REC_DELETE,
             prev_id,
             kb,
-            vec.tobytes() if vec is not None else b"",
+            (vec.tobytes() if raw is None else raw) if vec is not None else b"",
         )
         if st != OK:
             raise self._corrupt(f"chunk of record {rid}: its key area or record is out of bounds")
@@ -910,8 +912,8 @@ class _Reservation:
             raise
         return self.write
 
-    def write(self, kb: bytes, vec: np.ndarray | None) -> int:
-        return self.tier._write(self.seg, self.cw, self.rid, kb, vec)
+    def write(self, kb: bytes, vec: np.ndarray | None, raw: bytes | None = None) -> int:
+        return self.tier._write(self.seg, self.cw, self.rid, kb, vec, raw)
 
     def __exit__(self, *exc) -> None:
         self.tier._log_lock.release()

@@ -52,3 +52,54 @@ def test_unstorable_values_raise_codec_error(bad):
 def test_damaged_values_raise_codec_error(raw):
     with pytest.raises(CodecError):
         decode(raw)
+
+
+def test_json_is_compact_and_equals_the_standard_encoder():
+    import json
+
+    from nt_memory.tiers.codec import TAG_JSON
+
+    for value in [{"i": 1, "px": 100.0, "side": "buy"}, ["é", {"☃": [None, True, 1e300]}], "x", 3, float("inf")]:
+        raw = encode(value)
+        assert raw[0] == TAG_JSON
+        assert raw[1:] == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_a_failed_json_encode_leaves_no_stale_circular_marks():
+    """The per-thread C encoder is reused: a failed encode must not poison the next ones (an
+    object freed inside a failed encode can give its address to the next value)."""
+    for _ in range(200):
+        loop: list = []
+        loop.append(loop)
+        with pytest.raises(CodecError, match="Circular"):
+            encode(loop)
+        with pytest.raises(CodecError, match="set"):
+            encode([[1, 2], {"a": {1, 2}}])
+        del loop
+        assert decode(encode([[1], {"b": [2]}])) == [[1], {"b": [2]}]
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(CodecError):
+        encode(deep)
+    assert decode(encode({"after": [1]})) == {"after": [1]}
+
+
+def test_threads_encode_one_shared_value_at_once():
+    import threading
+
+    value = {"k": [list(range(50)) for _ in range(50)]}
+    want = encode(value)
+    bad = []
+
+    def run():
+        for _ in range(300):
+            if encode(value) != want:
+                bad.append(1)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
