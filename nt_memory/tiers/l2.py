@@ -661,9 +661,10 @@ class VectorTier:
             return [hits_from_keys(found) for found in self.search_keys(namespace, queries, top_k, ef, allow, single)]
         out = []
         per_chunk, base, size = self.layout.chunk_records, self._headers_offset, E.RECORD_HDR_BYTES
-        for labels, dists in self._found(namespace, queries, top_k, ef, allow, single, arrays=True):
-            if len(labels) and int(labels.max()) >= self._mapped_below:
-                self._locate(int(labels.max()))  # maps every published chunk, or raises
+        found_all = self._found(namespace, queries, top_k, ef, allow, single, arrays=True)
+        if self._indexed_upto > self._mapped_below:  # every label is below it: their chunks mapped
+            self._locate(self._indexed_upto - 1)
+        for labels, dists in found_all:
             found = fast.hits(cabi.LOG_KEYS.address, Hit, labels, dists, *self._chunk_arrays, per_chunk, base, size)
             if isinstance(found, int):
                 raise self._corrupt(f"a record among {labels[:8].tolist()} is impossible for a hit")
@@ -695,7 +696,9 @@ class VectorTier:
         check_search_args(top_k, ef)
         qs = self.queries(queries, single)
         with self._ilock:
-            if self.index is None or self.count > self._indexed_upto:
+            # One load of COUNT decides whether to sync (which checks it in full): a search runs
+            # cold, where every extra call into compiled code costs microseconds of misses.
+            if self.index is None or self._load(self.ctl_addr + E.COUNT_IDX * 8) != self._indexed_upto:
                 self.sync()
             total = self._total_live
             flt = None
