@@ -25,11 +25,20 @@ def exact_cosine_topk(data, queries, k):
     return np.argsort(-(qn @ dn.T), axis=1)[:, :k]
 
 
+def l2_config(name, path, dim: int, max_entries: int = 50_000, **settings) -> MemoryConfig:
+    """A system for the L2 tests: ``dim``-d embeddings, room for ``max_entries``, ``settings``."""
+    return MemoryConfig(
+        name=name,
+        storage_path=str(path),
+        embedding_dim=dim,
+        cache_config=CacheConfig(max_entries=max_entries),
+        **settings,
+    )
+
+
 @pytest.fixture
 def cfg(name, tmp_path):
-    return MemoryConfig(
-        name=name, storage_path=str(tmp_path), embedding_dim=64, cache_config=CacheConfig(max_entries=50_000)
-    )
+    return l2_config(name, tmp_path, 64)
 
 
 def _fill(mem, data, ns="docs"):

@@ -11,11 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from nt_memory import CacheConfig, MemoryConfig, MemorySystem
+from nt_memory import MemoryConfig, MemorySystem
 from nt_memory.errors import ConfigError, CorruptSegment
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm.system import SHM_DIR
-from tests.tiers.test_l2 import clustered
+from tests.tiers.test_l2 import clustered, l2_config
 
 DIM = 64
 WINDOW = 2_000
@@ -23,14 +23,7 @@ WINDOW = 2_000
 
 @pytest.fixture
 def cfg(name, tmp_path):
-    return MemoryConfig(
-        name=name,
-        storage_path=str(tmp_path),
-        embedding_dim=DIM,
-        embedding_window=WINDOW,
-        index_sharing="local",
-        cache_config=CacheConfig(max_entries=50_000),
-    )
+    return l2_config(name, tmp_path, DIM, embedding_window=WINDOW, index_sharing="local")
 
 
 def _allocated(mem) -> int:

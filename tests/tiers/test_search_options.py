@@ -5,24 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nt_memory import CacheConfig, MemoryConfig, MemorySystem
+from nt_memory import MemoryConfig, MemorySystem
 from nt_memory.errors import ConfigError, InvalidEmbedding
-from tests.tiers.test_l2 import clustered
+from tests.tiers.test_l2 import clustered, l2_config
 
 DIM = 16
 
 
 @pytest.fixture
 def cfg(name, tmp_path):
-    return MemoryConfig(
-        name=name,
-        storage_path=str(tmp_path),
-        embedding_dim=DIM,
-        index_m=8,
-        index_ef_construction=64,
-        index_ef=50,
-        cache_config=CacheConfig(max_entries=20_000),
-    )
+    return l2_config(name, tmp_path, DIM, 20_000, index_m=8, index_ef_construction=64, index_ef=50)
 
 
 @pytest.fixture
