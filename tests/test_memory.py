@@ -278,3 +278,47 @@ def test_put_nowait_stores_nothing_when_it_would_wait(config):
         beat = next(m for m in mem.system.members.members() if m.slot == mem.system.slot).heartbeat_ns
         assert time.time_ns() - beat < 5e9
         mem.unlink()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_drained_lmdb_matches_a_model_of_interleaved_puts_embeddings_and_deletes(name, tmp_path, seed):
+    """The flusher writes runs of puts with one ``putmulti`` per database and deletes between
+    them: after a drain of many batches LMDB holds exactly what the last write of each key says,
+    its embedding included (a plain put keeps the key's embedding; a delete drops both)."""
+    rng = np.random.default_rng(seed)
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=4, enable_compression=bool(seed % 2))
+    model_kv: dict[str, object] = {}
+    model_emb: dict[str, bytes] = {}
+    with MemorySystem.open(cfg, cache_config=CacheConfig(max_entries=1000)) as m:
+        m.journal.stop()  # the batches are drained below, many records at a time
+        for step in range(3000):
+            key = f"k{int(rng.integers(0, 12))}"
+            op = rng.random()
+            if op < 0.35:
+                value = {"step": step, "pad": "x" * int(rng.integers(0, 300))}
+                m.put("ns", key, value)
+                model_kv[key] = value
+            elif op < 0.75:
+                vec = rng.normal(size=4).astype(np.float32)
+                m.put("ns", key, step, embedding=vec)
+                model_kv[key], model_emb[key] = step, vec.tobytes()
+            else:
+                m.delete("ns", key)
+                model_kv.pop(key, None)
+                model_emb.pop(key, None)
+            if rng.random() < 0.01:
+                while m.journal.drain():
+                    pass
+        while m.journal.drain():
+            pass
+        assert m.journal.head == m.journal.tail
+        for i in range(12):
+            key = f"k{i}"
+            kb = f"ns\0{key}".encode()
+            assert (m.store.kv_get(kb) is not None) == (key in model_kv), key
+            assert m.store.get("embeddings", kb) == model_emb.get(key), key
+        m.unlink()
+    with MemorySystem.open(cfg, cache_config=CacheConfig(max_entries=1000)) as m:  # from LMDB alone
+        for i in range(12):
+            assert m.get("ns", f"k{i}") == model_kv.get(f"k{i}")
+        m.unlink()

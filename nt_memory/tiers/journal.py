@@ -41,7 +41,6 @@ from nt_memory.kernels.journal import (
 )
 from nt_memory.kernels.lockword import lockword_steal, lockword_try_acquire
 from nt_memory.kernels.ring import (
-    KIND_PAD,
     RING_APPEND_BYTES_IDX,
     RING_APPENDS_IDX,
     RING_HDR_WORDS,
@@ -112,6 +111,7 @@ class Journal:
         self.position_key = f"journal/{lay.journal_id:016x}".encode()
         self._find = entry_point(_find_at, INT, INT, INT, BYTES)
         self._index = np.zeros((BATCH_RECORDS, 4), np.int64)
+        self._view = memoryview(self.data)
         self._drain_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -160,33 +160,34 @@ class Journal:
 
     # -------------------------------------------------------------------------------- draining
     def _records(self, head: int, tail: int):
-        """Copy the records of [head, tail) (at most one batch) into LMDB operations: returns
-        ([(position, ops)], end position)."""
+        """Copy the records of [head, tail) (at most one batch) out of the journal: returns
+        ([(position, key, packed kv value or None to delete, embedding or None)], end position).
+        A delete (or an expired put) removes the key's embedding too; a plain put leaves it."""
         rows, end = _index_at(self.ring_addr, self.data_addr, self.capacity, head, tail, self._index)
         if rows < 0:
             raise CorruptSegment(f"system {self.system.name!r}: the journal holds an impossible record at {end}")
         now = time.time_ns()
+        mv, unpack, compression = self._view, _PAYLOAD_HEAD.unpack_from, self.compression
         records = []
         size = 0
-        for i in range(rows):
-            pos, off, n, kind = (int(x) for x in self._index[i])
-            if kind == KIND_PAD or kind not in (JOURNAL_PUT, JOURNAL_DELETE, JOURNAL_PUT_EMB):
-                continue
-            expiry, start, klen, vlen = self._payload(off)
+        index = self._index[:rows].tolist()  # one conversion, not four numpy reads a record
+        for i, (pos, off, n, kind) in enumerate(index):
+            if kind != JOURNAL_PUT and kind != JOURNAL_PUT_EMB and kind != JOURNAL_DELETE:
+                continue  # padding
+            expiry, klen, vlen = unpack(mv, off)
+            start = off + JOURNAL_PAYLOAD_FIXED
             if JOURNAL_PAYLOAD_FIXED + klen + vlen > n:
                 raise CorruptSegment(f"system {self.system.name!r}: journal record at {pos} has impossible lengths")
-            kb = self.data[start : start + klen].tobytes()
+            kb = bytes(mv[start : start + klen])
             if kind == JOURNAL_DELETE or (expiry and expiry <= now):
-                ops = [("kv", kb, None), ("embeddings", kb, None)]
+                records.append((pos, kb, None, None))
             else:
-                vb = self.data[start + klen : start + klen + vlen].tobytes()
-                ops = [("kv", kb, pack_kv(vb, expiry, self.compression))]
-                if kind == JOURNAL_PUT_EMB:
-                    ops.append(("embeddings", kb, self.data[start + klen + vlen : off + n].tobytes()))
-            records.append((pos, ops))
+                value = mv[start + klen : start + klen + vlen]
+                emb = bytes(mv[start + klen + vlen : off + n]) if kind == JOURNAL_PUT_EMB else None
+                records.append((pos, kb, pack_kv(value, expiry, compression), emb))
             size += n
             if size >= BATCH_BYTES:
-                end = int(self._index[i + 1, 0]) if i + 1 < rows else end
+                end = index[i + 1][0] if i + 1 < rows else end
                 break
         return records, end
 

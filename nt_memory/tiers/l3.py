@@ -35,7 +35,7 @@ FLAG_COMPRESSED = 1
 COMPRESS_MIN_BYTES = 512
 
 
-def pack_kv(encoded: bytes, data_expiry_ns: int, compress: bool) -> bytes:
+def pack_kv(encoded: bytes | memoryview, data_expiry_ns: int, compress: bool) -> bytes:
     flags = 0
     if compress and len(encoded) >= COMPRESS_MIN_BYTES:
         packed = zlib.compress(encoded, 1)
@@ -136,22 +136,37 @@ class ColdStore:
         return len(ops)
 
     def apply_journal(self, journal_key: bytes, records, end: int) -> int:
-        """Apply journal records ``[(position, ops)]`` drained up to position ``end``, in one
-        transaction that also stores ``end`` as the journal's drain position; records below the
-        stored position are skipped. Any number of drainers may race (one stalled, one taking
-        over): LMDB serialises their transactions, and each applies only what no earlier one did,
-        in journal order. Returns the number of records applied."""
+        """Apply journal records ``[(position, key, packed kv value or None, embedding or None)]``
+        (``Journal._records``: a None value deletes the key and its embedding) drained up to
+        position ``end``, in one transaction that also stores ``end`` as the journal's drain
+        position; records below the stored position are skipped. Any number of drainers may race
+        (one stalled, one taking over): LMDB serialises their transactions, and each applies only
+        what no earlier one did, in journal order. Runs of puts go to LMDB in one ``putmulti``
+        per database (each database's order is the journal's). Returns the records applied."""
+        kv_db, emb_db = self.dbs["kv"], self.dbs["embeddings"]
 
         def run(txn):
             raw = txn.get(journal_key, db=self.dbs["meta"])
             done = int.from_bytes(raw, "little") if raw else 0
             if end <= done:
                 return 0
+            kv, emb = txn.cursor(kv_db), txn.cursor(emb_db)
+            kv_run: list = []
+            emb_run: list = []
             n = 0
-            for pos, ops in records:
-                if pos >= done:
-                    self._apply(txn, ops)
-                    n += 1
+            for pos, key, value, vec in records:
+                if pos < done:
+                    continue
+                n += 1
+                if value is not None:
+                    kv_run.append((key, value))
+                    if vec is not None:
+                        emb_run.append((key, vec))
+                    continue
+                _put_runs(kv, kv_run, emb, emb_run)
+                txn.delete(key, db=kv_db)
+                txn.delete(key, db=emb_db)
+            _put_runs(kv, kv_run, emb, emb_run)
             txn.put(journal_key, end.to_bytes(8, "little"), db=self.dbs["meta"])
             return n
 
@@ -273,3 +288,13 @@ class ColdStore:
             if _OPEN.get(self.path) is self:
                 del _OPEN[self.path]
         self.env.close()
+
+
+def _put_runs(kv, kv_run: list, emb, emb_run: list) -> None:
+    """Write and empty the pending puts of each database (cursors of one write transaction)."""
+    if kv_run:
+        kv.putmulti(kv_run)
+        kv_run.clear()
+    if emb_run:
+        emb.putmulti(emb_run)
+        emb_run.clear()
