@@ -429,6 +429,8 @@ class MemorySystem:
         journal order this key's writes alike; room in the log is reserved first, so a full
         ``/dev/shm`` raises before anything is stored."""
         emb = vec.tobytes()
+        if self.l2.put_with(self.l1.kernel_context, h, kb, vb, l1_expiry, data_expiry, flags, emb) == S.OK:
+            return  # the common case, in one kernel call
         deadline = None
         while True:
             self.l1.lock_stripe(h)

@@ -13,6 +13,7 @@ from nt_memory.kernels.atomics import address_to_bytes, address_to_words, copy_b
 from nt_memory.kernels.status import CORRUPT, FULL, OK
 
 RECORD_HDR_BYTES = 32  # shm/embed_layout.py
+FIRST_ID_WORD = 0  # shm/embed_layout.py: FIRST_ID_IDX
 KEY_BUMP_WORD = 1  # shm/embed_layout.py: KEY_BUMP_IDX
 
 

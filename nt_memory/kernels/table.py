@@ -634,7 +634,7 @@ def _count_put(hdr, access, slot, found, cache):
 
 
 @jit(inline="always")
-def _put_locked(
+def put_locked(
     ctx,
     hdr,
     stripes,
@@ -696,7 +696,7 @@ def _put_locked(
 
 
 @jit(inline="always")
-def _write_check(ctx, key, vlen, flags):
+def write_check(ctx, key, vlen, flags):
     if ctx[CTX_OPEN_IDX] != 1:
         return CLOSED
     if len(key) > ctx[CTX_MAX_KEY_IDX]:
@@ -722,14 +722,14 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb)
     CORRUPT.
     """
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
-    st = _write_check(ctx, key, len(value), flags)
+    st = write_check(ctx, key, len(value), flags)
     if st != OK:
         return st
     stripe = stripe_of(h, ctx[CTX_NSTRIPES_IDX])
     held = (flags & J_HELD) != 0
     if not held and not lock_stripe_word(stripes, stripe, ctx[CTX_OWNER_IDX]):
         return BUSY
-    st = _put_locked(
+    st = put_locked(
         ctx,
         hdr,
         stripes,
@@ -790,7 +790,7 @@ def table_delete(ctx_addr, h, key, flags):
     with J_JOURNAL the delete is journaled all the same), KEY_TOO_LARGE, JOURNAL_FULL (nothing
     done), BUSY, CLOSED, CORRUPT."""
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
-    st = _write_check(ctx, key, 0, flags)
+    st = write_check(ctx, key, 0, flags)
     if st != OK:
         return st
     stripe = stripe_of(h, ctx[CTX_NSTRIPES_IDX])

@@ -637,6 +637,12 @@ class HotCache:
         """The write count of the stripe of ``h`` (see J_PROMOTE)."""
         return _Kernels.version(self._ctx_addr, h)
 
+    @property
+    def kernel_context(self) -> int:
+        """The address of the table's kernel context (the ``ctx_addr`` of kernels/table.py), for a
+        tier above that writes L1 and its own structure in one kernel call."""
+        return self._ctx_addr
+
     def lock_stripe(self, h: int) -> None:
         """Hold the stripe of ``h`` for a multi-step write (then pass J_HELD; release with
         :meth:`unlock_stripe`). Waits, recovering dead holders, up to the stall bound."""

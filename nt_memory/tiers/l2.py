@@ -28,8 +28,9 @@ import xxhash
 
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, NtMemoryError, TierError
 from nt_memory.kernels import cabi
+from nt_memory.kernels import embedput as P
 from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, entry_point
-from nt_memory.kernels.embedlog import RECORD_HDR_BYTES, all_finite, log_keys, log_write
+from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, RECORD_HDR_BYTES, all_finite, log_keys, log_write
 from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
 from nt_memory.kernels.status import FULL, OK
 from nt_memory.kernels.words import word_load, word_store
@@ -163,7 +164,8 @@ class LatestIds:
 
     _get = _put = None  # the kernels' compiled entries (no per-call type dispatch), bound once
 
-    def __init__(self, capacity: int = 1024):
+    def __init__(self, capacity: int = 1024, context: np.ndarray | None = None):
+        self._context = context  # a put context (kernels/embedput.py) that names the arrays
         if LatestIds._get is None:
             words = INT_ARRAY
             LatestIds._get = entry_point(idmap_get, words, words, words, INT, INT)
@@ -176,21 +178,32 @@ class LatestIds:
         self.hi = np.zeros(capacity, np.int64)
         self.vals = np.zeros(capacity, np.int64)
         self.used = 0  # live entries and tombstones
+        if self._context is not None:
+            c = self._context
+            c[P.LC_IDS_LO], c[P.LC_IDS_HI] = self.lo.ctypes.data, self.hi.ctypes.data
+            c[P.LC_IDS_VALS], c[P.LC_IDS_LEN] = self.vals.ctypes.data, capacity
 
     def get(self, kb: bytes, h: tuple[int, int] | None = None) -> int:
         """``kb``'s id, or -1 (``h``: its :func:`_key_hash`, if the caller has it)."""
         return self._get(self.lo, self.hi, self.vals, *(h or _key_hash(kb)))
 
-    def put(self, kb: bytes, ident: int, h: tuple[int, int] | None = None) -> None:
-        if (self.used + 1) * 10 > len(self.vals) * 7:
-            old = (self.lo, self.hi, self.vals)
-            self._alloc(len(self.vals) * 2 if self.live * 10 > len(self.vals) * 3 else len(self.vals))
-            self.used = self.live = idmap_move(*old, self.lo, self.hi, self.vals)
-        r = self._put(self.lo, self.hi, self.vals, *(h or _key_hash(kb)), ident)
+    def room(self) -> bool:
+        """Whether one more key keeps the map under its load bound (else :meth:`put` grows it)."""
+        return (self.used + 1) * 10 <= len(self.vals) * 7
+
+    def counted(self, r: int) -> None:
+        """Count a put the kernel made (``idmap_put``'s answer ``r``)."""
         if r < 0:
             raise TierError("the latest-id map is full")  # unreachable under the load bound
         self.used += r == 1
         self.live += r != 0
+
+    def put(self, kb: bytes, ident: int, h: tuple[int, int] | None = None) -> None:
+        if not self.room():
+            old = (self.lo, self.hi, self.vals)
+            self._alloc(len(self.vals) * 2 if self.live * 10 > len(self.vals) * 3 else len(self.vals))
+            self.used = self.live = idmap_move(*old, self.lo, self.hi, self.vals)
+        self.counted(self._put(self.lo, self.hi, self.vals, *(h or _key_hash(kb)), ident))
 
     def pop(self, kb: bytes, h: tuple[int, int] | None = None) -> None:
         self.live -= idmap_delete(self.lo, self.hi, self.vals, *(h or _key_hash(kb)))
@@ -239,8 +252,8 @@ class VectorTier:
         self._words_offset = self._chunk_lay.offset("chunk")
         self._keys_offset = self._chunk_lay.offset("keys")
         self._keys_end = self._keys_offset + self.layout.chunk_key_bytes
-        if RECORD_HDR_BYTES != E.RECORD_HDR_BYTES:
-            raise TierError("the embedding log's kernel and layout disagree on the record header")
+        if (RECORD_HDR_BYTES, FIRST_ID_WORD, KEY_BUMP_WORD) != (E.RECORD_HDR_BYTES, E.FIRST_ID_IDX, E.KEY_BUMP_IDX):
+            raise TierError("the embedding log's kernels and layout disagree on the record header or chunk words")
         self._log_write = None  # the kernel's compiled entry, bound on the first append
         self._chunks: list[Segment] = []
         self._chunk_words: list[np.ndarray] = []  # each chunk's FIRST_ID and KEY_BUMP words
@@ -256,9 +269,28 @@ class VectorTier:
         self.durable = None  # () -> None: L3 holds every vector appended so far (the journal's flush)
         self.vector_source = None  # key bytes -> its latest vector's bytes in L3, or None
         self._punched: dict[int, int] = {}  # chunk number -> end of its vector pages released here
-        # Writer state: the latest record id of each key, synced from the log.
-        self._latest = LatestIds()
-        self._latest_upto = 0
+        # Writer state: the latest record id of each key, synced from the log, and the context of
+        # the one-call put (kernels/embedput.py), which holds the id the map is synced up to.
+        self._lctx = np.zeros(P.LC_WORDS, np.int64)
+        self._lctx_addr = int(self._lctx.ctypes.data)
+        self._put_fused = None  # the kernel's compiled entry, bound on the first put
+        self.one_call_puts = 0  # puts this process made through it (the rest took the general path)
+        for idx, value in (
+            (P.LC_COUNT_ADDR, self.ctl_addr + E.COUNT_IDX * 8),
+            (P.LC_LOCK_ADDR, self.ctl_addr + E.LOCK_IDX * 8),
+            (P.LC_NCHUNKS_ADDR, self.ctl_addr + E.NCHUNKS_IDX * 8),
+            (P.LC_OWNER, system.owner),
+            (P.LC_CHUNK_NO, -1),
+            (P.LC_WORDS_OFF, self._words_offset),
+            (P.LC_KEYS_OFF, self._keys_offset),
+            (P.LC_KEYS_END, self._keys_end),
+            (P.LC_HEADERS_OFF, self._headers_offset),
+            (P.LC_VECTORS_OFF, self._vectors_offset),
+            (P.LC_VEC_BYTES, self.vec_bytes),
+            (P.LC_CHUNK_RECORDS, self.layout.chunk_records),
+        ):
+            self._lctx[idx] = value
+        self._latest = LatestIds(context=self._lctx)
         # Search state.
         self.index = None  # an hnswlib.Index once this process searches
         self.on_progress = None  # called between the batches of a long sync (``sync``'s beat)
@@ -272,6 +304,15 @@ class VectorTier:
         self._total_live = 0
 
     # ------------------------------------------------------------------------------- the log
+    @property
+    def _latest_upto(self) -> int:
+        """The latest-id map holds every record below this id."""
+        return int(self._lctx[P.LC_LATEST_UPTO])
+
+    @_latest_upto.setter
+    def _latest_upto(self, rid: int) -> None:
+        self._lctx[P.LC_LATEST_UPTO] = rid
+
     @property
     def count(self) -> int:
         """Records committed, checked against what the published chunks can hold: a shared word
@@ -305,6 +346,9 @@ class VectorTier:
         self._chunks.append(seg)
         self._chunk_words.append(cw)
         self._first_ids.append(first)
+        self._lctx[P.LC_CHUNK_ADDR] = seg.address  # the one-call put appends to the last mapped
+        self._lctx[P.LC_CHUNK_SIZE] = seg.size
+        self._lctx[P.LC_CHUNK_NO] = len(self._chunks) - 1
         self._chunk_arrays = (
             np.array([c.address for c in self._chunks], np.int64),
             np.array([c.size for c in self._chunks], np.int64),
@@ -390,6 +434,32 @@ class VectorTier:
         with self._lock:
             self._sync_latest()
             return self._latest.get(kb)
+
+    def put_with(
+        self, l1_context: int, h: int, kb: bytes, vb: bytes, expiry: int, data_expiry: int, flags: int, emb
+    ) -> int:
+        """The common case of a put with an embedding in one kernel call (kernels/embedput.py): L1
+        and the journal (``l1_context``: the L1 table's kernel context, ``h`` its hash of ``kb``),
+        then the log's PUT record of ``kb`` with vector bytes ``emb``. Returns OK when both are
+        stored; otherwise nothing is stored, and the status says why (SLOW_PATH, BUSY,
+        JOURNAL_FULL, ...): the caller takes the general path (:meth:`reserve`)."""
+        if not self._lock.acquire(False):
+            return P.SLOW_PATH
+        try:
+            if not self._latest.room():
+                return P.SLOW_PATH  # the general path grows the map
+            if self._put_fused is None:
+                types = (INT, INT, BYTES, BYTES, INT, INT, INT, BYTES, INT, INT, INT)
+                self._put_fused = entry_point(P.put_with_embedding, *types)
+            klo, khi = _key_hash(kb)
+            st = self._put_fused(l1_context, h, kb, vb, expiry, data_expiry, flags, emb, self._lctx_addr, klo, khi)
+            if st < 0:
+                return st
+            self._latest.counted(st - 1)
+            self.one_call_puts += 1
+            return OK
+        finally:
+            self._lock.release()
 
     def reserve(self, klen: int) -> _Reservation:
         """Hold the log's append lock with room for one record whose key is ``klen`` bytes (a new
@@ -879,6 +949,7 @@ class VectorTier:
             "live_here": self._total_live if self.index is not None else None,
             "shm_bytes": sum(c.size for c in self._chunks),  # mapped here (released pages included)
             "vector_bytes_in_shm": (self.count - self.released) * self.vec_bytes,
+            "one_call_puts_here": self.one_call_puts,
         }
 
     def close(self) -> None:

@@ -50,3 +50,47 @@ def test_many_chunks_hold_replacements_deletes_and_long_keys(mem):
     many = mem.search_similar_many("obs", np.stack([live[k] for k in list(live)[:50]]), top_k=1, ef=200)
     assert [hs[0].key for hs in many] == list(live)[:50]
     assert mem.embedding("obs", "k1") is None
+
+
+def test_one_call_puts_and_the_general_path_interleave_across_handles_and_chunks(name, tmp_path, monkeypatch):
+    """Two handles write the same keys in turn, across many chunks: each put is made in one kernel
+    call when this handle's latest-id map is current and its last chunk has room, and by the
+    general path otherwise (the other handle appended, the chunk is full); both paths keep each
+    key's latest embedding, so reads and searches from either handle agree with a model."""
+
+    class SmallChunks:
+        for_dim = staticmethod(functools.partial(EmbedLayout.for_dim, chunk_records=64))
+
+    monkeypatch.setattr("nt_memory.memory.EmbedLayout", SmallChunks)
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
+    rng = np.random.default_rng(5)
+    model: dict[str, np.ndarray] = {}
+    with MemorySystem.open(cfg) as a, MemorySystem.open(cfg) as b:
+        puts = 0
+        for step in range(1500):
+            mem = a if (step // int(rng.integers(1, 6))) % 2 else b  # runs of a few puts per handle
+            key = f"k{int(rng.integers(0, 120))}"
+            if rng.random() < 0.1:
+                mem.delete("obs", key)
+                model.pop(key, None)
+                continue
+            model[key] = rng.normal(size=DIM).astype(np.float32)
+            mem.put("obs", key, step, embedding=model[key])
+            puts += 1
+        one_call = a.l2.one_call_puts + b.l2.one_call_puts
+        assert puts // 4 < one_call < puts, (one_call, puts)  # every switch of handle syncs once
+        before = a.l2.one_call_puts
+        for i in range(30):  # one handle alone: the first put syncs, one may open a chunk
+            model[f"k{i}"] = rng.normal(size=DIM).astype(np.float32)
+            a.put("obs", f"k{i}", i, embedding=model[f"k{i}"])
+        assert a.l2.one_call_puts - before >= 28
+        assert a.stats()["l2"]["one_call_puts_here"] == a.l2.one_call_puts
+        assert a.l2.count == b.l2.count and a.l2.stats()["chunks"] > 1500 // 64
+        for key in (f"k{i}" for i in range(120)):
+            for mem in (a, b):
+                got = mem.embedding("obs", key)
+                assert (got is None) if key not in model else np.array_equal(got, model[key]), key
+        for key in list(model)[::7]:
+            hits = b.search_similar("obs", model[key], top_k=3, ef=200)
+            assert hits[0].key == key and all(h.key in model for h in hits)
+        a.unlink()

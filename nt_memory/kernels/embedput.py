@@ -1,0 +1,145 @@
+"""A put with an embedding in one call: L1 and the journal, then the embedding log's record.
+
+``MemorySystem.put(..., embedding=...)`` holds the key's L1 stripe and the log's append lock across
+the journal append and the log append, so that per key the log's order is the journal's. Driven
+from Python that is about ten calls into compiled code; this kernel makes it one, for the common
+case: both locks free at the first try, this process's latest-id map up to date with the log, and
+room in the chunk it has mapped last. Anything else returns a negative status with nothing done,
+and the caller takes the general path (``tiers/l2.py``: ``VectorTier.reserve``), which waits,
+recovers dead holders, maps or creates chunks and syncs; so a kill at any point leaves what a kill
+at the same point of that path leaves.
+
+The steps, in the general path's order: take the stripe, take the log lock, check COUNT against the
+latest-id map and the chunk's room, write L1 and the journal (``table.py``'s put, stripe held),
+write and publish the log record (``embedlog.log_write``), note the key's new latest record, release
+the log lock, release the stripe.
+
+``lctx`` is the caller's private context (int64 words, ``LC_*``): where the log's shared words are,
+the chunk it has mapped last, the layout's offsets and this process's latest-id map. It is written
+by ``tiers/l2.py`` and read here; the kernel writes back only ``LC_LATEST_UPTO``.
+"""
+
+from nt_memory.kernels._jit import jit
+from nt_memory.kernels.atomics import address_to_words, load_acquire
+from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, REC_PUT, RECORD_HDR_BYTES, log_write
+from nt_memory.kernels.idmap import idmap_get, idmap_put
+from nt_memory.kernels.lockword import lockword_release, lockword_try_acquire
+from nt_memory.kernels.status import BUSY, OK
+from nt_memory.kernels.table import (
+    CTX_NSTRIPES_IDX,
+    CTX_OWNER_IDX,
+    J_HELD,
+    put_locked,
+    stripe_of,
+    table_views,
+    try_lock_stripe_word,
+    unlock_stripe_word,
+    write_check,
+)
+
+LC_COUNT_ADDR = 0  # the log's COUNT word
+LC_LOCK_ADDR = 1  # the log's append lock word
+LC_NCHUNKS_ADDR = 2  # the log's NCHUNKS word
+LC_OWNER = 3  # this process's owner id (the lock words' value)
+LC_CHUNK_NO = 4  # the chunk mapped last (-1: none yet)
+LC_CHUNK_ADDR = 5
+LC_CHUNK_SIZE = 6
+LC_WORDS_OFF = 7  # the chunk layout's offsets, and records per chunk
+LC_KEYS_OFF = 8
+LC_KEYS_END = 9
+LC_HEADERS_OFF = 10
+LC_VECTORS_OFF = 11
+LC_VEC_BYTES = 12
+LC_CHUNK_RECORDS = 13
+LC_LATEST_UPTO = 14  # the latest-id map holds every record below this id
+LC_IDS_LO = 15  # the latest-id map's three arrays (kernels/idmap.py) and their length
+LC_IDS_HI = 16
+LC_IDS_VALS = 17
+LC_IDS_LEN = 18
+LC_WORDS = 19
+
+SLOW_PATH = -100  # not the common case (see above): nothing was done
+
+
+@jit
+def put_with_embedding(tctx_addr, h, key, value, expiry, data_expiry, flags, emb, lctx_addr, klo, khi):
+    """``table_put(tctx_addr, h, key, value, expiry, data_expiry, flags, 0, emb)`` and the log's PUT
+    record of ``key`` with vector bytes ``emb`` (``klo``/``khi``: the key's 128-bit hash in the
+    latest-id map), under the stripe and the log lock. Returns 1 + idmap_put's answer (1: the key
+    was known, 2: a new slot, 3: a reused tombstone; 0: the map was full, which its owner's load
+    bound rules out) when both are stored; SLOW_PATH or
+    the put's status (BUSY, JOURNAL_FULL, NEEDS_REHASH, ...) with nothing stored, or CORRUPT
+    after the put if the log's record could not be written (the general path then raises)."""
+    lctx = address_to_words(lctx_addr, LC_WORDS)
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(tctx_addr)
+    st = write_check(ctx, key, len(value), flags)
+    if st != OK:
+        return st
+    if lctx[LC_CHUNK_NO] < 0 or len(emb) != lctx[LC_VEC_BYTES]:
+        return SLOW_PATH
+    stripe = stripe_of(h, ctx[CTX_NSTRIPES_IDX])
+    if not try_lock_stripe_word(stripes, stripe, ctx[CTX_OWNER_IDX]):
+        return BUSY
+    lock = address_to_words(lctx[LC_LOCK_ADDR], 1)
+    if not lockword_try_acquire(lock, 0, lctx[LC_OWNER]):
+        unlock_stripe_word(stripes, stripe)
+        return BUSY
+    rid = load_acquire(address_to_words(lctx[LC_COUNT_ADDR], 1), 0)
+    within = -1  # out of range unless the checks below pass
+    if rid == lctx[LC_LATEST_UPTO] and load_acquire(address_to_words(lctx[LC_NCHUNKS_ADDR], 1), 0) == (
+        lctx[LC_CHUNK_NO] + 1
+    ):
+        words = address_to_words(lctx[LC_CHUNK_ADDR] + lctx[LC_WORDS_OFF], KEY_BUMP_WORD + 1)
+        bump = words[KEY_BUMP_WORD]
+        if lctx[LC_KEYS_OFF] <= bump and bump + len(key) <= lctx[LC_KEYS_END]:
+            within = rid - words[FIRST_ID_WORD]
+    if not 0 <= within < lctx[LC_CHUNK_RECORDS]:
+        st = SLOW_PATH  # another process appended, or the chunk is full (or damaged): sync or map
+    else:
+        st = put_locked(
+            ctx,
+            hdr,
+            stripes,
+            stripe,
+            slots,
+            access,
+            ahdr,
+            data_w,
+            data_b,
+            sizes,
+            h,
+            key,
+            value,
+            expiry,
+            data_expiry,
+            flags | J_HELD,
+            0,
+            emb,
+        )
+    if st == OK:
+        n = lctx[LC_IDS_LEN]
+        lo = address_to_words(lctx[LC_IDS_LO], n)
+        hi = address_to_words(lctx[LC_IDS_HI], n)
+        vals = address_to_words(lctx[LC_IDS_VALS], n)
+        st = log_write(
+            lctx[LC_CHUNK_ADDR],
+            lctx[LC_CHUNK_SIZE],
+            lctx[LC_WORDS_OFF],
+            lctx[LC_KEYS_OFF],
+            lctx[LC_KEYS_END],
+            lctx[LC_HEADERS_OFF] + within * RECORD_HDR_BYTES,
+            lctx[LC_VECTORS_OFF] + within * lctx[LC_VEC_BYTES],
+            lctx[LC_VEC_BYTES],
+            lctx[LC_COUNT_ADDR],
+            rid,
+            REC_PUT,
+            idmap_get(lo, hi, vals, klo, khi),
+            key,
+            emb,
+        )
+        if st == OK:
+            st = 1 + idmap_put(lo, hi, vals, klo, khi, rid)
+            lctx[LC_LATEST_UPTO] = rid + 1
+    lockword_release(lock, 0)
+    unlock_stripe_word(stripes, stripe)
+    return st
