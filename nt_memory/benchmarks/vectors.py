@@ -181,17 +181,30 @@ def _time_against_raw(mem, n: int, qs) -> dict:
     raw.set_ef(p.ef)
     truth, brute = exact_topk(data, qs)
     clock = time.perf_counter_ns
+
+    def ours(q):
+        s = clock()
+        hits = mem.search_similar("obs", q, top_k=TOP_K)
+        ours_lat.append(clock() - s)
+        return {int(h.key[1:]) for h in hits}
+
+    def theirs(q):
+        s = clock()
+        labels, _ = raw.knn_query(q, k=TOP_K, num_threads=1)
+        raw_lat.append(clock() - s)
+        return set(labels[0].tolist())
+
     for _ in range(2):  # the second pass is the one kept: both warm
         ours_lat, raw_lat, ours_hits, raw_hits = [], [], 0, 0
-        for q, t in zip(qs, truth, strict=True):
-            s = clock()
-            hits = mem.search_similar("obs", q, top_k=TOP_K)
-            ours_lat.append(clock() - s)
-            s = clock()
-            labels, _ = raw.knn_query(q, k=TOP_K, num_threads=1)
-            raw_lat.append(clock() - s)
-            ours_hits += len({int(h.key[1:]) for h in hits} & t)
-            raw_hits += len(set(labels[0].tolist()) & t)
+        for i, (q, t) in enumerate(zip(qs, truth, strict=True)):
+            # The same query to both, each going first every other time: on this machine whichever
+            # searched second was faster (ours always first: 1.23x raw at 20k; alternating: 1.10x).
+            if i % 2:
+                raw_hits += len(theirs(q) & t)
+                ours_hits += len(ours(q) & t)
+            else:
+                ours_hits += len(ours(q) & t)
+                raw_hits += len(theirs(q) & t)
     return r | {
         "ef": p.ef,
         "M": p.m,
