@@ -339,7 +339,7 @@ class Journal:
                     if self.drain():
                         idle = 0
                         self.error = None
-                        if self.backlog_bytes < COALESCE_BYTES and self._word(RING_WAITERS_IDX) == 0:
+                        if self.backlog_bytes() < COALESCE_BYTES and self._word(RING_WAITERS_IDX) == 0:
                             # Nobody waits and little is pending: let records gather before the
                             # next transaction. Draining each put's record as it lands took a
                             # transaction per put, and its Python work took the GIL from the
