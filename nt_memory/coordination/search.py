@@ -15,6 +15,14 @@ replaced by the next asker, which loads the saved index and indexes the log's ta
 with no reply for :data:`RESEND_S` is sent again (a lapped ring, a holder that changed); a
 holder that lost the role drops its index.
 
+An asker the holder cannot hear (a co-tenant rewrote a topic's name in the directory, so the asker
+opened a second topic of that name) would wait for a live holder until :data:`WAIT_S`: the holder
+stamps SERVER_IDLE_NS with the start of each poll that found no request, and a poll that began
+after the asker's request was published and still found nothing is a miss. After
+:data:`DEAF_MISSES` of them (each followed by a resend) the asker searches an index of its own for
+:data:`RETRY_SHARING_S`, as when the topics cannot be used at all. A holder that is building or
+searching is not idle, so a long build is still waited for.
+
 Wake-ups: both subscriptions spin their adaptive windows (``pubsub.next_spin``) before they sleep,
 an asker's up to :data:`SPIN_REPLY_S`, the holder's up to :data:`SERVE_SPIN_S`, so back-to-back
 searches pay neither futex wake-up.
@@ -52,6 +60,7 @@ STALE_S = 5.0  # a holder whose thread has not gone round its loop for this long
 RESEND_S = 2.0  # a request with no reply for this long is sent again
 WAIT_S = 600.0  # the longest a search waits for a live holder (a 1M build on two cores)
 RETRY_SHARING_S = 30.0  # after the topics failed us, search locally this long before trying again
+DEAF_MISSES = 3  # holder polls that began after our request and found none: it cannot hear us
 POLL_S = 0.1  # the serving thread's receive slice (its beat) and a waiting asker's
 # The longest an asker's reply subscription polls before it sleeps: a reply is due within about
 # one search, so the adaptive window (``pubsub.next_spin``) grows to cover it. The poll runs in C
@@ -68,6 +77,10 @@ _HIT = struct.Struct("<fI")
 _COUNT = struct.Struct("<I")
 
 
+class _Unheard(TierError):
+    """The holder is live but does not get this process's requests, or we do not get its replies."""
+
+
 class SearchService:
     """This process's searches: answered here when it holds the index (or ``mode="local"``), else
     sent to the holder."""
@@ -81,6 +94,7 @@ class SearchService:
         self.mode = mode
         self._role_addr = l2.ctl_addr + E.SERVER_IDX * 8
         self._beat_addr = l2.ctl_addr + E.SERVER_BEAT_IDX * 8
+        self._idle_addr = l2.ctl_addr + E.SERVER_IDLE_IDX * 8
         self._lock = threading.Lock()  # one exchange at a time per process: replies are matched by seq
         self._seq = 0
         self._replies = None  # this process's subscription to the reply topic, made on first use
@@ -102,8 +116,10 @@ class SearchService:
     def serves(self) -> bool:
         return self._holder() == self.system.owner
 
-    def _beat(self) -> None:
-        word_store(self._beat_addr, time.time_ns())
+    def _beat(self) -> int:
+        now = time.time_ns()
+        word_store(self._beat_addr, now)
+        return now
 
     def _beat_if_serving(self) -> None:
         if self.serves():
@@ -163,10 +179,10 @@ class SearchService:
                 found = self._ask(holder, namespace, qs, top_k, ef, prefix, deadline)
                 if found is not None:
                     return [hits_from_keys(f) for f in found]
-        except (LockTimeout, ConfigError) as exc:
+        except (LockTimeout, ConfigError, _Unheard) as exc:
             # The search topics cannot be used (a stopped process holds the topic directory or a
-            # topic's append lock; every topic slot is taken): search an index of our own, and
-            # try sharing again after a while.
+            # topic's append lock; every topic slot is taken; the holder cannot hear us): search
+            # an index of our own, and try sharing again after a while.
             self.error = exc
             self._local_until = time.monotonic() + RETRY_SHARING_S
             return self._local(namespace, qs, top_k, ef, prefix, False, self.l2.hits)
@@ -204,8 +220,8 @@ class SearchService:
         start = clock()
         self.pubsub.publish(REQUEST_TOPIC, request)
         self.sent += 1
-        sent_at = time.monotonic()
-        service_ns = 0
+        sent_at, sent_ns = time.monotonic(), time.time_ns()
+        service_ns = misses = 0
         replies = self._replies
         while got < len(qs):
             msg = replies.recv(POLL_S)
@@ -216,9 +232,18 @@ class SearchService:
                 if now > deadline:
                     pid = self.system.members.owner_pid(holder)
                     raise TierError(f"the search index's holder (pid {pid}) gave no answer in {WAIT_S:.0f} s")
-                if now - sent_at > RESEND_S:
+                idle = word_load(self._idle_addr) > sent_ns  # it polled since, and found nothing
+                if idle:
+                    misses += 1
+                    if misses >= DEAF_MISSES:
+                        pid = self.system.members.owner_pid(holder)
+                        raise _Unheard(
+                            f"the search index's holder (pid {pid}) does not hear this process's requests "
+                            f"(or it does not get the replies): searching locally for {RETRY_SHARING_S:.0f} s"
+                        )
+                if idle or now - sent_at > RESEND_S:
                     self.pubsub.publish(REQUEST_TOPIC, request)
-                    sent_at = now
+                    sent_at, sent_ns = now, time.time_ns()
                 continue
             if not isinstance(msg, bytes) or len(msg) < _REP.size:
                 continue
@@ -243,10 +268,11 @@ class SearchService:
         me = self.system.owner
         try:
             while not self._stop.is_set() and self._holder() == me:
-                self._beat()
+                polled = self._beat()
                 try:
                     msg = requests.recv(POLL_S)
                     if msg is None:
+                        word_store(self._idle_addr, polled)  # askers tell from this that we miss theirs
                         self.l2.sync()  # idle: index new vectors now, not inside a search
                         continue
                     self._answer(msg)

@@ -7,10 +7,11 @@
         line 1  COUNT                records committed (release-stored after each append)
         line 2  NCHUNKS              chunk segments published
         line 3  DIM  CHUNK_RECORDS  CHUNK_KEY_BYTES  LOG_ID  RECORD_BYTES
-        line 4  SERVER  SERVER_BEAT_NS
+        line 4  SERVER  SERVER_BEAT_NS  SERVER_IDLE_NS
                 SERVER: owner word of the process that holds the search index and answers the
                 others' searches (``coordination/search.py``), 0 if none; SERVER_BEAT_NS: wall ns
-                when its serving thread last went round its loop
+                when its serving thread last went round its loop; SERVER_IDLE_NS: the start (wall
+                ns) of its latest poll of the request topic that found nothing
         line 5  RELEASED             records below this id have no vector here any more: the saved
                 index (``storage_path/l2``) covers them and L3 holds their latest vectors; their
                 headers and keys stay (``VectorTier.release``)
@@ -52,6 +53,7 @@ LOG_ID_IDX = 27
 RECORD_BYTES_IDX = 28
 SERVER_IDX = 32
 SERVER_BEAT_IDX = 33
+SERVER_IDLE_IDX = 34
 RELEASED_IDX = 40
 
 CHUNK_WORDS = 8

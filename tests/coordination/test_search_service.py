@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from nt_memory import MemoryConfig, MemorySystem
 from nt_memory.coordination import search as S
 from nt_memory.errors import ConfigError, InvalidEmbedding
+from nt_memory.shm import coord_layout as C
 from tests.multiprocess import search_workers
 from tests.multiprocess.test_stalls import _stopped
 
@@ -125,6 +127,41 @@ def test_garbage_on_the_search_topics_is_ignored(cfg):
         assert _keys(asker.search_similar("docs", data[3])) == want
         assert holder.stats()["l2"]["search_last_error"] is None
         assert holder.stats()["l2"]["this_process_serves"]
+
+
+@pytest.mark.parametrize("topic", [S.REQUEST_TOPIC, S.REPLY_TOPIC])
+def test_an_asker_the_holder_cannot_hear_searches_locally_instead_of_waiting(cfg, topic):
+    """A co-tenant rewrites a word of a search topic's name in the directory: a process that opens
+    the topic afterwards makes a second one of that name, and the holder, which opened the first,
+    never hears its requests (or sends its replies where it does not listen). The live holder keeps
+    beating, so once waited WAIT_S (600 s); the asker sees the holder idle after its request and
+    searches an index of its own."""
+    data = _data(300, seed=11)
+    with MemorySystem.open(cfg) as holder, MemorySystem.open(cfg) as first:
+        _fill(holder, data)
+        want = _keys(holder.search_similar("docs", data[7]))
+        assert _keys(first.search_similar("docs", data[7])) == want  # the holder opened the reply topic
+        idx = holder.pubsub._find(topic.encode())
+        word = holder.pubsub.entries[idx * C.TOPIC_ENTRY_WORDS + C.TOPIC_NAME_IDX + 1 :][:1]
+        saved = int(word[0])
+        word[0] = 1
+        try:
+            with MemorySystem.open(cfg) as late:
+                got: list = []
+                t = threading.Thread(target=lambda: got.append(_keys(late.search_similar("docs", data[7]))))
+                start = time.monotonic()
+                t.start()
+                t.join(60)
+                assert not t.is_alive(), "the search waited for a holder that cannot hear it"
+                assert got == [want] and time.monotonic() - start < 30
+                st = late.stats()["l2"]
+                assert "does not hear" in st["search_last_error"] and late.l2.index is not None
+                assert st["searches_sent_here"] == 1
+                late.search_similar("docs", data[8])  # searches stay local for a while: nothing sent
+                assert late.stats()["l2"]["searches_sent_here"] == 1
+        finally:
+            word[0] = saved
+        assert _keys(first.search_similar("docs", data[7])) == want  # the others were never affected
 
 
 def test_closing_the_holder_hands_the_role_on_with_the_saved_index(cfg):
