@@ -223,9 +223,9 @@ def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict
                 progress.update(task, completed=i)
         progress.update(task, completed=n)
         task = progress.add_task("vectors: building the index", total=None)
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         mem.l2.sync()
-        build = time.perf_counter() - t0
+        build = time.perf_counter() - started
         progress.update(task, total=1, completed=1)
         lat, hits = [], 0
         for q, t in zip(qs, truth, strict=True):

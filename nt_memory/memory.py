@@ -177,8 +177,9 @@ class MemorySystem:
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
-        self.acquire_lock = self.locks.fast_acquire
-        self.release_lock = self.locks.fast_release
+        # Per instance, over the methods: the lock verbs are one C call each.
+        self.acquire_lock = self.locks.fast_acquire  # type: ignore[method-assign]
+        self.release_lock = self.locks.fast_release  # type: ignore[method-assign]
         self.l1.recover()  # what members that died left half-done, before this process reads
         self.journal.start()
         self.closed = False
@@ -290,12 +291,14 @@ class MemorySystem:
         return self._get(namespace, key, default)
 
     def _bind_get(self) -> None:
-        self.get = self._get = self.l1.make_getter(self._get_lower)
+        self.get = self._get = self.l1.make_getter(self._get_lower)  # type: ignore[method-assign]
         if self.durability == "write-behind":
             # A journaled bytes put in one C call; sync puts, embeddings, other values and
             # anything the kernel does not finish take the Python path.
             limit = min(self._l1_max_value, self._journal_max)
-            self.put = self.l1.make_putter(self._l1_ttl_ns, J_JOURNAL, limit, MemorySystem.put.__get__(self))
+            self.put = self.l1.make_putter(  # type: ignore[method-assign]
+                self._l1_ttl_ns, J_JOURNAL, limit, MemorySystem.put.__get__(self)
+            )
 
     def _get_lower(self, r: int, h: int, kb: bytes, default):
         if r not in (S.NOT_FOUND, S.EXPIRED):
@@ -383,7 +386,7 @@ class MemorySystem:
             self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put")
         return True
 
-    def _prepare(self, namespace, key, value, ttl, now: int):
+    def _prepare(self, namespace, key, value, ttl, now: int) -> tuple[bytes, int, bytes, int, int]:
         """(key bytes, hash, encoded value, L1 expiry, data expiry) of a put, or its error."""
         kb = self.l1.key_bytes(namespace, key)
         vb = encode(value)
@@ -456,6 +459,7 @@ class MemorySystem:
         try:
             self.l1.delete_encoded(kb, h, J_HELD)
             self.journal.flush()
+            ops: list[tuple[str, bytes, bytes | None]]
             if vb is None:
                 ops = [("kv", kb, None), ("embeddings", kb, None)]
             else:
@@ -660,7 +664,8 @@ class MemorySystem:
         return self.l2.count
 
     def __contains__(self, item) -> bool:
-        return self.get(*item, default=_MISSING) is not _MISSING
+        namespace, key = item
+        return self.get(namespace, key, _MISSING) is not _MISSING
 
     # --------------------------------------------------------------------------------- lifetime
     def flush(self, timeout: float = 30.0) -> None:

@@ -104,7 +104,7 @@ def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
             lk = [(f"b\0key{i}".encode(),) for i in order]
             r["lmdb_get_reused_txn"] = _pct(time_calls(txn.get, lk))
             ak = [(f"a\0key{i}".encode(),) for i in order]
-            r["lmdb_get_frombuffer_f64x8"] = _pct(time_calls(lambda k: np.frombuffer(txn.get(k), np.float64), ak))
+            r["lmdb_get_frombuffer_f64x8"] = _pct(time_calls(lambda k: np.frombuffer(txn.get(k), np.float64), ak))  # type: ignore[arg-type]
             raw = json.dumps(JSON_VALUE).encode()
             r["json_loads_same_bytes"] = _pct(time_calls(json.loads, [(raw,)] * calls))
         env.close()

@@ -27,6 +27,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from nt_memory.benchmarks import finish, suite_parser
 
@@ -110,7 +112,7 @@ def worker(calls: int, rows_path: str) -> None:
             lock.acquire()
             lock.release()
 
-        cases = [
+        cases: list[tuple[str, Callable[..., Any], list[tuple]]] = [
             (EMPTY, lambda: None, [()] * calls),
             ("dict.get", d.get, [(f"key{i}",) for i in order]),
             ("LMDB get, reused read txn", txn.get, [(f"b\0key{i}".encode(),) for i in order]),
@@ -118,7 +120,7 @@ def worker(calls: int, rows_path: str) -> None:
             ("MemorySystem.get, 64 B bytes", mem.get, [("b", f"key{i}") for i in order]),
             (
                 "LMDB get + np.frombuffer",
-                lambda k: np.frombuffer(txn.get(k), np.float64),
+                lambda k: np.frombuffer(txn.get(k), np.float64),  # type: ignore[arg-type]
                 [(f"a\0key{i}".encode(),) for i in order],
             ),
             ("HotCache.get, float64[8]", cache.get, [("a", f"key{i}") for i in order]),

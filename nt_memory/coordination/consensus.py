@@ -389,11 +389,12 @@ class Consensus:
     def _from_log(self, pid: int) -> ConsensusResult:
         raw = self.store.get("consensus", f"decision/{pid}".encode())
         if raw is None:
-            if self.store.get("consensus", f"proposal/{pid}".encode()) is None:
+            proposal = self.store.get("consensus", f"proposal/{pid}".encode())
+            if proposal is None:
                 raise ConsensusError(f"unknown proposal {pid}")
             # Submitted, never decided, and no longer in shared memory (a reboot, or more than
             # MAX_PROPOSALS newer proposals): it can receive no more votes, so it has expired.
-            q = json.loads(self.store.get("consensus", f"proposal/{pid}".encode())).get("quorum", 0.0)
+            q = json.loads(proposal).get("quorum", 0.0)
             return self._log(ConsensusResult(str(pid), ConsensusStatus.EXPIRED, 0.0, 0.0, 0.0, float(q), 0))
         d = json.loads(raw)
         return ConsensusResult(**(d | {"status": ConsensusStatus[d["status"]]}))

@@ -108,15 +108,14 @@ class PubSub:
         self.closed = False
 
     # --------------------------------------------------------------------------------- topics
-    def topic(self, name: str, create: bool = True) -> _Topic | None:
+    def topic(self, name: str) -> _Topic:
+        """The ring of topic ``name``, made on first use by any process."""
         key = validate_topic(name)
         t = self._topics.get(key)
         if t is not None:
             return t
         idx = self._find(key)
         if idx < 0:
-            if not create:
-                return None
             idx = self._create(key)
         seg = self.system.attach_segment(f"topic.{idx}", L.KIND_TOPIC)
         try:
@@ -263,7 +262,7 @@ class Subscription:
             )
         else:
             self._out = np.zeros(ring.capacity // 4, np.uint8)
-            self._outmv = memoryview(self._out)
+            self._outmv = self._out.data
 
     @property
     def received(self) -> int:

@@ -7,9 +7,10 @@ parallel with other Python threads. Nothing else in the package calls ``numba.nj
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 import numba
 import xxhash
@@ -60,7 +61,19 @@ caching.CacheImpl._locator_classes[:0] = [
     _whole_package_stamp(caching.UserWideCacheLocator),
 ]
 
-jit = functools.partial(numba.njit, cache=True, nogil=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@overload
+def jit(fn: _F) -> _F: ...
+@overload
+def jit(fn: None = None, **options: Any) -> Callable[[_F], _F]: ...
+def jit(fn=None, **options):
+    """``numba.njit`` with ``cache=True, nogil=True``: ``@jit`` or ``@jit(inline="always")``. Typed
+    as returning the function itself, so that the type check reads a kernel's call as its Python
+    signature (numba's own hints type the dispatcher's ``__call__`` loosely)."""
+    decorate = numba.njit(cache=True, nogil=True, **options)
+    return decorate if fn is None else decorate(fn)
 
 
 class CEntry:
@@ -71,12 +84,12 @@ class CEntry:
     def __init__(self, pyfunc, signature: str):
         self.pyfunc = pyfunc
         self.signature = signature
-        self._compiled = None
+        self._compiled: Any = None
 
     @property
     def address(self) -> int:
         if self._compiled is None:
-            self._compiled = numba.cfunc(self.signature, cache=True, nopython=True)(self.pyfunc)
+            self._compiled = numba.cfunc(self.signature, cache=True, nopython=True)(self.pyfunc)  # type: ignore[call-arg]
         return self._compiled.address
 
 

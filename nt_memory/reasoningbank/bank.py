@@ -95,7 +95,10 @@ class ReasoningBank:
         if raw is None:
             raise ConfigError(f"no trajectory {trajectory_id!r} of agent {agent_id!r} is tracked")
         t = Trajectory.from_json(json.loads(bytes(unpack_kv(raw)[0])))
-        return self.track(t.complete())
+        verdict = self.track(t.complete())
+        if verdict is None:  # track judges every complete trajectory
+            raise ConfigError(f"trajectory {trajectory_id!r} of agent {agent_id!r} could not be judged")
+        return verdict
 
     def trajectories(self, agent_id: str | None = None, completed: bool | None = None) -> list[Trajectory]:
         """Tracked trajectories (of one agent, active or complete only), from any process."""

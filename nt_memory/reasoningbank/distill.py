@@ -187,7 +187,7 @@ class MemoryDistiller:
         for _, members in clusters:
             by_action: dict[str, list[Trajectory]] = defaultdict(list)
             for t in members:
-                by_action[t.main_action()].append(t)
+                by_action[t.main_action() or ""].append(t)  # every item has one (filtered above)
             for action, ts in sorted(by_action.items()):
                 vs = [verdicts.get(t.id) for t in ts]
                 judged = [v for v in vs if v is not None and v.pairs > 0]

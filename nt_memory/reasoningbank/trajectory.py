@@ -113,7 +113,7 @@ class Trajectory:
         return [s for s in self.steps if s.kind == ACTION]
 
     def outcomes(self) -> list[float]:
-        return [s.value for s in self.steps if s.kind == OUTCOME]
+        return [s.value for s in self.steps if s.kind == OUTCOME and s.value is not None]
 
     def predictions(self) -> list[float]:
         return [s.predicted_outcome for s in self.steps if s.kind == ACTION and s.predicted_outcome is not None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from nt_memory.errors import LockTimeout
 from nt_memory.kernels._jit import INT, entry_point
@@ -112,7 +113,8 @@ class OwnedLock:
     __slots__ = ("system", "words", "idx", "what", "before_steal", "_addr")
     # The uncontended acquire and the release: compiled entries over the word's address (a
     # dispatch over the numpy array of words took ~1 us of the pair's ~1.3 us).
-    _cas = _store = None
+    _cas: Any = None
+    _store: Any = None
 
     def __init__(self, system, words, idx: int, what: str, before_steal=None):
         self.system = system

@@ -213,7 +213,7 @@ class Segment:
         if self.closed:
             return
         self.closed = True
-        self.buf = self.words = None
+        self.buf = self.words = None  # type: ignore[assignment]  # closed: drop the views
         self.address = 0
         try:
             self._mm.close()

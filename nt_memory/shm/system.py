@@ -302,7 +302,7 @@ class System:
         self.closed = True
         if self.slot >= 0:
             self.members.unregister(self.owner)
-        self.members = None
+        self.members = None  # type: ignore[assignment]  # closed
         for seg in self.parts.values():
             seg.close()
         self.root.close()

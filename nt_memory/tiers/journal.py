@@ -111,7 +111,7 @@ class Journal:
         self.position_key = f"journal/{lay.journal_id:016x}".encode()
         self._find = entry_point(_find_at, INT, INT, INT, BYTES)
         self._index = np.zeros((BATCH_RECORDS, 4), np.int64)
-        self._view = memoryview(self.data)
+        self._view = self.data.data  # a memoryview of the record bytes
         self._drain_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,7 +138,7 @@ class Journal:
     # ------------------------------------------------------------------------------------ reads
     def _payload(self, off: int):
         """(data expiry, key start, key length, value length) of the payload at byte ``off``."""
-        expiry, klen, vlen = _PAYLOAD_HEAD.unpack_from(self.data, off)
+        expiry, klen, vlen = _PAYLOAD_HEAD.unpack_from(self._view, off)
         return expiry, off + JOURNAL_PAYLOAD_FIXED, klen, vlen
 
     def find(self, kb: bytes):
@@ -150,6 +150,7 @@ class Journal:
         if r < 0:
             raise CorruptSegment(f"system {self.system.name!r}: the journal's positions are impossible")
         pos, deleted = r >> 1, r & 1
+        result: tuple
         if deleted:
             result = ("delete",)
         else:
@@ -168,7 +169,7 @@ class Journal:
             raise CorruptSegment(f"system {self.system.name!r}: the journal holds an impossible record at {end}")
         now = time.time_ns()
         mv, unpack, compression = self._view, _PAYLOAD_HEAD.unpack_from, self.compression
-        records = []
+        records: list[tuple] = []  # (position, key, packed value or None, embedding or None)
         size = 0
         index = self._index[:rows].tolist()  # one conversion, not four numpy reads a record
         for i, (pos, off, n, kind) in enumerate(index):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -144,7 +145,7 @@ class _Buffer:
     def __init__(self, nbytes: int):
         self.arr = np.zeros(nbytes, np.uint8)
         self.addr = int(self.arr.ctypes.data)
-        self.mv = memoryview(self.arr)
+        self.mv = self.arr.data
 
 
 class _Scratch(threading.local):
@@ -158,7 +159,14 @@ class _Kernels:
     """The table kernels' compiled entry points, bound on first use (compiling or loading them
     from numba's cache is the cold-start cost; see the README)."""
 
-    get = contains = put = delete = version = lock_owners = lock_stripe = unlock_stripe = None
+    get: Any = None
+    contains: Any = None
+    put: Any = None
+    delete: Any = None
+    version: Any = None
+    lock_owners: Any = None
+    lock_stripe: Any = None
+    unlock_stripe: Any = None
 
     @classmethod
     def load(cls) -> None:
@@ -459,10 +467,11 @@ class HotCache:
         return self._get(ns, key, default)  # replaced per instance by _bind_get's closure
 
     def _bind_get(self) -> None:
-        self.get = self._get = self.make_getter(self._get_slow)
+        # Per instance, over the methods: one attribute lookup and one C call per get or put.
+        self.get = self._get = self.make_getter(self._get_slow)  # type: ignore[method-assign]
         if fast is not None:
             slow_put = HotCache.put.__get__(self)
-            self.put = self.make_putter(self.default_ttl_ns, 0, self.max_value_bytes, slow_put)
+            self.put = self.make_putter(self.default_ttl_ns, 0, self.max_value_bytes, slow_put)  # type: ignore[method-assign]
 
     def make_getter(self, on_miss):
         """The fast path of ``get``: one C call that hashes, probes and copies (the compiled
@@ -779,7 +788,7 @@ class HotCache:
             hits_addr = self._ctx[CTX_TABLE_IDX] + HDR_RETIRED_HITS_IDX * 8
             word_fetch_add(int(hits_addr), int(stats[MEMBER_HITS_IDX]))
             word_fetch_add(int(hits_addr) + 8, int(stats[MEMBER_MISSES_IDX]))
-        self._hdr = self._ahdr = None
+        self._hdr = self._ahdr = None  # type: ignore[assignment]  # closed: drop the views
         if self._owns_system:
             self.system.close()
 

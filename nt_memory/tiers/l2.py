@@ -21,7 +21,8 @@ import os
 import secrets
 import struct
 import threading
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import xxhash
@@ -117,7 +118,7 @@ def _all_finite(vec: np.ndarray) -> bool:
     return _finite_entry(vec)
 
 
-_finite_entry = None
+_finite_entry: Any = None
 
 
 def hits_from_keys(found) -> list[Hit]:
@@ -162,7 +163,8 @@ class LatestIds:
     """Each key's latest record id in this process (:mod:`nt_memory.kernels.idmap`): 24 bytes a
     slot, the table doubling at 70% full."""
 
-    _get = _put = None  # the kernels' compiled entries (no per-call type dispatch), bound once
+    _put: Any = None
+    _get: Any = None  # the kernels' compiled entries (no per-call type dispatch), bound once
 
     def __init__(self, capacity: int = 1024, context: np.ndarray | None = None):
         self._context = context  # a put context (kernels/embedput.py) that names the arrays
@@ -254,26 +256,27 @@ class VectorTier:
         self._keys_end = self._keys_offset + self.layout.chunk_key_bytes
         if (RECORD_HDR_BYTES, FIRST_ID_WORD, KEY_BUMP_WORD) != (E.RECORD_HDR_BYTES, E.FIRST_ID_IDX, E.KEY_BUMP_IDX):
             raise TierError("the embedding log's kernels and layout disagree on the record header or chunk words")
-        self._log_write = None  # the kernel's compiled entry, bound on the first append
+        self._log_write: Any = None  # the kernel's compiled entry, bound on the first append
         self._chunks: list[Segment] = []
         self._chunk_words: list[np.ndarray] = []  # each chunk's FIRST_ID and KEY_BUMP words
         self._mapped_below = 0  # records below this id lie in chunks already mapped
         self._first_ids: list[int] = []
         self._chunk_arrays = (np.zeros(0, np.int64),) * 3  # bases, sizes, first ids (``_note_chunk``)
-        self._log_keys = None  # the kernel's compiled entry, bound on the first search
+        self._log_keys: Any = None  # the kernel's compiled entry, bound on the first search
         # ``_lock``: the writer state and the chunk mappings; ``_ilock``: the index (taken first when
         # both are held: a sync reads records, a write never touches the index).
         self._lock = threading.RLock()
         self._ilock = threading.RLock()
         self.window = DEFAULT_WINDOW
-        self.durable = None  # () -> None: L3 holds every vector appended so far (the journal's flush)
-        self.vector_source = None  # key bytes -> its latest vector's bytes in L3, or None
+        self.durable: Callable[[], None] | None = None  # L3 holds every vector appended so far (journal flush)
+        # key bytes -> its latest vector's bytes in L3, or None
+        self.vector_source: Callable[[bytes], bytes | None] | None = None
         self._punched: dict[int, int] = {}  # chunk number -> end of its vector pages released here
         # Writer state: the latest record id of each key, synced from the log, and the context of
         # the one-call put (kernels/embedput.py), which holds the id the map is synced up to.
         self._lctx = np.zeros(P.LC_WORDS, np.int64)
         self._lctx_addr = int(self._lctx.ctypes.data)
-        self._put_fused = None  # the kernel's compiled entry, bound on the first put
+        self._put_fused: Any = None  # the kernel's compiled entry, bound on the first put
         self.one_call_puts = 0  # puts this process made through it (the rest took the general path)
         for idx, value in (
             (P.LC_COUNT_ADDR, self.ctl_addr + E.COUNT_IDX * 8),
@@ -292,8 +295,8 @@ class VectorTier:
             self._lctx[idx] = value
         self._latest = LatestIds(context=self._lctx)
         # Search state.
-        self.index = None  # an hnswlib.Index once this process searches
-        self.on_progress = None  # called between the batches of a long sync (``sync``'s beat)
+        self.index: Any = None  # an hnswlib.Index once this process searches
+        self.on_progress: Callable[[], None] | None = None  # between the batches of a long sync (its beat)
         self._ef_set = -1  # the ef the index was last given
         self._indexed_upto = 0
         self._saved_upto = -1
@@ -382,7 +385,7 @@ class VectorTier:
     def _record(self, rid: int):
         """(kind, key bytes, superseded id or -1, chunk, index in it) of record ``rid``."""
         seg, within = self._locate(rid)
-        w0, koff, prev1 = _REC_HEAD.unpack_from(seg.buf, self._headers_offset + within * E.RECORD_HDR_BYTES)
+        w0, koff, prev1 = _REC_HEAD.unpack_from(seg.buf.data, self._headers_offset + within * E.RECORD_HDR_BYTES)
         kind, klen = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFFFFFFFF
         if kind not in (E.REC_PUT, E.REC_DELETE) or not 0 <= koff <= seg.size - klen or not 0 <= prev1 <= rid:
             raise self._corrupt(f"record {rid} is impossible")
@@ -706,7 +709,7 @@ class VectorTier:
             block = np.stack(vecs) if vecs else None  # the copy: checked against RELEASED next
             if self.released > lo:
                 raise _Released  # a release overlapped the copy: some rows may be holes' zeros
-            if ids:
+            if block is not None:  # ids and vecs grow together
                 self._add(ids, block)
             if beat is not None:
                 beat()
@@ -771,7 +774,7 @@ class VectorTier:
             if self.index is None or self._load(self.ctl_addr + E.COUNT_IDX * 8) != self._indexed_upto:
                 self.sync()
             total = self._total_live
-            flt = None
+            flt: Callable[[int], bool] | None = None
             k = min(top_k, total)
             if namespace is not None:
                 nsid = self._ns_ids.get(namespace)

@@ -48,7 +48,7 @@ def pack_kv(encoded: bytes | memoryview, data_expiry_ns: int, compress: bool) ->
 def unpack_kv(raw) -> tuple[memoryview | bytes, int]:
     """(encoded value, data expiry) of a kv record; a view into ``raw`` when not compressed."""
     flags, expiry = _KV_HEAD.unpack_from(raw, 0)
-    body = memoryview(raw)[KV_HEAD_BYTES:]
+    body: memoryview | bytes = memoryview(raw)[KV_HEAD_BYTES:]
     if flags & FLAG_COMPRESSED:
         try:
             body = zlib.decompress(body)
