@@ -297,6 +297,34 @@ def test_the_flusher_drains_on_its_own_without_errors(mem):
     assert mem.stats()["journal"]["drained_records_here"] >= 150
 
 
+def test_a_process_that_does_not_flush_looks_at_the_flusher_a_few_times_a_second(config):
+    """The second process's thread only watches for a dead or stalled flusher. Each look takes its
+    GIL, and 20 a second (every 50 ms, with a repair pass each time) lengthened a sleeping
+    subscriber's p99 by half; it looks every STANDBY_S and leaves repairs to the flusher, and
+    still takes the role over when the flusher goes."""
+    from nt_memory.tiers.journal import STANDBY_S, TAKEOVER_S
+
+    first = MemorySystem.open(config)
+    second = MemorySystem.open(config)
+    try:
+        assert first.stats()["journal"]["this_process_flushes"]
+        before = second.stats()["journal"]["standby_looks_here"]
+        time.sleep(1.0)
+        looks = second.stats()["journal"]["standby_looks_here"] - before
+        assert 1 <= looks <= 1.0 / STANDBY_S + 2
+        first.close()
+        deadline = time.monotonic() + TAKEOVER_S + 10 * STANDBY_S
+        while not second.stats()["journal"]["this_process_flushes"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert second.stats()["journal"]["this_process_flushes"]
+        second.put("ns", "k", b"v")
+        second.flush(10)
+    finally:
+        first.close()
+        second.close()
+        second.unlink()
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_drained_lmdb_matches_a_model_of_interleaved_puts_embeddings_and_deletes(name, tmp_path, seed):
     """The flusher writes runs of puts with one ``putmulti`` per database and deletes between
