@@ -9,6 +9,7 @@ from nt_memory.errors import (
     ConfigError,
     ConsensusError,
     CorruptSegment,
+    InvalidEmbedding,
     InvalidKey,
     LayoutMismatch,
     LockTimeout,
@@ -17,7 +18,9 @@ from nt_memory.errors import (
     SegmentError,
     SegmentExists,
     SegmentNotFound,
+    SegmentNotOwned,
     StaleToken,
+    SystemAbandoned,
     TierError,
     ValueTooLarge,
 )
@@ -31,27 +34,34 @@ from nt_memory.tiers.l2 import Hit
 __version__ = "0.1.0"
 
 __all__ = [
+    # the system and its configuration
+    "CacheConfig",
+    "MemoryConfig",
+    "MemorySystem",
+    # tiers
+    "Hit",
+    "HotCache",
+    "l1_lookup",
+    # coordination
+    "ConsensusResult",
+    "ConsensusStatus",
+    "LockToken",
+    "Proposal",
+    "Vote",
+    # ReasoningBank
     "MemoryDistiller",
     "Pattern",
     "Trajectory",
     "Verdict",
     "VerdictJudge",
     "VerdictResult",
-    "ConsensusResult",
-    "ConsensusStatus",
-    "Hit",
-    "LockToken",
-    "Proposal",
-    "Vote",
-    "CacheConfig",
-    "MemoryConfig",
-    "MemorySystem",
+    # errors (every one derives from NtMemoryError)
     "CapacityError",
     "CodecError",
     "ConfigError",
     "ConsensusError",
     "CorruptSegment",
-    "HotCache",
+    "InvalidEmbedding",
     "InvalidKey",
     "LayoutMismatch",
     "LockTimeout",
@@ -60,8 +70,9 @@ __all__ = [
     "SegmentError",
     "SegmentExists",
     "SegmentNotFound",
+    "SegmentNotOwned",
     "StaleToken",
+    "SystemAbandoned",
     "TierError",
     "ValueTooLarge",
-    "l1_lookup",
 ]

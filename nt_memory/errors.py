@@ -8,6 +8,8 @@ value and the limit.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class NtMemoryError(Exception):
     """Root of every nt-memory error."""
@@ -83,3 +85,48 @@ class CodecError(NtMemoryError, TypeError):
 
 class TierError(NtMemoryError):
     """A storage tier (hnswlib, LMDB) failed; the original error is the cause."""
+
+
+# What each kernel status a user can meet means (kernels/status.py holds the codes; this map is keyed by
+# their names so that this module stays at the bottom of the layers): the class raised, what happened,
+# and what to do. Every tier raises through :func:`raise_status`, as py-lmdb's ``_error_map`` does.
+STATUS_ERRORS: dict[str, tuple[type[NtMemoryError], str, str]] = {
+    "BUSY": (
+        LockTimeout,
+        "stayed busy past the spin budget",
+        "a process is stalled inside a write (SIGSTOP?) or died there; retry, or run `nt-memory gc`",
+    ),
+    "CLOSED": (SegmentClosed, "is closed", "open the system again by name"),
+    "CORRUPT": (
+        CorruptSegment,
+        "holds an impossible reference or header",
+        "recreate the system; its storage_path keeps what was made durable",
+    ),
+    "FULL": (CapacityError, "is full and nothing could be evicted", "create the system with more room"),
+    "JOURNAL_FULL": (
+        CapacityError,
+        "has a full write-behind journal",
+        "the flusher is behind; wait for it or create the system with a larger journal_bytes",
+    ),
+    "KEY_TOO_LARGE": (ValueTooLarge, "refused a key over its limit", "use a shorter namespace or key"),
+    "OUT_TOO_SMALL": (
+        CorruptSegment,
+        "holds a value larger than its own limit",
+        "recreate the system; its storage_path keeps what was made durable",
+    ),
+    "VALUE_TOO_LARGE": (ValueTooLarge, "refused a value over its limit", "store a smaller value"),
+}
+
+
+def status_error(status: str, subject: str, detail: str = "") -> NtMemoryError:
+    """The exception for kernel status ``status`` (its name in kernels/status.py) met by ``subject``
+    (e.g. ``"L1 of system 'desk1'"``); ``detail`` names the argument, its value and the limit."""
+    cls, meaning, hint = STATUS_ERRORS.get(
+        status, (SegmentError, f"returned the unexpected status {status}", "report it as a bug")
+    )
+    return cls(f"{subject} {meaning}" + (f": {detail}" if detail else "") + f" ({hint})")
+
+
+def raise_status(status: str, subject: str, detail: str = "") -> NoReturn:
+    """Raise :func:`status_error`."""
+    raise status_error(status, subject, detail)

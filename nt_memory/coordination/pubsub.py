@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from nt_memory.durations import seconds
-from nt_memory.errors import ConfigError, CorruptSegment, TierError, ValueTooLarge
+from nt_memory.errors import ConfigError, CorruptSegment, TierError, ValueTooLarge, raise_status
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point
@@ -192,7 +192,7 @@ class PubSub:
                         futex_wake(t.notify_addr)
                     return r >> 1
             if r != S.BUSY:
-                raise TierError(f"publish to {topic!r} failed: {S.NAMES.get(r, r)}")
+                raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
             wait = self._wait_append(t, topic, wait)
 
     def _wait_append(self, t: _Topic, topic: str, wait: BoundedWait | None) -> BoundedWait:
@@ -299,7 +299,7 @@ class Subscription:
             if n == S.NOT_FOUND:
                 return None
             if n < 0:
-                raise TierError(f"receive from {self.topic!r} failed: {S.NAMES.get(n, n)}")
+                raise_status(S.NAMES.get(n, str(n)), f"topic {self.topic!r}")
             if msg_no > self._expected:
                 self._dropped += msg_no - self._expected
             self._expected = msg_no + 1

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from nt_memory.errors import CorruptSegment, TierError
+from nt_memory.errors import CorruptSegment, TierError, raise_status
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words
@@ -150,7 +150,7 @@ class Journal:
         if r == S.NOT_FOUND:
             return None
         if r < 0:
-            raise CorruptSegment(f"system {self.system.name!r}: the journal's positions are impossible")
+            raise_status("CORRUPT", f"the journal of system {self.system.name!r}", "its positions are impossible")
         pos, deleted = r >> 1, r & 1
         result: tuple
         if deleted:

@@ -34,21 +34,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import xxhash
 
 from nt_memory.durations import duration_ns, expiry_ns
-from nt_memory.errors import (
-    CapacityError,
-    ConfigError,
-    CorruptSegment,
-    InvalidKey,
-    SegmentClosed,
-    SegmentError,
-    ValueTooLarge,
-)
+from nt_memory.errors import ConfigError, CorruptSegment, InvalidKey, SegmentClosed, SegmentError, raise_status
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
@@ -710,28 +702,18 @@ class HotCache:
         owners = self.lock_owners()
         wait.pause(next(iter(owners)) if len(owners) == 1 else 0)
 
-    def raise_for(self, st: int, kb: bytes, vb) -> None:
+    def raise_for(self, st: int, kb: bytes, vb) -> NoReturn:
+        """Raise the error for kernel status ``st`` met writing or reading key ``kb`` (value ``vb``)."""
+        detail = ""
         if st == S.KEY_TOO_LARGE:
-            raise ValueTooLarge(
-                f"key is {len(kb)} bytes (namespace + NUL + key, UTF-8); "
-                f"the limit is max_key_bytes={self.max_key_bytes}"
-            )
-        if st == S.VALUE_TOO_LARGE:
-            raise ValueTooLarge(
-                f"value is {len(vb) - 1:,} bytes encoded; the limit is max_value_bytes={self.max_value_bytes - 1:,}"
-            )
-        if st == S.FULL:
-            raise CapacityError(
-                f"L1 arena of system {self.name!r} is full ({int(self._ahdr[ARENA_DATA_BYTES_IDX]):,} bytes) and "
-                "nothing could be evicted; create it with a larger arena_bytes"
-            )
-        if st == S.CLOSED:
-            raise SegmentClosed(f"HotCache {self.name!r} is closed")
-        if st == S.CORRUPT:
-            raise CorruptSegment(f"system {self.name!r}: the L1 arena holds an impossible reference")
-        if st == S.OUT_TOO_SMALL:
-            raise CorruptSegment(f"system {self.name!r}: a stored value exceeds the table's value limit")
-        raise SegmentError(f"L1 kernel returned status {S.NAMES.get(st, st)}")
+            detail = f"key is {len(kb)} bytes (namespace + NUL + key, UTF-8); "
+            detail += f"the limit is max_key_bytes={self.max_key_bytes}"
+        elif st == S.VALUE_TOO_LARGE:
+            detail = f"value is {len(vb) - 1:,} bytes encoded; "
+            detail += f"the limit is max_value_bytes={self.max_value_bytes - 1:,}"
+        elif st == S.FULL:
+            detail = f"arena_bytes={int(self._ahdr[ARENA_DATA_BYTES_IDX]):,}"
+        raise_status(S.NAMES.get(st, str(st)), f"L1 of system {self.name!r}", detail)
 
     # ------------------------------------------------------------------------------------ stats
     def stats(self) -> dict:

@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from nt_memory.errors import CorruptSegment, LayoutMismatch, SegmentError, SegmentNotFound
+from nt_memory.errors import CorruptSegment, LayoutMismatch, SegmentError, SegmentNotFound, SystemAbandoned
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 from nt_memory.shm.system import System, describe, gc, list_systems
@@ -84,7 +84,7 @@ def test_attacher_waits_for_ready_and_abandoned_creation_is_reported(name):
     root.words[L.CREATOR_PID_IDX] = 2**22 + 12345  # a pid that does not exist
     root.words[L.CHECKSUM_IDX] = L.header_checksum(root.words)
     root.close()
-    with pytest.raises(SegmentError, match="never finished"):
+    with pytest.raises(SystemAbandoned, match="never finished"):
         System.attach(name, timeout=1.0)
     assert name in gc()
     assert name not in list_systems()
