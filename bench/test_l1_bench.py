@@ -7,7 +7,7 @@ import secrets
 import numpy as np
 import pytest
 
-from nt_memory.bench import key_arrays, njit_lookup_batch
+from nt_memory.benchmarks.seed import key_arrays, njit_lookup_batch
 from nt_memory.tiers.l1 import HotCache
 
 NKEYS = 100_000

@@ -142,28 +142,30 @@ def cmd_reindex(args) -> int:
     return 0
 
 
-BENCH_SUITES: dict[str, str | None] = {
-    "seed": None,
-    "hot": "nt_memory.benchmarks.hot_paths",
-    "scaling": "nt_memory.benchmarks.scaling",
-    "busy": "nt_memory.benchmarks.busy",
-    "instructions": "nt_memory.benchmarks.instructions",
-    "vectors": "nt_memory.benchmarks.vectors",
+# Every suite is one module of nt_memory.benchmarks with main(argv); the bench/ scripts of a
+# checkout are shortcuts to the same modules.
+BENCH_SUITES: dict[str, tuple[str, str]] = {
+    "seed": ("seed", "the seed's Performance Targets with a verdict per row (default)"),
+    "hot": ("hot_paths", "get/put/arrays/locks/wake-ups beside LMDB, UltraDict, dict, mp.Lock, MessageQueue"),
+    "scaling": ("scaling", "cost by keys, subscribers and contenders (--plot)"),
+    "busy": ("busy", "reads and locks with more busy processes than cores"),
+    "instructions": ("instructions", "instructions per call under valgrind --tool=callgrind"),
+    "vectors": ("vectors", "footprint and search of 100k observations (--full: 1M)"),
+    "l1": ("l1", "HotCache and @njit lookup tails beside dict, Manager().dict() and LMDB"),
+    "memory": ("memory", "MemorySystem write-behind vs sync, cold vs promoted gets, beside LMDB"),
+    "coordination": ("coordination", "pub/sub and locks beside multiprocessing and posix_ipc"),
+    "search": ("search", "vector search beside raw hnswlib and brute force (--footprint N)"),
+    "reasoningbank": ("reasoningbank", "track throughput, distill time, retrieve latency"),
 }
 
 
-def cmd_bench(args) -> int:
-    if args.suite == "seed":
-        from nt_memory.bench import main as bench_main
-
-        return bench_main(quick=args.quick, json_path=args.json, plot_path=args.plot)
+def cmd_bench(args, extra: list[str]) -> int:
+    """Run one suite; every option after the suite's name is the suite's own (see its --help)."""
     import importlib
 
-    argv = ["--quick"] if args.quick else []
-    argv += ["--json", args.json] if args.json else []
-    argv += ["--plot", args.plot] if args.plot and args.suite == "scaling" else []
-    argv += ["--full"] if args.full and args.suite == "vectors" else []
-    return importlib.import_module(str(BENCH_SUITES[args.suite])).main(argv)
+    argv = (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []) + extra
+    module = importlib.import_module(f"nt_memory.benchmarks.{BENCH_SUITES[args.suite][0]}")
+    return module.main(argv)
 
 
 def cmd_top(args) -> int:
@@ -190,21 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     sp.add_argument("--force", action="store_true", help="also remove systems with unflushed journal records")
     sp.set_defaults(func=cmd_gc)
-    sp = sub.add_parser("bench", help="measure the seed's performance targets on this machine")
-    sp.add_argument(
-        "suite",
-        nargs="?",
-        default="seed",
-        choices=list(BENCH_SUITES),
-        help="seed: the seed's targets (default); hot: get/put/locks/wake-ups beside LMDB, UltraDict, dict, "
-        "mp.Lock, MessageQueue; scaling: cost by keys, subscribers, contenders; busy: more busy processes "
-        "than cores; instructions: instructions per call under callgrind; vectors: footprint and search of "
-        "100k observations (--full: 1M)",
+    sp = sub.add_parser(
+        "bench",
+        help="measure the seed's performance targets (or one suite) on this machine",
+        description="Suites:\n"
+        + "\n".join(f"  {k:14} {v[1]}" for k, v in BENCH_SUITES.items())
+        + "\n\nOptions a suite takes beyond these (--plot, --keys, --n, --full, ...) pass through to it: "
+        "nt-memory bench SUITE --help lists them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    sp.add_argument("suite", nargs="?", default="seed", choices=list(BENCH_SUITES), help="default: seed")
     sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
-    sp.add_argument("--full", action="store_true", help="vectors: 1M observations (about 15 minutes)")
     sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")
-    sp.add_argument("--plot", default=None, metavar="PATH", help="save latency histograms as PNG (needs matplotlib)")
     sp.set_defaults(func=cmd_bench)
     sp = sub.add_parser("top", help="a live view of a running system")
     sp.add_argument("name")
@@ -227,9 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func is not cmd_bench:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        return cmd_bench(args, extra) if args.func is cmd_bench else args.func(args)
     except SegmentNotFound as exc:
         print(f"nt-memory: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import clock_ns
 from nt_memory.tiers.codec import array_data_offset
 from nt_memory.tiers.l1 import l1_lookup
+from nt_memory.timing import percentiles
 
 DIM = 16
 TICK_TOPIC = "market/ticks"
@@ -173,8 +174,10 @@ def _agent(name: str, path: str, agent: int, agents: int, ready, out) -> None:
                     {
                         "agent": agent,
                         "ticks": n,
-                        "lookup_p99_ns": float(np.percentile(lookup_ns[: min(n, SAMPLE)], 99)) if n else 0,
-                        "pubsub_p99_us": float(np.percentile(pubsub_us[-2000:], 99)) if pubsub_us else 0,
+                        "lookup_p99_ns": percentiles(lookup_ns[: min(n, SAMPLE)])["p99"] if n else 0,
+                        "pubsub_p99_us": percentiles(np.asarray(pubsub_us[-2000:]) * 1e3, "us")["p99"]
+                        if pubsub_us
+                        else 0,
                         "trajectories": tracked,
                     },
                 )
@@ -225,10 +228,6 @@ def _collect(results, n: int, procs, timeout: float) -> list[dict]:
             if not any(p.is_alive() for p in procs) and results.empty():
                 break
     return rows
-
-
-def _p(a, q):
-    return float(np.percentile(a, q)) if len(a) else float("nan")
 
 
 def run(agents=4, seconds=10.0, name=None, keep=False, path=None, live=True, rate=2000) -> int:
@@ -350,17 +349,23 @@ def run(agents=4, seconds=10.0, name=None, keep=False, path=None, live=True, rat
         )
     print(f"agents_finished: {len(rows)}/{agents}")
     print(f"ticks: {sum(r['ticks'] for r in rows)}")
-    print(f"njit_lookup_p50_ns: {_p(hot, 50):.0f}")
-    print(f"njit_lookup_p99_ns: {_p(hot, 99):.0f}  (seed target < 100; warm, per call, clock pair included)")
-    print(f"njit_lookup_in_tick_p50_ns: {_p(lookups, 50):.0f}")
-    print(f"njit_lookup_in_tick_p99_ns: {_p(lookups, 99):.0f}  (once per tick, between Python work: cold caches)")
-    print(f"l1_get_p50_ns: {_p(gets, 50):.0f}")
-    print(f"l1_get_p99_ns: {_p(gets, 99):.0f}  (seed target < 1000)")
-    print(f"lock_p50_us: {_p(locks, 50) / 1e3:.1f}")
-    print(f"lock_p99_us: {_p(locks, 99) / 1e3:.1f}")
-    print(f"pubsub_latency_p50_us: {_p(pubsub, 50):.0f}")
-    print(f"pubsub_latency_p99_us: {_p(pubsub, 99):.0f}  (seed target < 5000)")
-    print(f"retrieve_p50_us: {_p(retrieve, 50):.0f}")
+    hot_p, tick_p, get_p = percentiles(hot), percentiles(lookups), percentiles(gets)
+    lock_p, pubsub_p, retrieve_p = (
+        percentiles(locks, "us"),
+        percentiles(pubsub * 1e3, "us"),
+        percentiles(retrieve * 1e3, "us"),
+    )
+    print(f"njit_lookup_p50_ns: {hot_p['p50']:.0f}")
+    print(f"njit_lookup_p99_ns: {hot_p['p99']:.0f}  (seed target < 100; warm, per call, clock pair included)")
+    print(f"njit_lookup_in_tick_p50_ns: {tick_p['p50']:.0f}")
+    print(f"njit_lookup_in_tick_p99_ns: {tick_p['p99']:.0f}  (once per tick, between Python work: cold caches)")
+    print(f"l1_get_p50_ns: {get_p['p50']:.0f}")
+    print(f"l1_get_p99_ns: {get_p['p99']:.0f}  (seed target < 1000)")
+    print(f"lock_p50_us: {lock_p['p50']:.1f}")
+    print(f"lock_p99_us: {lock_p['p99']:.1f}")
+    print(f"pubsub_latency_p50_us: {pubsub_p['p50']:.0f}")
+    print(f"pubsub_latency_p99_us: {pubsub_p['p99']:.0f}  (seed target < 5000)")
+    print(f"retrieve_p50_us: {retrieve_p['p50']:.0f}")
     print(f"dropped: {sum(r['dropped'] for r in rows)}")
     print(f"trajectories: {sum(r['trajectories'] for r in rows)}")
     print(f"patterns_learned: {len(patterns)}")

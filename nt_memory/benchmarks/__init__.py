@@ -1,14 +1,19 @@
 """The benchmarks behind the README's Performance section, each beside its peers measured in the
-same run. ``nt-memory bench`` runs the seed's table; ``nt-memory bench hot|scaling|busy|instructions|vectors``
-runs one of these suites (the ``bench/`` scripts of a checkout call the same code).
+same run: their one home. ``nt-memory bench SUITE`` runs a suite (``seed`` by default); the ``bench/``
+scripts of a checkout are shortcuts to the same modules. Every latency is a per-call perf_counter_ns
+pair summarised by :func:`nt_memory.timing.percentiles` (one key scheme: ``p50``, ``p99``, ... with
+``unit``).
 
+- :mod:`.seed`: the seed's Performance Targets table with a verdict per row;
 - :mod:`.hot_paths`: get, put, arrays, JSON, locks and wake-ups beside LMDB, UltraDict, ``dict``,
   ``multiprocessing.Lock`` and ``posix_ipc.MessageQueue`` (issue 11's table);
 - :mod:`.scaling`: how each cost grows with keys, subscribers and contending processes;
 - :mod:`.busy`: reads and locks with more busy processes than cores;
 - :mod:`.instructions`: instructions per call under ``valgrind --tool=callgrind``, which repeat exactly
   where timings do not;
-- :mod:`.vectors`: the footprint of N observations with embeddings and their search (issue 12).
+- :mod:`.vectors`: the footprint of N observations with embeddings and their search (issue 12);
+- :mod:`.l1`, :mod:`.memory`, :mod:`.coordination`, :mod:`.search`, :mod:`.reasoningbank`: each
+  tier's tails beside the store it replaces.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ import time
 import lmdb
 import numpy as np
 
-from nt_memory.bench import time_calls
 from nt_memory.benchmarks import finish, suite_parser
-from nt_memory.benchmarks.hot_paths import CTX, VALUE, _config, _pct
+from nt_memory.benchmarks.hot_paths import CTX, VALUE, _config
+from nt_memory.timing import percentiles, time_calls
 
 
 def _burn(stop) -> None:
@@ -55,7 +55,7 @@ def _after_wake(fns: dict, rounds: int) -> dict:
             t0 = clock()
             fn()
             lat[k][i] = clock() - t0
-    return {k: _pct(v) for k, v in lat.items()}
+    return {k: percentiles(v) for k, v in lat.items()}
 
 
 def _agent(name: str, path: str, calls: int, wake_rounds: int, lock, go, done, out) -> None:
@@ -78,12 +78,12 @@ def _agent(name: str, path: str, calls: int, wake_rounds: int, lock, go, done, o
         for phase in ("idle", "busy"):
             go.wait(600)
             time_calls(mem.get, key[:10_000])
-            r = {"get": _pct(time_calls(mem.get, key))}
-            r["dict_get"] = _pct(time_calls(d.get, [("position",)] * calls))
+            r = {"get": percentiles(time_calls(mem.get, key))}
+            r["dict_get"] = percentiles(time_calls(d.get, [("position",)] * calls))
             with env.begin() as txn:
-                r["lmdb_get"] = _pct(time_calls(txn.get, lk))
-            r["lock"] = _pct(time_calls(ours_lock, [()] * (calls // 2)))
-            r["mp_lock"] = _pct(time_calls(mp_lock, [()] * (calls // 2)))
+                r["lmdb_get"] = percentiles(time_calls(txn.get, lk))
+            r["lock"] = percentiles(time_calls(ours_lock, [()] * (calls // 2)))
+            r["mp_lock"] = percentiles(time_calls(mp_lock, [()] * (calls // 2)))
             with env.begin() as txn:
                 cold = _after_wake(
                     {

@@ -35,8 +35,8 @@ import lmdb
 import numpy as np
 
 from nt_memory import CacheConfig, MemoryConfig, MemorySystem
-from nt_memory.bench import percentiles, time_calls
 from nt_memory.benchmarks import finish, suite_parser
+from nt_memory.timing import percentiles, time_calls
 
 CTX = mp.get_context("spawn")
 VALUE = bytes(range(64))
@@ -76,11 +76,6 @@ def _fill(name: str, path: str, nkeys: int):
     return mem, ultra
 
 
-def _pct(lat) -> dict:
-    p = percentiles(lat)
-    return {"p50": p["p50"], "p99": p["p99"], "n": p["n"]}
-
-
 def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
     """Second process: every read and write row, peers in the same loop."""
     rng = np.random.default_rng(11)
@@ -92,36 +87,37 @@ def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
         akeys = [("a", f"key{i}") for i in order]
         jkeys = [("j", f"key{i}") for i in order]
         cache = mem.l1
-        r["timer_pair"] = _pct(time_calls(lambda: None, [()] * calls))
+        r["timer_pair"] = percentiles(time_calls(lambda: None, [()] * calls))
         time_calls(cache.get, bkeys[:20_000])
-        r["hotcache_get_bytes"] = _pct(time_calls(cache.get, bkeys))
-        r["memory_get_bytes"] = _pct(time_calls(mem.get, bkeys))
+        r["hotcache_get_bytes"] = percentiles(time_calls(cache.get, bkeys))
+        r["memory_get_bytes"] = percentiles(time_calls(mem.get, bkeys))
         d = {f"key{i}": VALUE for i in range(nkeys)}
         dkeys = [(f"key{i}",) for i in order]
-        r["dict_get"] = _pct(time_calls(d.get, dkeys))
+        r["dict_get"] = percentiles(time_calls(d.get, dkeys))
         env = lmdb.open(os.path.join(path, "peer-lmdb"), readonly=True, lock=False)
         with env.begin() as txn:
             lk = [(f"b\0key{i}".encode(),) for i in order]
-            r["lmdb_get_reused_txn"] = _pct(time_calls(txn.get, lk))
+            r["lmdb_get_reused_txn"] = percentiles(time_calls(txn.get, lk))
             ak = [(f"a\0key{i}".encode(),) for i in order]
-            r["lmdb_get_frombuffer_f64x8"] = _pct(time_calls(lambda k: np.frombuffer(txn.get(k), np.float64), ak))  # type: ignore[arg-type]
+            frombuffer = lambda k: np.frombuffer(txn.get(k), np.float64)  # type: ignore[arg-type]  # noqa: E731
+            r["lmdb_get_frombuffer_f64x8"] = percentiles(time_calls(frombuffer, ak))
             raw = json.dumps(JSON_VALUE).encode()
-            r["json_loads_same_bytes"] = _pct(time_calls(json.loads, [(raw,)] * calls))
+            r["json_loads_same_bytes"] = percentiles(time_calls(json.loads, [(raw,)] * calls))
         env.close()
-        r["hotcache_get_f64x8"] = _pct(time_calls(cache.get, akeys))
-        r["hotcache_get_json"] = _pct(time_calls(cache.get, jkeys))
+        r["hotcache_get_f64x8"] = percentiles(time_calls(cache.get, akeys))
+        r["hotcache_get_json"] = percentiles(time_calls(cache.get, jkeys))
         try:
             from UltraDict import UltraDict
 
             ultra = UltraDict(name=f"ud{name}", create=False)
-            r["ultradict_get"] = _pct(time_calls(ultra.get, dkeys))
+            r["ultradict_get"] = percentiles(time_calls(ultra.get, dkeys))
             ultra.close()
         except ImportError:
             r["ultradict_get"] = None
         puts = [("b", f"key{i}", VALUE) for i in order[: calls // 2]]
-        r["hotcache_put_bytes"] = _pct(time_calls(cache.put, puts))
-        r["memory_put_bytes"] = _pct(time_calls(mem.put, puts))
-        r["dict_setitem"] = _pct(time_calls(d.__setitem__, [(p[1], p[2]) for p in puts]))
+        r["hotcache_put_bytes"] = percentiles(time_calls(cache.put, puts))
+        r["memory_put_bytes"] = percentiles(time_calls(mem.put, puts))
+        r["dict_setitem"] = percentiles(time_calls(d.__setitem__, [(p[1], p[2]) for p in puts]))
         lock = mp.Lock()
         n = calls // 4
 
@@ -133,8 +129,8 @@ def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
             lock.release()
 
         time_calls(ours, [()] * 10_000)
-        r["lock_uncontended"] = _pct(time_calls(ours, [()] * n))
-        r["mp_lock_uncontended"] = _pct(time_calls(theirs, [()] * n))
+        r["lock_uncontended"] = percentiles(time_calls(ours, [()] * n))
+        r["mp_lock_uncontended"] = percentiles(time_calls(theirs, [()] * n))
     finally:
         mem.close()
     out.put(r)

@@ -66,7 +66,7 @@ def worker(calls: int, rows_path: str) -> None:
     import posix_ipc
 
     from nt_memory import CacheConfig, MemoryConfig, MemorySystem
-    from nt_memory.bench import key_arrays, njit_lookup_batch
+    from nt_memory.benchmarks.seed import key_arrays, njit_lookup_batch
 
     mark = os.getppid  # libc getppid(): callgrind dumps before it (--dump-before=getppid)
     nkeys, warm = 1000, min(calls, 2000)

@@ -26,9 +26,9 @@ import tempfile
 import lmdb
 import numpy as np
 
-from nt_memory.bench import time_calls
 from nt_memory.benchmarks import finish, suite_parser
-from nt_memory.benchmarks.hot_paths import CTX, VALUE, _config, _contend, _pct, _pubsub
+from nt_memory.benchmarks.hot_paths import CTX, VALUE, _config, _contend, _pubsub
+from nt_memory.timing import percentiles, time_calls
 
 KEYS = (10_000, 100_000, 1_000_000, 10_000_000)
 SUBSCRIBERS = (1, 4, 16)
@@ -43,13 +43,13 @@ def _get_reader(name: str, lmdb_path: str, nkeys: int, calls: int, out) -> None:
         order = np.random.default_rng(5).integers(0, nkeys, calls)
         keys = [("b", f"key{i}") for i in order]
         time_calls(cache.get, keys[:20_000])
-        r = {"hotcache_get": _pct(time_calls(cache.get, keys))}
+        r = {"hotcache_get": percentiles(time_calls(cache.get, keys))}
         d = {f"key{i}": VALUE for i in range(nkeys)}
-        r["dict_get"] = _pct(time_calls(d.get, [(k,) for _, k in keys]))
+        r["dict_get"] = percentiles(time_calls(d.get, [(k,) for _, k in keys]))
         del d
         env = lmdb.open(lmdb_path, readonly=True, lock=False)
         with env.begin() as txn:
-            r["lmdb_get"] = _pct(time_calls(txn.get, [(f"b\0{k}".encode(),) for _, k in keys]))
+            r["lmdb_get"] = percentiles(time_calls(txn.get, [(f"b\0{k}".encode(),) for _, k in keys]))
         env.close()
     finally:
         cache.close()
@@ -103,8 +103,8 @@ def run(quick: bool) -> dict:
                 paced = _pubsub(name, path, 1024, kind, messages, 200, subscribers=subs)
                 flat_out = _pubsub(name, path, 1024, kind, messages * 5, 0, subscribers=subs)
                 row[label] = {
-                    "p50_us": paced["p50_us"],
-                    "p99_us": paced["p99_us"],
+                    "p50_us": paced["p50"],
+                    "p99_us": paced["p99"],
                     "worst_subscriber_p99_us": paced["worst_subscriber_p99_us"],
                     "dropped_paced": paced["dropped"],
                     "publish_per_s": flat_out["publish_per_s"],
@@ -185,8 +185,8 @@ def plot(r: dict, path: str) -> None:
     ax = axes[1]
     ss = [row["subscribers"] for row in r["pubsub"]]
     for key, label, color in (("ours", "nt-memory recv()", "C0"), ("mq", "MessageQueue per subscriber", "C1")):
-        ax.plot(ss, [row[key]["p50_us"] for row in r["pubsub"]], "o-", color=color, label=f"{label} p50")
-        ax.plot(ss, [row[key]["p99_us"] for row in r["pubsub"]], "s--", color=color, label=f"{label} p99")
+        ax.plot(ss, [row[key]["p50"] for row in r["pubsub"]], "o-", color=color, label=f"{label} p50")
+        ax.plot(ss, [row[key]["p99"] for row in r["pubsub"]], "s--", color=color, label=f"{label} p99")
     ax.set(
         xscale="log",
         yscale="log",

@@ -30,8 +30,9 @@ import time
 
 import numpy as np
 
-from nt_memory.bench import percentiles, process_memory, shm_bytes
 from nt_memory.benchmarks import finish, suite_parser
+from nt_memory.benchmarks.seed import process_memory, shm_bytes
+from nt_memory.timing import percentiles
 
 CTX = mp.get_context("spawn")
 DIM = 128
@@ -112,7 +113,7 @@ def _writer(name: str, path: str, n: int, out, done) -> None:
         put_s = time.perf_counter() - t0
         del data  # the benchmark's, not the system's
         mem.flush(600)
-        out.put(("writer", {"pid": os.getpid(), "put": percentiles(lat, 1e3), "puts_per_s": n / put_s}))
+        out.put(("writer", {"pid": os.getpid(), "put": percentiles(lat, "us"), "puts_per_s": n / put_s}))
         done.wait(3600)
     finally:
         mem.close()
@@ -139,7 +140,7 @@ def _searcher(name: str, path: str, n: int, label: str, holder: bool, out, done)
             lat, keys = _time_searches(mem, qs)
             st = mem.stats()["l2"]
             r |= {
-                "served": percentiles(lat, 1e3),
+                "served": percentiles(lat, "us"),
                 "keys": keys,
                 "serves": st["this_process_serves"],
                 "holds_index": mem.l2.index is not None,
@@ -212,10 +213,10 @@ def _time_against_raw(mem, n: int, qs) -> dict:
         "M": p.m,
         "ef_construction": p.ef_construction,
         "truth": [sorted(t) for t in truth],
-        "ours_right_after_served": percentiles(right_after, 1e3),
-        "ours": percentiles(ours_lat, 1e3) | {"recall_at_10": ours_hits / (TOP_K * len(qs))},
-        "raw_hnswlib": percentiles(raw_lat, 1e3) | {"recall_at_10": raw_hits / (TOP_K * len(qs))},
-        "numpy_brute_force": percentiles(brute, 1e3) | {"recall_at_10": 1.0},
+        "ours_right_after_served": percentiles(right_after, "us"),
+        "ours": percentiles(ours_lat, "us") | {"recall_at_10": ours_hits / (TOP_K * len(qs))},
+        "raw_hnswlib": percentiles(raw_lat, "us") | {"recall_at_10": raw_hits / (TOP_K * len(qs))},
+        "numpy_brute_force": percentiles(brute, "us") | {"recall_at_10": 1.0},
     }
 
 

@@ -7,6 +7,8 @@ and LMDB), ``position_lookup_njit`` (``l1_lookup`` inside nopython code), ``vect
 index for observations with a 128-d embedding, per million), ``cross_agent_pubsub`` (publish in one
 process, recv in another; vs ``multiprocessing.Queue``). ``--quick`` runs in about half a minute on
 smaller sizes; the full run takes minutes.
+
+    nt-memory bench [seed] [--quick] [--json PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import platform
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 
@@ -26,9 +29,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from nt_memory.benchmarks import suite_parser
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import clock_ns
 from nt_memory.tiers.l1 import l1_lookup
+from nt_memory.timing import percentiles, time_calls
 
 TARGETS = {
     "l1_get": ("p99", 1_000, "ns"),
@@ -37,12 +42,6 @@ TARGETS = {
     "memory_footprint": ("per_1m", 1024, "MiB"),
     "cross_agent_pubsub": ("p99", 5_000, "us"),
 }
-
-
-def percentiles(lat, scale: float = 1.0) -> dict:
-    a = np.asarray(lat, dtype=np.float64) / scale
-    p50, p95, p99, p999 = np.percentile(a, [50, 95, 99, 99.9])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "p999": float(p999), "n": int(len(a))}
 
 
 def process_memory(pid: int, lmdb_path: str | None = None) -> dict:
@@ -78,17 +77,6 @@ def shm_bytes(name: str) -> dict:
             part = entry.name[len(prefix) :].split(".")[0]
             parts[part] = parts.get(part, 0) + entry.stat().st_blocks * 512
     return parts
-
-
-def time_calls(fn, args_list) -> np.ndarray:
-    """Per-call latency (ns) of ``fn(*args)`` for each args tuple: a perf_counter_ns pair each."""
-    clock = time.perf_counter_ns
-    lat = np.empty(len(args_list), np.int64)
-    for i, a in enumerate(args_list):
-        t0 = clock()
-        fn(*a)
-        lat[i] = clock() - t0
-    return lat
 
 
 @jit
@@ -258,11 +246,11 @@ def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict
         rlat.append(time.perf_counter_ns() - t0)
         rhits += len(set(lab[0].tolist()) & t)
     vec = {
-        "ours": percentiles(lat, 1e3) | {"recall_at_10": hits / (10 * queries)},
+        "ours": percentiles(lat, "us") | {"recall_at_10": hits / (10 * queries)},
         "unit": "us",
         "vectors": n,
-        "raw_hnswlib": percentiles(rlat, 1e3) | {"recall_at_10": rhits / (10 * queries)},
-        "numpy_brute_force": percentiles(brute, 1e3),
+        "raw_hnswlib": percentiles(rlat, "us") | {"recall_at_10": rhits / (10 * queries)},
+        "numpy_brute_force": percentiles(brute, "us"),
         "index_build_s": build,
     }
     foot = {
@@ -339,10 +327,10 @@ def row_pubsub(n: int, samples: dict) -> dict:
     p.join(30)
     return {
         "cross_agent_pubsub": {
-            "ours": percentiles(lat, 1e3) | {"dropped": dropped},
+            "ours": percentiles(lat, "us") | {"dropped": dropped},
             "unit": "us",
             "messages": n,
-            "multiprocessing_queue": percentiles(qlat, 1e3),
+            "multiprocessing_queue": percentiles(qlat, "us"),
             "subscriber": "sleeping (futex)",
         }
     }
@@ -447,21 +435,28 @@ def plot(samples: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(quick: bool = False, json_path: str | None = None, plot_path: str | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = suite_parser("seed", __doc__, "smaller sizes: about half a minute")
+    ap.add_argument("--plot", default=None, metavar="PATH", help="save latency histograms as PNG (needs matplotlib)")
+    args = ap.parse_args(argv)
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)
-    if plot_path:
+    if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            console.print("nt-memory: --plot needs matplotlib: pip install 'nt-memory[bench]'")
+            print("nt-memory: --plot needs matplotlib: pip install 'nt-memory[bench]'", file=sys.stderr)
             return 1
-    results, samples = run(quick)
+    results, samples = run(args.quick)
     console.print(render(results))
-    if json_path:
-        with open(json_path, "w") as f:
+    if args.json:
+        with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
-    if plot_path:
-        plot(samples, plot_path)
+    if args.plot:
+        plot(samples, args.plot)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
