@@ -64,12 +64,20 @@ def name():
 
 
 @pytest.fixture
-def mem(name, tmp_path):
-    """A MemorySystem with the default config over a private storage path (modules that need
-    another config define their own ``mem``)."""
-    from nt_memory import MemoryConfig, MemorySystem
+def mem_config(name, tmp_path):
+    """The config ``mem`` opens: the defaults over a private storage path. A module that needs
+    other settings overrides this fixture, never ``mem``."""
+    from nt_memory import MemoryConfig
 
-    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path)))
+    return MemoryConfig(name=name, storage_path=str(tmp_path))
+
+
+@pytest.fixture
+def mem(mem_config):
+    """The one MemorySystem fixture: opened from ``mem_config``, closed and unlinked after the test."""
+    from nt_memory import MemorySystem
+
+    m = MemorySystem.open(mem_config)
     yield m
     m.close()
     m.unlink()

@@ -21,11 +21,8 @@ def config(name, tmp_path):
 
 
 @pytest.fixture
-def mem(config):
-    m = MemorySystem.open(config)
-    yield m
-    m.close()
-    m.unlink()
+def mem_config(config):
+    return config
 
 
 def test_put_get_delete_across_tiers(mem):

@@ -23,11 +23,8 @@ CTX = mp.get_context("spawn")
 
 
 @pytest.fixture
-def mem(name, tmp_path):
-    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), cache_config=CacheConfig(max_entries=64)))
-    yield m
-    m.close()
-    m.unlink()
+def mem_config(name, tmp_path):
+    return MemoryConfig(name=name, storage_path=str(tmp_path), cache_config=CacheConfig(max_entries=64))
 
 
 def test_recv_with_a_nan_timeout_is_refused_not_forever(mem):

@@ -64,11 +64,8 @@ def test_trajectory_json_round_trip_and_bad_input():
 
 
 @pytest.fixture
-def mem(name, tmp_path):
-    m = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM))
-    yield m
-    m.close()
-    m.unlink()
+def mem_config(name, tmp_path):
+    return MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM)
 
 
 def _market(rng, n):

@@ -5,18 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nt_memory import CacheConfig, MemoryConfig, MemorySystem
+from nt_memory import CacheConfig, MemoryConfig
 from nt_memory.errors import CodecError, ConfigError, InvalidEmbedding, InvalidKey
 
 DIM = 8
 
 
 @pytest.fixture
-def mem(name, tmp_path):
-    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
-    with MemorySystem.open(cfg) as m:
-        yield m
-        m.unlink()
+def mem_config(name, tmp_path):
+    return MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
 
 
 def test_put_many_stores_values_and_embeddings_in_order(mem):
