@@ -36,7 +36,7 @@ class AsyncMemorySystem:
         found = mem.l1.get_encoded(kb, h)  # an L1 hit is answered inline
         if not isinstance(found, int):
             return decode(found)
-        return await asyncio.to_thread(mem._get_lower, found, h, kb, default)
+        return await asyncio.to_thread(mem.read_lower, found, h, kb, default)
 
     async def put(self, namespace, key, value, ttl=None, embedding=None) -> None:
         if not self.sync.put_nowait(namespace, key, value, ttl, embedding):

@@ -37,9 +37,35 @@ def cmd_ls(args) -> int:
     return 0
 
 
+def _print_parts(stats: dict[str, dict]) -> None:
+    """The ``key: value`` lines of ``inspect`` for each part's ``stats()``."""
+    if "l1" in stats:
+        s = stats["l1"]
+        fill = s["entries"] / s["max_entries"] if s["max_entries"] else 0
+        print(f"l1_entries: {s['entries']} / {s['max_entries']} ({fill:.1%})  slots: {s['slots']}")
+        print(f"l1_arena: {s['arena_used_bytes']:,} / {s['arena_bytes']:,} bytes used")
+        for k in ("hits", "misses", "evictions", "expirations", "inserts", "updates", "deletes", "tombstones"):
+            print(f"l1_{k}: {s[k]}")
+        print(f"l1_hit_ratio: {s['hit_ratio']:.3f}  rehashes: {s['rehashes']}  repairs: {s['repairs']}")
+    if "journal" in stats:
+        j = stats["journal"]
+        print(f"journal_backlog_bytes: {j['backlog_bytes']}  appends: {j['appends']}")
+        print(f"journal_flusher: {'pid ' + str(j['flusher_pid']) if j['flusher_pid'] else 'none'}")
+    if "embed" in stats:
+        print(f"embedding_records: {stats['embed']['records']}  chunks: {stats['embed']['chunks']}")
+    if "topics" in stats:
+        for name, t in stats["topics"]["topics"].items():
+            print(f"topic: {name}  messages={t['messages']} sleeping={t['sleeping']} ring_bytes={t['ring_bytes']}")
+    if "locks" in stats:
+        print(f"locks: {stats['locks']['held']} held of {stats['locks']['named']} named")
+    if "consensus" in stats:
+        c = stats["consensus"]
+        print(f"consensus: voters={c['voters']} open_proposals={len(c['open'])} next_id={c['next_id']}")
+
+
 def cmd_inspect(args) -> int:
-    from nt_memory.shm.system import System, describe
-    from nt_memory.tiers.l1 import HotCache
+    from nt_memory.memory import observe
+    from nt_memory.shm.system import describe
 
     info = describe(args.name)
     if not info.ok:
@@ -55,35 +81,25 @@ def cmd_inspect(args) -> int:
             f"member: slot={m.slot} pid={m.pid} label={m.label} {state} attached={_when(m.attached_ns)} "
             f"heartbeat={_when(m.heartbeat_ns)} l1_hits={m.l1_hits} l1_misses={m.l1_misses}"
         )
-    if "l1" in info.parts:
-        system = System.attach(args.name, timeout=0.5, register=False)
-        cache = HotCache(system)
-        try:
-            s = cache.stats()
-        finally:
-            cache.close()
-        fill = s["entries"] / s["max_entries"] if s["max_entries"] else 0
-        print(f"l1_entries: {s['entries']} / {s['max_entries']} ({fill:.1%})  slots: {s['slots']}")
-        print(f"l1_arena: {s['arena_used_bytes']:,} / {s['arena_bytes']:,} bytes used")
-        for k in ("hits", "misses", "evictions", "expirations", "inserts", "updates", "deletes", "tombstones"):
-            print(f"l1_{k}: {s[k]}")
-        print(f"l1_hit_ratio: {s['hit_ratio']:.3f}  rehashes: {s['rehashes']}  repairs: {s['repairs']}")
-    if "journal" in info.parts:
-        from nt_memory.kernels.ring import RING_APPENDS_IDX, RING_CONSUMER_LOCK_IDX, RING_HEAD_IDX, RING_TAIL_IDX
-        from nt_memory.shm.journal_layout import JournalLayout
-
-        system = System.attach(args.name, timeout=0.5, register=False)
-        try:
-            seg = system.parts["journal"]
-            ring = seg.region(JournalLayout.from_segment(seg).ring_offset, 64 * 8, "int64")
-            head, tail = int(ring[RING_HEAD_IDX]), int(ring[RING_TAIL_IDX])
-            flusher = int(ring[RING_CONSUMER_LOCK_IDX])
-            print(f"journal_backlog_bytes: {tail - head}  appends: {int(ring[RING_APPENDS_IDX])}")
-            print(f"journal_flusher: {'member slot ' + str((flusher & 0xFFFF) - 1) if flusher else 'none'}")
-            print(f"storage_path: {info.config.get('storage_path', '-')}")
-        finally:
-            system.close()
+    with observe(args.name) as (_, parts):  # each structure's own view and stats (shm/parts.py)
+        _print_parts({name: p.stats() for name, p in parts.items()})
+    print(f"storage_path: {info.config.get('storage_path', '-')}")
     return 0
+
+
+def cmd_verify(args) -> int:
+    """Check every part's shared words (the Part protocol's ``verify``); 1 if any problem."""
+    from nt_memory.memory import observe
+
+    bad = 0
+    with observe(args.name) as (_, parts):
+        for name, part in parts.items():
+            problems = part.verify()
+            bad += len(problems)
+            print(f"{name}: {'ok' if not problems else str(len(problems)) + ' problem(s)'}")
+            for line in problems:
+                print(f"  {line}")
+    return 1 if bad else 0
 
 
 def cmd_gc(args) -> int:
@@ -187,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("inspect", help="sizes, fill and counters of one system")
     sp.add_argument("name")
     sp.set_defaults(func=cmd_inspect)
+    sp = sub.add_parser("verify", help="check every shared structure of one system (read only)")
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_verify)
     sp = sub.add_parser("gc", help="remove systems that no live process is attached to")
     sp.add_argument("names", nargs="*", help="only systems whose names match these shell patterns")
     sp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")

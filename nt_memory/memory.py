@@ -16,14 +16,15 @@ disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
 import numpy as np
 
-from nt_memory.config import DURABILITY, CacheConfig, MemoryConfig
-from nt_memory.coordination.consensus import Consensus, consensus_layout, init_consensus
-from nt_memory.coordination.locks import MAX_LOCKS, Locks, LockToken, init_locks, reserve_fences
+from nt_memory.config import DURABILITY, MemoryConfig
+from nt_memory.coordination.consensus import Consensus
+from nt_memory.coordination.locks import Locks, LockToken
 from nt_memory.coordination.namespaces import NamespaceView
 from nt_memory.coordination.pubsub import PubSub, Subscription
 from nt_memory.coordination.search import SearchService
@@ -31,6 +32,7 @@ from nt_memory.durations import expiry_ns
 from nt_memory.errors import (
     ConfigError,
     InvalidEmbedding,
+    SegmentClosed,
     SegmentError,
     SegmentExists,
     SegmentNotFound,
@@ -42,11 +44,9 @@ from nt_memory.kernels import status as S
 from nt_memory.kernels.journal import JOURNAL_PAYLOAD_FIXED
 from nt_memory.kernels.ring import RECORD_HDR_BYTES
 from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE
-from nt_memory.shm import layout as L
-from nt_memory.shm.coord_layout import LocksLayout, TopicsLayout
-from nt_memory.shm.embed_layout import EmbedLayout
-from nt_memory.shm.journal_layout import JournalLayout
-from nt_memory.shm.system import PartSpec, System, remove_system
+from nt_memory.shm.forks import forked_error, guard
+from nt_memory.shm.parts import Part
+from nt_memory.shm.system import System, remove_system
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.tiers.journal import Journal
 from nt_memory.tiers.l1 import HotCache, ttl_to_ns
@@ -56,14 +56,12 @@ from nt_memory.tiers.l2 import (
     Hit,
     IndexParams,
     VectorTier,
-    make_log_id,
     validate_embedding,
     validate_embeddings,
 )
 from nt_memory.tiers.l3 import ColdStore, pack_kv
 
 WRITE_TIMEOUT_S = 10.0
-MAX_TOPICS = 256
 
 
 # Settings that shape the shared segments: the creator's stand. An attacher that asks for another
@@ -101,7 +99,8 @@ def _sync(durability, default: str) -> bool:
     return durability == "sync"
 
 
-def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
+def _system_config(config: MemoryConfig) -> dict:
+    """What a memory system records beside its parts' own settings (PartSpec.settings)."""
     return {
         "kind": "memory-system",
         "storage_path": config.path,
@@ -114,8 +113,45 @@ def _system_config(config: MemoryConfig, l1_config: dict) -> dict:
         "max_memory_bytes": config.max_memory_bytes,
         "journal_bytes": config.journal_bytes,
         "l1_ttl_s": config.cache_config.ttl,
-        **l1_config,
     }
+
+
+# The parts of a memory system, in the order they are made (shm/parts.py: the Part protocol). The
+# first ones need only the config; the last ones read durable high-water marks from L3.
+SHM_PARTS: tuple[type[Part], ...] = (HotCache, Journal, VectorTier, PubSub)
+L3_PARTS: tuple[type[Part], ...] = (Locks, Consensus)
+PARTS = SHM_PARTS + L3_PARTS
+
+
+def attach_parts(system: System) -> dict[str, Part]:
+    """A view of each part ``system`` holds (observers too), by its first segment's name."""
+    out: dict[str, Part] = {}
+    try:
+        for cls in PARTS:
+            if all(p in system.parts for p in cls.PARTS):
+                out[cls.PARTS[0]] = cls.attach(system)
+    except BaseException:
+        for part in out.values():
+            part.close()
+        raise
+    return out
+
+
+@contextlib.contextmanager
+def observe(name: str, timeout: float = 0.5):
+    """``with observe(name) as (system, parts):`` system ``name`` attached as an observer (no
+    member slot, no L3) and every part's view over it: what ``nt-memory inspect``, ``verify`` and
+    ``top`` read."""
+    system = System.attach(name, timeout=timeout, register=False)
+    try:
+        parts = attach_parts(system)
+        try:
+            yield system, parts
+        finally:
+            for part in parts.values():
+                part.close()
+    finally:
+        system.close()
 
 
 class MemorySystem:
@@ -124,6 +160,11 @@ class MemorySystem:
     Raises ``ConfigError`` for bad settings (or a storage path that differs from the one the system
     was created with), ``CapacityError`` if ``/dev/shm`` cannot hold it, ``TierError`` if LMDB fails.
     """
+
+    # Class-level defaults: a half-built or forked MemorySystem can always close() and repr().
+    name = "?"
+    closed = False
+    _forked_from = 0
 
     def __init__(self, config: MemoryConfig, system: System):
         self.config = config
@@ -169,7 +210,7 @@ class MemorySystem:
             self.locks = Locks(system, self.store)
             self.consensus = Consensus(system, self.store)
         except BaseException:
-            self.store.close()
+            self._close_parts()
             raise
         self.embedding_dim = self.l2.dim
         self._bank = None
@@ -182,7 +223,7 @@ class MemorySystem:
         self.release_lock = self.locks.fast_release  # type: ignore[method-assign]
         self.l1.recover()  # what members that died left half-done, before this process reads
         self.journal.start()
-        self.closed = False
+        guard(self)
         if system.root.creator_pid == os.getpid() and self.l2.count == 0 and self.store.count("embeddings") > 0:
             # We created the system over existing data (after a reboot): refill the embedding log.
             # Only the creator does, so processes opening at once do not each append a copy.
@@ -224,24 +265,9 @@ class MemorySystem:
                 system.close()
                 raise
 
-    @staticmethod
-    def _create(config: MemoryConfig, label: str) -> System:
-        cc: CacheConfig = config.cache_config
-        specs, l1_config = HotCache.part_specs(
-            cc.max_entries,
-            cc.arena_bytes,
-            None,
-            max_key_bytes=cc.max_key_bytes,
-            max_value_bytes=cc.max_value_bytes,
-            track_access=cc.track_access,
-        )
-        jl = JournalLayout.for_size(config.journal_bytes, make_log_id())
-        specs.append(PartSpec("journal", L.KIND_JOURNAL, jl.total_bytes, jl.params, jl.init))
-        el = EmbedLayout.for_dim(config.embedding_dim)
-        log_id = make_log_id()
-        specs.append(PartSpec("embed", L.KIND_EMBED, el.total_bytes, el.params, lambda seg: el.init(seg, log_id)))
-        tl = TopicsLayout.for_count(MAX_TOPICS)
-        specs.append(PartSpec("topics", L.KIND_TOPICS, tl.total_bytes, tl.params))
+    @classmethod
+    def _create(cls, config: MemoryConfig, label: str) -> System:
+        specs = [spec for part in SHM_PARTS for spec in part.part_specs(config, None)]
         shm_total = sum(s.size for s in specs)
         if shm_total > config.max_memory_bytes:
             raise ConfigError(
@@ -252,30 +278,11 @@ class MemorySystem:
         try:
             # High-water marks come from L3 and are reserved ahead before anyone can attach: fences
             # and proposal ids continue above everything issued before a reboot.
-            fence_base, fence_limit = reserve_fences(store)
-            ll = LocksLayout.for_count(MAX_LOCKS)
-            specs.append(
-                PartSpec(
-                    "locks",
-                    L.KIND_LOCKS,
-                    ll.total_bytes,
-                    ll.params,
-                    lambda seg: init_locks(seg, ll, fence_base, fence_limit),
-                )
-            )
-            specs.append(
-                PartSpec(
-                    "consensus",
-                    L.KIND_CONSENSUS,
-                    consensus_layout().total_bytes,
-                    [1],
-                    lambda seg: init_consensus(seg, store),
-                )
-            )
+            specs += [spec for part in L3_PARTS for spec in part.part_specs(config, store)]
             return System.create(
                 config.name,
                 specs,
-                _system_config(config, l1_config),
+                _system_config(config),
                 mode=config.mode,
                 max_members=config.max_members,
                 label=label,
@@ -291,7 +298,7 @@ class MemorySystem:
         return self._get(namespace, key, default)
 
     def _bind_get(self) -> None:
-        self.get = self._get = self.l1.make_getter(self._get_lower)  # type: ignore[method-assign]
+        self.get = self._get = self.l1.make_getter(self.read_lower)  # type: ignore[method-assign]
         if self.durability == "write-behind":
             # A journaled bytes put in one C call; sync puts, embeddings, other values and
             # anything the kernel does not finish take the Python path.
@@ -300,7 +307,10 @@ class MemorySystem:
                 self._l1_ttl_ns, J_JOURNAL, limit, MemorySystem.put.__get__(self)
             )
 
-    def _get_lower(self, r: int, h: int, kb: bytes, default):
+    def read_lower(self, r: int, h: int, kb: bytes, default):
+        """The answer for stored key ``kb`` (hash ``h``) when L1's lookup returned ``r`` instead of a
+        value: L1 once more if ``r`` was not a miss, else the unflushed journal, else L3 (promoting
+        the value into L1). The tier interface ``get`` and the asyncio facade are built on."""
         if r not in (S.NOT_FOUND, S.EXPIRED):
             found = self.l1.read_encoded(kb, h, r)
             if not isinstance(found, int):
@@ -375,6 +385,7 @@ class MemorySystem:
         return len(ready)
 
     def _put(self, namespace, key, value, ttl, embedding, may_block: bool, durability) -> bool:
+        self._check_open()
         sync = _sync(durability, self.durability)
         vec = validate_embedding(embedding, self.embedding_dim) if embedding is not None else None
         now = time.time_ns()
@@ -480,6 +491,7 @@ class MemorySystem:
     def delete(self, namespace, key, durability: str | None = None) -> None:
         """Remove ``(namespace, key)`` from every tier (its embedding included), as durably as
         ``durability`` (this call's, else this handle's) says. Thread-safe."""
+        self._check_open()
         sync = _sync(durability, self.durability)
         kb = self.l1.key_bytes(namespace, key)
         h = self.l1.hash_bytes(kb)
@@ -683,11 +695,33 @@ class MemorySystem:
             "l3": self.store.stats(),
         }
 
-    def _check_open(self) -> None:
-        if self.closed:
-            from nt_memory.errors import SegmentClosed
+    def verify(self) -> dict[str, list[str]]:
+        """Check every part's shared words (the Part protocol's ``verify``, as diskcache's
+        ``check``): by part, the problems found (every list empty when the system is sound). Reads
+        only; run it on a quiet system (a write in flight may show up as a problem)."""
+        self._check_open()
+        parts: dict[str, Part] = {"l1": self.l1, "journal": self.journal, "embed": self.l2, "topics": self.pubsub}
+        parts |= {"locks": self.locks, "consensus": self.consensus}
+        return {name: part.verify() for name, part in parts.items()}
 
+    def _check_open(self) -> None:
+        if self._forked_from:
+            raise forked_error(f"MemorySystem {self.name!r}", self._forked_from)
+        if self.closed:
             raise SegmentClosed(f"MemorySystem {self.name!r} is closed")
+
+    def _forked(self) -> None:
+        """In a forked child: closed; the parts are marked by their own hooks (nothing shared is
+        touched, no flusher runs here)."""
+        self._forked_from = self.system.opened_pid
+        self._unbind()
+        self.closed = True
+
+    def _unbind(self) -> None:
+        """Drop the per-instance lock verbs (one C call each, over raw slot addresses): the methods,
+        which check, answer from now on. The compiled get and put stay: L1's context says closed."""
+        for verb in ("acquire_lock", "release_lock"):
+            self.__dict__.pop(verb, None)
 
     def close(self) -> None:
         """Hand over the flusher role (draining first), detach, close LMDB. Safe to call twice.
@@ -695,17 +729,26 @@ class MemorySystem:
         if self.closed:
             return
         self.closed = True
+        self._unbind()
         try:
-            self.journal.stop()
-            self.search.stop()
-            self.l2.save()
+            for part, verb in (("journal", "stop"), ("search", "stop"), ("l2", "save")):
+                obj = self.__dict__.get(part)  # absent in a half-built object
+                if obj is not None:
+                    getattr(obj, verb)()
         finally:
-            self.search.close()  # the next holder loads what was just saved
-            self.l2.close()
-            self.pubsub.close()
-            self.l1.close()
-            self.system.close()
-            self.store.close()
+            self._close_parts()
+
+    def _close_parts(self) -> None:
+        """Close every part this object got as far as opening (the next search holder loads what
+        was just saved), the system, then LMDB."""
+        for part in ("search", "l2", "pubsub", "l1", "system", "store"):
+            obj = self.__dict__.get(part)
+            if obj is not None:
+                obj.close()
+
+    def __reduce__(self):
+        """Pickled by name, as CPython's ``SharedMemory``: unpickling opens the system in that process."""
+        return (type(self).open, (self.config,))
 
     def unlink(self) -> None:
         """Remove the system's shared-memory segments (before or after close). The data in
@@ -719,7 +762,8 @@ class MemorySystem:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<MemorySystem {self.name!r} pid={os.getpid()} {'closed' if self.closed else 'open'}>"
+        state = f"forked from pid {self._forked_from}" if self._forked_from else "closed" if self.closed else "open"
+        return f"<MemorySystem {self.name!r} pid={os.getpid()} {state}>"
 
 
 _MISSING = object()

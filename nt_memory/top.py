@@ -8,32 +8,21 @@ from outside; ``sub.dropped`` reports it in the subscriber's own process.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
-import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from nt_memory.kernels.ring import (
-    RING_CONSUMER_LOCK_IDX,
-    RING_HEAD_IDX,
-    RING_MSG_COUNT_IDX,
-    RING_TAIL_IDX,
-    RING_WAITERS_IDX,
-)
-from nt_memory.shm import coord_layout as C
-from nt_memory.shm import layout as L
-from nt_memory.shm.journal_layout import JournalLayout
-from nt_memory.shm.segment import Segment
-from nt_memory.shm.system import System, shm_name
-from nt_memory.tiers.l1 import HotCache
+from nt_memory.memory import observe
+from nt_memory.shm.members import owner_slot
 
 
 class Snapshot:
     def __init__(self, name: str):
-        self.system = System.attach(name, timeout=1.0, register=False)
-        self.cache = HotCache(self.system) if "l1" in self.system.parts else None
+        self._observing = contextlib.ExitStack()
+        self.system, self.parts = self._observing.enter_context(observe(name, timeout=1.0))
         self.prev: tuple[float, int] | None = None
 
     def l1_ops(self, s: dict) -> float:
@@ -62,8 +51,8 @@ class Snapshot:
                 str(m.l1_misses),
             )
         parts = [members]
-        if self.cache is not None:
-            s = self.cache.stats()
+        if "l1" in self.parts:
+            s = self.parts["l1"].stats()
             t = Table(title="L1", expand=True)
             for col in (
                 "entries",
@@ -87,90 +76,53 @@ class Snapshot:
                 str(s["repairs"]),
             )
             parts.append(t)
-        if "journal" in sysm.parts:
-            seg = sysm.parts["journal"]
-            ring = seg.region(JournalLayout.from_segment(seg).ring_offset, 64 * 8, np.int64)
-            flusher = int(ring[RING_CONSUMER_LOCK_IDX])
+        if "journal" in self.parts:
+            js = self.parts["journal"].stats()
             j = Table(title="journal", expand=True)
             j.add_column("backlog bytes")
-            j.add_column("flusher member slot")
-            j.add_row(
-                f"{int(ring[RING_TAIL_IDX]) - int(ring[RING_HEAD_IDX]):,}",
-                str((flusher & 0xFFFF) - 1) if flusher else "none",
-            )
+            j.add_column("appends")
+            j.add_column("flusher pid")
+            j.add_row(f"{js['backlog_bytes']:,}", f"{js['appends']:,}", str(js["flusher_pid"] or "none"))
             parts.append(j)
-        if "topics" in sysm.parts:
-            parts.append(self._topics())
-        if "locks" in sysm.parts:
-            parts.append(self._locks())
-        if "consensus" in sysm.parts:
-            parts.append(self._proposals())
+        if "topics" in self.parts:
+            parts.append(self._topics(self.parts["topics"].stats()))
+        if "locks" in self.parts:
+            parts.append(self._locks(self.parts["locks"].stats()))
+        if "consensus" in self.parts:
+            parts.append(self._proposals(self.parts["consensus"].stats()))
         return Group(*parts)
 
-    def _topics(self) -> Table:
-        seg = self.system.parts["topics"]
-        lay = C.TopicsLayout.for_count(seg.params[0])
-        ctl = seg.region(lay.ctl_offset, C.CTL_WORDS * 8, np.int64)
-        entries = seg.region(lay.entries_offset, lay.max_topics * C.TOPIC_ENTRY_WORDS * 8, np.int64)
+    @staticmethod
+    def _topics(st: dict) -> Table:
         t = Table(title="topics", expand=True)
         for col in ("topic", "messages", "subscribers asleep", "ring bytes"):
             t.add_column(col)
-        for i in range(int(ctl[C.CTL_COUNT_IDX])):
-            e = i * C.TOPIC_ENTRY_WORDS
-            n = int(entries[e + C.TOPIC_NAME_LEN_IDX])
-            name = entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n].decode()
-            cap = int(entries[e + C.TOPIC_CAPACITY_IDX])
-            try:
-                ring_seg = Segment.attach(shm_name(self.system.name, f"topic.{i}"), L.KIND_TOPIC)
-            except Exception:  # noqa: BLE001 - a topic being created
-                continue
-            try:
-                ring = ring_seg.region(C.TopicRingLayout.for_capacity(cap).ring_offset, 64 * 8, np.int64)
-                t.add_row(name, f"{int(ring[RING_MSG_COUNT_IDX]):,}", str(int(ring[RING_WAITERS_IDX])), f"{cap:,}")
-            finally:
-                ring_seg.close()
+        for name, row in st["topics"].items():
+            t.add_row(name, f"{row['messages']:,}", str(row["sleeping"]), f"{row['ring_bytes']:,}")
         return t
 
-    def _locks(self) -> Table:
-        from nt_memory.coordination.locks import Locks
-
-        t = Table(title="locks", expand=True)
+    @staticmethod
+    def _locks(st: dict) -> Table:
+        t = Table(title=f"locks ({st['held']} held of {st['named']} named)", expand=True)
         for col in ("name", "holder slot", "fence", "lease left s"):
             t.add_column(col)
         now = time.time_ns()
-        for h in Locks(self.system).holders():
+        for h in st["holders"]:
             lease = f"{(h['lease_ns'] - now) / 1e9:.1f}" if h["lease_ns"] else "-"
-            t.add_row(h["name"], str((h["holder"] & 0xFFFF) - 1) if h["holder"] else "free", str(h["fence"]), lease)
+            t.add_row(h["name"], str(owner_slot(h["holder"])) if h["holder"] else "free", str(h["fence"]), lease)
         return t
 
-    def _proposals(self) -> Table:
-        from nt_memory.coordination import consensus as K
-
-        seg = self.system.parts["consensus"]
-        words = seg.region(K.consensus_layout().offset("words"), K.WORDS * 8, np.int64)
-        f64 = words.view(np.float64)
-        t = Table(
-            title=f"open proposals (voters {int(words[K.C_NVOTERS])}, total weight {f64[K.C_TOTAL]:g})", expand=True
-        )
+    @staticmethod
+    def _proposals(st: dict) -> Table:
+        t = Table(title=f"open proposals (voters {st['voters']}, total weight {st['total_weight']:g})", expand=True)
         for col in ("id", "approve", "reject", "quorum", "votes"):
             t.add_column(col)
-        base = K.CTL_WORDS + K.MAX_VOTERS * K.VOTER_WORDS
-        for i in range(K.MAX_PROPOSALS):
-            b = base + i * K.PROPOSAL_WORDS
-            if int(words[b + K.P_ID]) and int(words[b + K.P_STATUS]) == K.ConsensusStatus.PENDING:
-                t.add_row(
-                    str(int(words[b + K.P_ID])),
-                    f"{f64[b + K.P_APPROVE]:g}",
-                    f"{f64[b + K.P_REJECT]:g}",
-                    f"{f64[b + K.P_QUORUM]:g}",
-                    str(int(words[b + K.P_NVOTES])),
-                )
+        for p in st["open"]:
+            t.add_row(str(p["id"]), f"{p['approve']:g}", f"{p['reject']:g}", f"{p['quorum']:g}", str(p["votes"]))
         return t
 
     def close(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
-        self.system.close()
+        self._observing.close()
 
 
 def run(name: str, interval: float = 1.0, once: bool = False) -> int:

@@ -14,15 +14,7 @@ the redo log with LOGGING set, and the next holder logs it before replaying it. 
 from a high-water mark held in L3 and reserved ahead in blocks (:data:`ID_BLOCK`), so ids are never
 reused, across reboots either; voters are stored in L3 and loaded when a system is created.
 
-Segment words (``consensus`` part)::
-
-    control   0 LOCK  1 NEXT_ID  2 NVOTERS  3 TOTAL_WEIGHT (float64 bits)  8 NOTIFY (futex word)
-              4 REDO_COUNT  5 ID_LIMIT  6 LOGGING (id of the decision staged in the redo log)
-              16.. REDO pairs (word index, value): see _apply
-    voters    MAX_VOTERS x 8 words: HASH | WEIGHT (f64) | NAME_LEN | NAME (40 bytes)
-    proposals MAX_PROPOSALS x 16 words, slot = id % MAX_PROPOSALS:
-              ID | STATUS | QUORUM (f64) | DEADLINE_NS | APPROVE (f64) | REJECT (f64) | TOTAL (f64,
-              at decision) | NVOTES | VOTED (4 words: a bit per voter slot)
+The segment's words are laid out in shm/consensus_layout.py.
 """
 
 from __future__ import annotations
@@ -40,42 +32,47 @@ from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, ConsensusError, CorruptSegment
 from nt_memory.kernels.words import word_fetch_add, word_load, word_store
 from nt_memory.shm import layout as L
-from nt_memory.shm.owned import OwnedLock
-from nt_memory.shm.system import System
-from nt_memory.shm.wait import futex_wait, futex_wake
-from nt_memory.tiers.l3 import ColdStore
-
-MAX_VOTERS = 256
-MAX_PROPOSALS = 1024
-CTL_WORDS = 32
-VOTER_WORDS = 8
-PROPOSAL_WORDS = 16
-C_LOCK, C_NEXT_ID, C_NVOTERS, C_TOTAL, C_REDO_COUNT, C_ID_LIMIT, C_LOGGING, C_NOTIFY, C_REDO = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    8,
-    16,
+from nt_memory.shm.consensus_layout import (
+    C_ID_LIMIT,
+    C_LOCK,
+    C_LOGGING,
+    C_NEXT_ID,
+    C_NOTIFY,
+    C_NVOTERS,
+    C_REDO,
+    C_REDO_COUNT,
+    C_TOTAL,
+    MAX_PROPOSALS,
+    MAX_VOTERS,
+    P_APPROVE,
+    P_DEADLINE,
+    P_ID,
+    P_NVOTES,
+    P_QUORUM,
+    P_REJECT,
+    P_STATUS,
+    P_TOTAL,
+    P_VOTED,
+    PROPOSAL_WORDS,
+    PROPOSALS_BASE,
+    REDO_MAX,
+    V_HASH,
+    V_NAME,
+    V_NAME_LEN,
+    V_WEIGHT,
+    VOTER_WORDS,
+    VOTERS_BASE,
+    WORDS,
+    consensus_layout,
 )
+from nt_memory.shm.owned import OwnedLock
+from nt_memory.shm.system import PartSpec, System
+from nt_memory.shm.wait import futex_wait, futex_wake
+from nt_memory.tiers.l3 import ColdStore, required
+
 ID_KEY = b"consensus/next_id"  # the high-water mark of proposal ids, in L3's meta database
 ID_BLOCK = 1024
-REDO_MAX = 8  # word writes one update may need
-V_HASH, V_WEIGHT, V_NAME_LEN, V_NAME = 0, 1, 2, 3
-P_ID, P_STATUS, P_QUORUM, P_DEADLINE, P_APPROVE, P_REJECT, P_TOTAL, P_NVOTES, P_VOTED = range(9)
 EPSILON = 1e-9  # weights are floats: "exactly at quorum" must count as reaching it
-
-
-WORDS = CTL_WORDS + MAX_VOTERS * VOTER_WORDS + MAX_PROPOSALS * PROPOSAL_WORDS
-
-
-def consensus_layout() -> L.Layout:
-    lay = L.Layout()
-    lay.add("words", WORDS * 8)
-    return lay
 
 
 class ConsensusStatus(enum.IntEnum):
@@ -154,7 +151,7 @@ def init_consensus(seg, store: ColdStore) -> None:
         name = key[len(b"voter/") :]
         weight = float(json.loads(raw))
         i = _voter_slot(words, name, True)
-        f64[CTL_WORDS + i * VOTER_WORDS + V_WEIGHT] = weight
+        f64[VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT] = weight
         total += weight
     f64[C_TOTAL] = total
 
@@ -164,7 +161,7 @@ def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
     h = xxhash.xxh3_64_intdigest(raw) & 0x7FFF_FFFF_FFFF_FFFF or 1
     for probe in range(MAX_VOTERS):
         i = (h + probe) % MAX_VOTERS
-        b = CTL_WORDS + i * VOTER_WORDS
+        b = VOTERS_BASE + i * VOTER_WORDS
         sh = int(words[b + V_HASH])
         if sh == h:
             n = int(words[b + V_NAME_LEN])
@@ -186,7 +183,21 @@ def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
 class Consensus:
     """The consensus state of a system, as seen from this process. Thread-safe."""
 
-    def __init__(self, system: System, store: ColdStore):
+    PARTS: tuple[str, ...] = ("consensus",)
+
+    @classmethod
+    def part_specs(cls, config, store: ColdStore) -> list[PartSpec]:
+        """The Part protocol's specs (shm/parts.py): the consensus words, laid out from what
+        ``store`` (L3) holds: ids resume above the durable mark, the voters come back."""
+        size = consensus_layout().total_bytes
+        return [PartSpec("consensus", L.KIND_CONSENSUS, size, [1], lambda seg: init_consensus(seg, store))]
+
+    @classmethod
+    def attach(cls, system: System) -> Consensus:
+        """An observer's view (the Part protocol): stats and verify; it cannot vote."""
+        return cls(system, None)
+
+    def __init__(self, system: System, store: ColdStore | None):
         seg = system.parts["consensus"]
         if seg.size != consensus_layout().total_bytes:
             raise CorruptSegment(f"system {system.name!r}: the consensus segment has an unexpected size")
@@ -194,10 +205,15 @@ class Consensus:
         self.f64 = self.words.view(np.float64)
         self.system = system
         self.store = store
-        self._vbase = CTL_WORDS
-        self._pbase = CTL_WORDS + MAX_VOTERS * VOTER_WORDS
+        self._vbase = VOTERS_BASE
+        self._pbase = PROPOSALS_BASE
         self.notify_addr = int(self.words.ctypes.data) + C_NOTIFY * 8
         self._owned = OwnedLock(system, self.words, C_LOCK, "the consensus state")
+
+    @property
+    def l3(self) -> ColdStore:
+        """The L3 store; an observer's view (``attach``) has none."""
+        return required(self.store, f"the consensus state of system {self.system.name!r}")
 
     # ---------------------------------------------------------------------------- the lock
     def _lock(self):
@@ -249,7 +265,7 @@ class Consensus:
             raise CorruptSegment(f"system {self.system.name!r}: the consensus redo log length {n} is impossible")
         for i in range(n):
             idx = int(self.words[C_REDO + 2 * i])
-            if not (CTL_WORDS <= idx < WORDS or idx in (C_TOTAL, C_NVOTERS, C_NEXT_ID, C_ID_LIMIT)):
+            if not (VOTERS_BASE <= idx < WORDS or idx in (C_TOTAL, C_NVOTERS, C_NEXT_ID, C_ID_LIMIT)):
                 raise CorruptSegment(f"system {self.system.name!r}: the consensus redo log names word {idx}")
             self.words[idx] = self.words[C_REDO + 2 * i + 1]
         self.words[C_LOGGING] = 0
@@ -292,7 +308,7 @@ class Consensus:
         try:
             i = self._voter_slot(raw, True)
             b = self._vbase + i * VOTER_WORDS
-            self.store.write([("consensus", b"voter/" + raw, json.dumps(w).encode())])
+            self.l3.write([("consensus", b"voter/" + raw, json.dumps(w).encode())])
             total = float(self.f64[C_TOTAL]) + w - float(self.f64[b + V_WEIGHT])
             self._apply([(C_TOTAL, self._bits(total)), (b + V_WEIGHT, self._bits(w))])
         finally:
@@ -321,8 +337,8 @@ class Consensus:
         try:
             pid = int(self.words[C_NEXT_ID]) + 1
             if pid > int(self.words[C_ID_LIMIT]):
-                self.words[C_ID_LIMIT] = self.store.reserve(ID_KEY, pid, ID_BLOCK)
-            self.store.write([("consensus", f"proposal/{pid}".encode(), blob.encode())])
+                self.words[C_ID_LIMIT] = self.l3.reserve(ID_KEY, pid, ID_BLOCK)
+            self.l3.write([("consensus", f"proposal/{pid}".encode(), blob.encode())])
             b = self._pbase + (pid % MAX_PROPOSALS) * PROPOSAL_WORDS
             self.words[b : b + PROPOSAL_WORDS] = 0
             self.words[b + P_STATUS] = ConsensusStatus.PENDING
@@ -381,15 +397,15 @@ class Consensus:
         """Write a decision to L3 unless one is there already; returns the one that stands."""
         key = f"decision/{result.proposal_id}".encode()
         blob = json.dumps(result.to_json()).encode()
-        stored = self.store.update("consensus", key, lambda old: ... if old is not None else blob)
+        stored = self.l3.update("consensus", key, lambda old: ... if old is not None else blob)
         if stored is ...:
             return self._from_log(int(result.proposal_id))
         return result
 
     def _from_log(self, pid: int) -> ConsensusResult:
-        raw = self.store.get("consensus", f"decision/{pid}".encode())
+        raw = self.l3.get("consensus", f"decision/{pid}".encode())
         if raw is None:
-            proposal = self.store.get("consensus", f"proposal/{pid}".encode())
+            proposal = self.l3.get("consensus", f"proposal/{pid}".encode())
             if proposal is None:
                 raise ConsensusError(f"unknown proposal {pid}")
             # Submitted, never decided, and no longer in shared memory (a reboot, or more than
@@ -440,6 +456,65 @@ class Consensus:
         finally:
             self._unlock(changed or newly)
         return result
+
+    # ------------------------------------------------------------------------- the Part protocol
+    def stats(self) -> dict:
+        """Voters, their total weight, and the proposals still held here: open ones in full."""
+        f64 = self.f64
+        open_ = []
+        decided = 0
+        for i in range(MAX_PROPOSALS):
+            b = self._pbase + i * PROPOSAL_WORDS
+            if not int(self.words[b + P_ID]):
+                continue
+            if int(self.words[b + P_STATUS]) != ConsensusStatus.PENDING:
+                decided += 1
+                continue
+            open_.append(
+                {
+                    "id": int(self.words[b + P_ID]),
+                    "approve": float(f64[b + P_APPROVE]),
+                    "reject": float(f64[b + P_REJECT]),
+                    "quorum": float(f64[b + P_QUORUM]),
+                    "votes": int(self.words[b + P_NVOTES]),
+                }
+            )
+        return {
+            "voters": int(self.words[C_NVOTERS]),
+            "total_weight": float(f64[C_TOTAL]),
+            "next_id": int(self.words[C_NEXT_ID]),
+            "decided_held": decided,
+            "open": open_,
+        }
+
+    def verify(self) -> list[str]:
+        """The control words, every voter and every proposal held: counts within their limits,
+        weights finite and non-negative, tallies within the total, statuses known. Reads only."""
+        w, f64 = self.words, self.f64
+        problems = []
+        nv, redo = int(w[C_NVOTERS]), int(w[C_REDO_COUNT])
+        if not 0 <= nv <= MAX_VOTERS or not 0 <= redo <= REDO_MAX or int(w[C_NEXT_ID]) > int(w[C_ID_LIMIT]):
+            problems.append(f"consensus control: voters {nv}, redo {redo}, next id past the reserved limit")
+        slots = [self._vbase + i * VOTER_WORDS for i in range(MAX_VOTERS)]
+        weights = [float(f64[b + V_WEIGHT]) for b in slots if int(w[b + V_HASH])]
+        if len(weights) != nv or not all(math.isfinite(x) and x >= 0 for x in weights):
+            problems.append(f"consensus voters: {len(weights)} voter slots for a count of {nv}, or a weight impossible")
+        elif not math.isclose(sum(weights), float(f64[C_TOTAL]), rel_tol=1e-9, abs_tol=1e-9):
+            problems.append(f"consensus voters: weights add up to {sum(weights):g}, the total says {f64[C_TOTAL]:g}")
+        statuses = {int(s) for s in ConsensusStatus}
+        for i in range(MAX_PROPOSALS):
+            b = self._pbase + i * PROPOSAL_WORDS
+            pid = int(w[b + P_ID])
+            if not pid:
+                continue
+            tally = float(f64[b + P_APPROVE]) + float(f64[b + P_REJECT])
+            sound = pid % MAX_PROPOSALS == i and int(w[b + P_STATUS]) in statuses
+            if not sound or not 0 <= tally <= sum(weights) + 1e-6:
+                problems.append(f"proposal slot {i}: id {pid}, status {int(w[b + P_STATUS])}, tally {tally:g}")
+        return problems
+
+    def close(self) -> None:
+        """Nothing to release: the views go with the system's segments."""
 
     def proposal_ids(self) -> list[str]:
         """Ids of the proposals still held in shared memory (the newest MAX_PROPOSALS)."""

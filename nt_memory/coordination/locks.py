@@ -59,8 +59,9 @@ from nt_memory.kernels.locktable import (
 from nt_memory.kernels.words import word_cas, word_load
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
+from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock, process_runnable
-from nt_memory.shm.system import System
+from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import futex_wait, futex_wake
 
 MAX_LOCKS = 1024
@@ -114,6 +115,22 @@ def init_locks(seg, layout: C.LocksLayout, base: int, limit: int) -> None:
 class Locks:
     """The named locks of a system, as seen from this process. Thread-safe. ``store`` (L3) holds
     the fences' high-water mark; without it (an observer) locks cannot be taken."""
+
+    PARTS: tuple[str, ...] = ("locks",)
+
+    @classmethod
+    def part_specs(cls, config, store) -> list[PartSpec]:
+        """The Part protocol's specs (shm/parts.py): a table of MAX_LOCKS slots whose fences resume
+        above every fence issued before (the high-water mark in ``store``, reserved ahead)."""
+        base, limit = reserve_fences(store)
+        ll = C.LocksLayout.for_count(MAX_LOCKS)
+        init = lambda seg: init_locks(seg, ll, base, limit)  # noqa: E731
+        return [PartSpec("locks", L.KIND_LOCKS, ll.total_bytes, ll.params, init)]
+
+    @classmethod
+    def attach(cls, system: System) -> Locks:
+        """An observer's view (the Part protocol): holders, stats and verify; it cannot lock."""
+        return cls(system)
 
     def __init__(self, system: System, store=None):
         seg = system.parts["locks"]
@@ -243,6 +260,7 @@ class Locks:
     def acquire(self, name: str, timeout=None, lease=None) -> LockToken:
         """Take ``name``; waits up to ``timeout`` (seconds or timedelta; None: forever) and raises
         ``LockTimeout``. With ``lease`` the lock frees itself when the lease runs out."""
+        self.system.check_open("the lock table")
         lease_ns = duration_ns(lease, "lease")
         timeout = seconds(timeout, "timeout", allow_zero=True)
         owner = self.system.owner
@@ -342,6 +360,7 @@ class Locks:
 
     def release(self, token: LockToken) -> None:
         """Release; ``StaleToken`` if the token no longer holds the lock."""
+        self.system.check_open("the lock table")
         self._check_token(token, "release_lock")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
         r = self._release(self._addr(token.slot), h, token.owner, token.fence)
@@ -356,6 +375,7 @@ class Locks:
     def extend(self, token: LockToken, lease) -> LockToken:
         """Give a held lock a new lease (from now; None: no lease). Returns the token (its fence is
         unchanged); ``StaleToken`` if the lock was lost (lease ran out, or taken over)."""
+        self.system.check_open("the lock table")
         self._check_token(token, "extend_lock")
         lease_ns = duration_ns(lease, "lease")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
@@ -371,11 +391,44 @@ class Locks:
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout=None, lease=None):
+        self.system.check_open("the lock table")
         token = self.fast_acquire(name, timeout, lease)
         try:
             yield token
         finally:
             self.fast_release(token)
+
+    def stats(self) -> dict:
+        """The Part protocol's counters: slots, names in use, locks held, and each holder."""
+        holders = self.holders()
+        return {
+            "slots": self.layout.max_locks,
+            "named": len(holders),
+            "held": sum(1 for h in holders if h["holder"]),
+            "fence_limit": int(self.ctl[CTL_FENCE_LIMIT_IDX]),
+            "holders": holders,
+        }
+
+    def verify(self) -> list[str]:
+        """Every slot: a known hash state, a name that fits, a fence within the reserved limit, no
+        negative waiter count, and names unique. Reads only. ``[]`` when sound."""
+        problems, names = [], set()
+        limit = int(self.ctl[CTL_FENCE_LIMIT_IDX])
+        for i in range(self.layout.max_locks):
+            w = self.slots[i * LOCK_SLOT_WORDS : (i + 1) * LOCK_SLOT_WORDS]
+            h, fence, n = int(w[LK_HASH_IDX]), int(w[LK_FENCE_IDX]), int(w[LK_NAME_LEN_IDX])
+            waiters = int(w[LK_WAITERS_IDX])
+            if h < 0 or fence < 0 or fence > limit or waiters < 0:
+                problems.append(f"lock slot {i}: hash {h}, fence {fence} (limit {limit}), waiters {waiters}")
+            elif h >= FIRST_HASH:
+                name = self._name(i) if 0 < n <= LK_NAME_BYTES else None
+                if name is None or name in names:
+                    problems.append(f"lock slot {i}: name length {n} impossible or name repeated")
+                names.add(name)
+        return problems
+
+    def close(self) -> None:
+        """Nothing to release: the views go with the system's segments."""
 
     def holders(self) -> list[dict]:
         """Every named lock with its holder's owner word (0 = free) and last fence."""

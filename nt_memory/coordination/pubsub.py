@@ -17,15 +17,21 @@ import time
 import numpy as np
 
 from nt_memory.durations import seconds
-from nt_memory.errors import ConfigError, CorruptSegment, TierError, ValueTooLarge, raise_status
+from nt_memory.errors import ConfigError, CorruptSegment, SegmentClosed, TierError, ValueTooLarge, raise_status
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point
 from nt_memory.kernels.ring import (
+    RING_APPEND_BYTES_IDX,
     RING_CAPACITY_IDX,
+    RING_HDR_BYTES,
+    RING_LATEST_IDX,
     RING_LOCK_IDX,
+    RING_MSG_COUNT_IDX,
     RING_NOTIFY_IDX,
     RING_SPINNERS_IDX,
+    RING_TAIL_IDX,
+    RING_TAIL_INTENT_IDX,
     RING_WAITERS_IDX,
     record_bytes,
     ring_publish,
@@ -39,7 +45,7 @@ from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
 from nt_memory.shm.segment import Segment
-from nt_memory.shm.system import System
+from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.codec import decode, encode
 
@@ -68,6 +74,9 @@ def validate_topic(topic) -> bytes:
     return topic.encode()
 
 
+MAX_TOPICS = 256  # topic names a system holds (each topic's ring is its own part)
+
+
 class _Topic:
     """One topic's ring, mapped in this process. Its capacity comes from the segment's checksummed
     header (validated against the ring's own word once): the kernels never read a shared size."""
@@ -81,7 +90,7 @@ class _Topic:
         self.capacity = capacity
         self.hdr_addr = seg.address + lay.ring_offset
         self.data_addr = seg.address + lay.data_offset
-        self.ring = seg.region(lay.ring_offset, 64 * 8, np.int64)
+        self.ring = seg.region(lay.ring_offset, RING_HDR_BYTES, np.int64)
         if int(self.ring[RING_CAPACITY_IDX]) != capacity:
             raise CorruptSegment(f"segment {seg.shm_name!r}: the ring's capacity word disagrees with its header")
         self.notify_addr = self.hdr_addr + RING_NOTIFY_IDX * 8
@@ -92,6 +101,20 @@ class _Topic:
 
 class PubSub:
     """The topics of a system, as seen from this process."""
+
+    PARTS: tuple[str, ...] = ("topics",)
+
+    @classmethod
+    def part_specs(cls, config=None, store=None) -> list[PartSpec]:
+        """The Part protocol's specs (shm/parts.py): the topic directory (each topic's ring is a
+        part made on the topic's first use)."""
+        tl = C.TopicsLayout.for_count(MAX_TOPICS)
+        return [PartSpec("topics", L.KIND_TOPICS, tl.total_bytes, tl.params)]
+
+    @classmethod
+    def attach(cls, system: System) -> PubSub:
+        """A view over ``system``'s topics (the Part protocol); observers may take it."""
+        return cls(system)
 
     def __init__(self, system: System, topic_bytes: int = DEFAULT_TOPIC_BYTES):
         seg = system.parts["topics"]
@@ -166,11 +189,47 @@ class PubSub:
             out.append(self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n].decode())
         return out
 
+    # ------------------------------------------------------------------------- the Part protocol
+    def stats(self) -> dict:
+        """Per topic: messages published, bytes appended, receivers asleep, ring bytes. Each
+        receiver's cursor is private to it: its lag is ``sub.dropped`` in its own process."""
+        topics = {}
+        for name in self.topics():
+            r = self.topic(name).ring
+            topics[name] = {
+                "messages": int(r[RING_MSG_COUNT_IDX]),
+                "append_bytes": int(r[RING_APPEND_BYTES_IDX]),
+                "sleeping": int(r[RING_WAITERS_IDX]),
+                "ring_bytes": self.topic(name).capacity,
+            }
+        return {"topics": topics, "max_topics": self.layout.max_topics}
+
+    def verify(self) -> list[str]:
+        """Every topic's ring: positions aligned and in order (LATEST <= TAIL <= TAIL_INTENT), the
+        capacity word its header's. Reads only. ``[]`` when sound."""
+        count = int(self.ctl[C.CTL_COUNT_IDX])
+        if not 0 <= count <= self.layout.max_topics:
+            return [f"topic directory counts {count} topics, over its {self.layout.max_topics}"]
+        problems = []
+        for name in self.topics():
+            try:
+                t = self.topic(name)
+            except CorruptSegment as exc:
+                problems.append(f"topic {name!r}: {exc}")
+                continue
+            r = t.ring
+            tail, latest, intent = int(r[RING_TAIL_IDX]), int(r[RING_LATEST_IDX]), int(r[RING_TAIL_INTENT_IDX])
+            ordered = 0 <= latest <= tail <= intent and int(r[RING_MSG_COUNT_IDX]) >= 0
+            if not ordered or tail & 15 or latest & 15:
+                problems.append(f"topic {name!r}: positions impossible (latest {latest}, tail {tail}, intent {intent})")
+        return problems
+
     # ---------------------------------------------------------------------------------- verbs
     def publish(self, topic: str, msg) -> int:
         """Publish ``msg`` (bytes or JSON-able) to every subscriber of ``topic``. Returns the
         message's number on the topic. Raises ``ValueTooLarge`` over the topic's message limit,
         ``LockTimeout`` naming the pid of a publisher stalled inside a publish. Thread-safe."""
+        self.system.check_open("pub/sub")
         t = self.topic(topic)
         payload = encode(msg)
         if len(payload) > t.max_message:
@@ -209,6 +268,7 @@ class PubSub:
     def subscribe(self, topic: str, spin_s: float = SPIN_S) -> Subscription:
         """A subscription that receives every message published to ``topic`` from now on;
         ``spin_s`` bounds how long its ``recv`` polls before it sleeps (:func:`next_spin`)."""
+        self.system.check_open("pub/sub")
         t = self.topic(topic)
         wait = None
         while True:
@@ -281,7 +341,8 @@ class Subscription:
 
     def _check_open(self) -> None:
         if self.closed:
-            raise ConfigError(f"subscription to {self.topic!r} is closed")
+            raise SegmentClosed(f"subscription to {self.topic!r} is closed")
+        self._pubsub.system.check_open(f"the subscription to {self.topic!r}")
 
     def try_recv(self):
         """The next message, or None if there is none yet."""

@@ -14,8 +14,10 @@ from nt_memory.kernels.atomics import address_to_bytes, address_to_words, clock_
 from nt_memory.kernels.embedlog import log_keys
 from nt_memory.kernels.locktable import lock_release, lock_try_acquire
 from nt_memory.kernels.ring import ring_publish, ring_receive
+from nt_memory.kernels.status import CLOSED
 from nt_memory.kernels.table import (
     CTX_BEAT_IDX,
+    CTX_OPEN_IDX,
     CTX_OUT_BYTES_IDX,
     CTX_WORDS,
     key_hash,
@@ -51,6 +53,8 @@ def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, fl
     computed here from the durations (0 = none): the value's stay in L1 is bounded by its data
     expiry. Returns what ``table_put`` returns (nothing is stored unless OK)."""
     ctx = address_to_words(ctx_addr, CTX_WORDS)
+    if ctx[CTX_OPEN_IDX] != 1:
+        return CLOSED  # before the heartbeat: a closed handle's member words may be unmapped
     key = address_to_bytes(key_addr, klen)
     value = address_to_bytes(val_addr, vlen)
     now = clock_ns()

@@ -127,12 +127,6 @@ class Trajectory:
         acts = self.actions()
         return acts[0].action_type if acts else None
 
-    def score(self) -> float:
-        """The default judge's score in [0, 1] (see :class:`VerdictJudge`)."""
-        from nt_memory.reasoningbank.verdict import VerdictJudge
-
-        return VerdictJudge().judge(self).score
-
     # ---------------------------------------------------------------------------------- JSON
     def to_json(self) -> dict:
         return {

@@ -20,6 +20,7 @@ kernel sees it.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import xxhash
@@ -96,3 +97,9 @@ class Layout:
 
     def offset(self, name: str) -> int:
         return self.regions[name][0]
+
+
+def make_log_id() -> int:
+    """A random 56-bit id for a log made at creation (journal, embedding log): positions durably
+    recorded for one log are never applied to another made after a reboot."""
+    return int.from_bytes(os.urandom(7), "little")

@@ -43,6 +43,7 @@ import xxhash
 from nt_memory.errors import (
     ConfigError,
     CorruptSegment,
+    SegmentClosed,
     SegmentError,
     SegmentExists,
     SegmentNotFound,
@@ -52,6 +53,7 @@ from nt_memory.errors import (
 from nt_memory.kernels.ring import RING_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
 from nt_memory.kernels.words import word_load, word_store
 from nt_memory.shm import layout as L
+from nt_memory.shm.forks import forked_error, guard
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
 from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly
@@ -87,13 +89,15 @@ def shm_name(name: str, part: str) -> str:
 
 @dataclasses.dataclass
 class PartSpec:
-    """A part to create: its name, kind, size, header params and an initialiser for its payload."""
+    """A part to create: its name, kind, size, header params, an initialiser for its payload, and
+    the settings it records in the system's config (read back by attachers)."""
 
     part: str
     kind: int
     size: int
     params: Sequence[int] = ()
     init: Callable[[Segment], None] | None = None
+    settings: dict = dataclasses.field(default_factory=dict)
 
 
 def config_checksum(blob: bytes) -> int:
@@ -111,6 +115,15 @@ def _root_layout(max_members: int) -> L.Layout:
 class System:
     """An open system: its root, its parts by name, and this handle's member registration."""
 
+    # Class-level defaults: a half-built or forked System can always close() and repr().
+    name = "?"
+    closed = False
+    slot = -1
+    owner = 0
+    opened_pid = 0
+    forked = False
+    parts: dict[str, Segment] = {}  # noqa: RUF012  # replaced per instance, never mutated here
+
     def __init__(
         self,
         name: str,
@@ -122,6 +135,7 @@ class System:
         gid: int | None = None,
     ):
         self.name = name
+        self.opened_pid = os.getpid()
         self.root = root
         self.parts = parts
         self.mode = mode
@@ -141,6 +155,20 @@ class System:
             self.slot, self.owner = self.members.register(label or _default_label())
             self._last_beat = time.time_ns()
         self.closed = False
+        guard(self)
+
+    def _forked(self) -> None:
+        """In a forked child: closed, without leaving the member table (the slot is the parent's)."""
+        self.forked = True
+        self.closed = True
+
+    def check_open(self, what: str) -> None:
+        """Raise ``SegmentClosed`` for ``what`` (a structure of this system) once it is closed, or
+        in a forked child."""
+        if self.closed:
+            if self.forked:
+                raise forked_error(f"{what} of system {self.name!r}", self.opened_pid)
+            raise SegmentClosed(f"{what} of system {self.name!r} is closed")
 
     # ----------------------------------------------------------------------------- create / attach
     @classmethod
@@ -157,10 +185,13 @@ class System:
     ) -> System:
         """Create every segment of a new system and publish it READY. Fails with
         ``SegmentExists`` if the name is taken; on any failure removes what it made. ``gid``: a
-        group to share the system with (with a group-readable ``mode``)."""
+        group to share the system with (with a group-readable ``mode``). Each part's ``settings``
+        are recorded in the config beside ``config``."""
         validate_name(name)
         if len(parts) > DIR_CAPACITY:
             raise ConfigError(f"{len(parts)} parts exceed the directory's {DIR_CAPACITY}")
+        for spec in parts:
+            config = {**config, **spec.settings}
         blob = json.dumps(config, sort_keys=True).encode()
         if len(blob) + 8 > CONFIG_BYTES:
             raise ConfigError(f"configuration is {len(blob)} bytes of JSON; the root holds {CONFIG_BYTES - 8}")
@@ -300,12 +331,15 @@ class System:
         if self.closed:
             return
         self.closed = True
-        if self.slot >= 0:
-            self.members.unregister(self.owner)
+        members = getattr(self, "members", None)
+        if self.slot >= 0 and members is not None:
+            members.unregister(self.owner)
         self.members = None  # type: ignore[assignment]  # closed
         for seg in self.parts.values():
             seg.close()
-        self.root.close()
+        root = getattr(self, "root", None)
+        if root is not None:
+            root.close()
 
     def unlink(self) -> None:
         """Remove every segment's name, the parts made after creation (embedding chunks) included;
@@ -315,7 +349,8 @@ class System:
         remove_system(self.name)
 
     def __repr__(self) -> str:
-        return f"<System {self.name!r} parts={list(self.parts)} {'closed' if self.closed else 'open'}>"
+        state = f"forked from pid {self.opened_pid}" if self.forked else "closed" if self.closed else "open"
+        return f"<System {self.name!r} parts={list(self.parts)} {state}>"
 
 
 def _default_label() -> str:

@@ -50,6 +50,7 @@ from nt_memory.kernels.ring import (
     RING_WAITERS_IDX,
 )
 from nt_memory.kernels.words import word_cas, word_fetch_add, word_load, word_store
+from nt_memory.shm import layout as L
 from nt_memory.shm.journal_layout import (
     DRAIN_LOCK_IDX,
     DRAINS_IDX,
@@ -58,10 +59,11 @@ from nt_memory.shm.journal_layout import (
     ROLE_IDX,
     JournalLayout,
 )
+from nt_memory.shm.layout import make_log_id
 from nt_memory.shm.owned import process_runnable
-from nt_memory.shm.system import System
+from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import futex_wait, futex_wake
-from nt_memory.tiers.l3 import ColdStore, pack_kv
+from nt_memory.tiers.l3 import ColdStore, pack_kv, required
 
 _PAYLOAD_HEAD = struct.Struct("<qII")
 BATCH_RECORDS = 4096
@@ -96,7 +98,20 @@ class Journal:
     ``recover`` is called to repair dead writers (the L1 tier's ``recover``: it also frees a dead
     writer's hold on the journal's append lock, after replaying its stripes)."""
 
-    def __init__(self, system: System, store: ColdStore, compression: bool, recover):
+    PARTS: tuple[str, ...] = ("journal",)
+
+    @classmethod
+    def part_specs(cls, config, store=None) -> list[PartSpec]:
+        """The Part protocol's specs (shm/parts.py): a ring of ``config.journal_bytes``."""
+        jl = JournalLayout.for_size(config.journal_bytes, make_log_id())
+        return [PartSpec("journal", L.KIND_JOURNAL, jl.total_bytes, jl.params, jl.init)]
+
+    @classmethod
+    def attach(cls, system: System) -> Journal:
+        """An observer's view (the Part protocol): stats and verify; it never drains."""
+        return cls(system, None, False, lambda: 0)
+
+    def __init__(self, system: System, store: ColdStore | None, compression: bool, recover):
         seg = system.parts["journal"]
         lay = JournalLayout.from_segment(seg)
         self.system = system
@@ -121,6 +136,11 @@ class Journal:
         self.takeovers = 0
         self.standby_looks = 0  # times this process looked at another's flusher role
         self.error: BaseException | None = None
+
+    @property
+    def l3(self) -> ColdStore:
+        """The L3 store; an observer's view (``attach``) has none."""
+        return required(self.store, f"the journal of system {self.system.name!r}")
 
     # -------------------------------------------------------------------------------- positions
     def _word(self, idx: int) -> int:
@@ -225,7 +245,7 @@ class Journal:
                 if head >= tail:
                     return 0
                 records, end = self._records(head, tail)
-                self.store.apply_journal(self.position_key, records, end)
+                self.l3.apply_journal(self.position_key, records, end)
                 self._advance_head(end)
             finally:
                 word_cas(self.ring_addr + DRAIN_LOCK_IDX * 8, self.system.owner, 0)
@@ -377,6 +397,27 @@ class Journal:
                 self.flush(timeout)
             finally:
                 word_cas(self.ring_addr + ROLE_IDX * 8, self.system.owner, 0)
+
+    def verify(self) -> list[str]:
+        """The Part protocol's check: positions in order and aligned, the backlog within the ring,
+        and every record between HEAD and TAIL well formed. Reads only. ``[]`` when sound."""
+        head, tail = self.head, self.tail
+        if not 0 <= head <= tail or head & 15 or tail & 15:
+            return [f"journal positions impossible: head {head}, tail {tail}"]
+        if tail - head > self.capacity:
+            return [f"journal backlog {tail - head:,} bytes exceeds its capacity {self.capacity:,}"]
+        pos = head
+        try:
+            while pos < tail:
+                _, pos = self._records(pos, tail)
+        except CorruptSegment as exc:
+            return [str(exc)]
+        return []
+
+    def close(self) -> None:
+        """Stop this process's thread (see :meth:`stop`); an observer's view has none."""
+        if self._thread is not None or self.is_flusher():
+            self.stop()
 
     def stats(self) -> dict:
         now = time.time_ns()

@@ -40,7 +40,7 @@ import numpy as np
 import xxhash
 
 from nt_memory.durations import duration_ns, expiry_ns
-from nt_memory.errors import ConfigError, CorruptSegment, InvalidKey, SegmentClosed, SegmentError, raise_status
+from nt_memory.errors import ConfigError, CorruptSegment, InvalidKey, SegmentError, raise_status
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
@@ -51,6 +51,7 @@ from nt_memory.kernels.arena import (
     ARENA_HDR_WORDS,
     ARENA_USED_BYTES_IDX,
     BLOCK_HDR_BYTES,
+    arena_block,
     class_sizes,
 )
 from nt_memory.kernels.repair import table_lock_owners, table_recover, table_rehash
@@ -101,7 +102,12 @@ from nt_memory.kernels.table import (
     MEMBER_HITS_IDX,
     MEMBER_MISSES_IDX,
     RESERVED_HASHES,
+    SLOT_BYTES,
+    SLOT_HASH_IDX,
+    SLOT_REF_IDX,
+    SLOT_WORDS,
     TABLE_HDR_BYTES,
+    TOMB,
     table_contains,
     table_delete,
     table_get,
@@ -114,6 +120,7 @@ from nt_memory.kernels.table import (
 from nt_memory.kernels.words import word_fetch_add
 from nt_memory.native import fast
 from nt_memory.shm import layout as L
+from nt_memory.shm.forks import forked_error, guard
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.l1_layout import MAX_ARENA_BYTES, ArenaLayout, L1Layout
 from nt_memory.shm.owned import BoundedWait
@@ -199,6 +206,9 @@ def ttl_to_ns(ttl, name: str = "ttl") -> int:
     return duration_ns(ttl, name)
 
 
+_CLOSED_CTX = np.zeros(CTX_WORDS, np.int64)  # what a handle that never opened reads: closed
+
+
 class HotCache:
     """The L1 hot table of a system. Thread- and process-safe; reads never take a lock.
 
@@ -208,11 +218,28 @@ class HotCache:
     {'qty': 10}
     """
 
-    PARTS = ("l1", "arena")
+    # Class-level defaults: a half-built or forked HotCache can always close() and repr().
+    name = "?"
+    _ctx = _CLOSED_CTX
+    _forked_from = 0
+    PARTS: tuple[str, ...] = ("l1", "arena")
 
     # ------------------------------------------------------------------------------- construction
+    @classmethod
+    def part_specs(cls, config, store=None) -> list[PartSpec]:
+        """The Part protocol's specs (shm/parts.py), from a MemoryConfig's ``cache_config``."""
+        cc = config.cache_config
+        return cls.l1_specs(
+            cc.max_entries,
+            cc.arena_bytes,
+            None,
+            max_key_bytes=cc.max_key_bytes,
+            max_value_bytes=cc.max_value_bytes,
+            track_access=cc.track_access,
+        )
+
     @staticmethod
-    def part_specs(
+    def l1_specs(
         max_entries: int = 100_000,
         arena_bytes: int | None = None,
         ttl=None,
@@ -221,8 +248,9 @@ class HotCache:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         track_access: bool = True,
         hash_bits: int = 64,
-    ) -> tuple[list[PartSpec], dict]:
-        """Validate the L1 settings and describe its two segments (for ``System.create``)."""
+    ) -> list[PartSpec]:
+        """Validate the L1 settings and describe its two segments (for ``System.create``); the
+        table's spec records the settings as the system config's ``l1``."""
         max_entries = _positive_int("max_entries", max_entries, MAX_ENTRIES_LIMIT)
         max_key_bytes = _positive_int("max_key_bytes", max_key_bytes, MAX_KEY_BYTES_LIMIT)
         max_value_bytes = _positive_int("max_value_bytes", max_value_bytes, MAX_VALUE_BYTES_LIMIT)
@@ -253,11 +281,7 @@ class HotCache:
                 default_ttl_ns=ttl_ns,
             )
 
-        specs = [
-            PartSpec("l1", L.KIND_L1, table.total_bytes, table.params, init_table),
-            PartSpec("arena", L.KIND_ARENA, arena.total_bytes, arena.params, arena.init),
-        ]
-        config = {
+        settings = {
             "l1": {
                 "max_entries": max_entries,
                 "arena_bytes": arena.data_bytes,
@@ -267,7 +291,10 @@ class HotCache:
                 "track_access": bool(track_access),
             }
         }
-        return specs, config
+        return [
+            PartSpec("l1", L.KIND_L1, table.total_bytes, table.params, init_table, settings),
+            PartSpec("arena", L.KIND_ARENA, arena.total_bytes, arena.params, arena.init),
+        ]
 
     @classmethod
     def create(
@@ -294,7 +321,7 @@ class HotCache:
         Raises ``SegmentExists`` if the name is taken, ``ConfigError`` for a bad setting,
         ``CapacityError`` if ``/dev/shm`` cannot hold it.
         """
-        specs, config = cls.part_specs(
+        specs = cls.l1_specs(
             max_entries,
             arena_bytes,
             ttl,
@@ -303,12 +330,25 @@ class HotCache:
             track_access=track_access,
             hash_bits=_hash_bits,
         )
-        return cls(System.create(name, specs, config, mode=mode, label=label))
+        return cls._over(System.create(name, specs, {}, mode=mode, label=label))
 
     @classmethod
-    def attach(cls, name: str, *, timeout: float = 5.0, label: str = "") -> HotCache:
-        """Attach to the L1 table of an existing system by name (``SegmentNotFound`` if none)."""
-        return cls(System.attach(name, timeout=timeout, label=label))
+    def attach(cls, name: str | System, *, timeout: float = 5.0, label: str = "") -> HotCache:
+        """Attach to the L1 table of an existing system by name (``SegmentNotFound`` if none). Given
+        an attached :class:`System` instead (the Part protocol, shm/parts.py), a view over it that
+        leaves the system open when closed."""
+        if isinstance(name, System):
+            return cls(name, owns_system=False)
+        return cls._over(System.attach(name, timeout=timeout, label=label))
+
+    @classmethod
+    def _over(cls, system: System) -> HotCache:
+        """A cache that owns ``system``; the system is closed if the cache cannot be built on it."""
+        try:
+            return cls(system)
+        except BaseException:
+            system.close()
+            raise
 
     def __init__(self, system: System, owns_system: bool = True):
         missing = [p for p in self.PARTS if p not in system.parts]
@@ -324,6 +364,7 @@ class HotCache:
         self._hdr = tseg.region(tl.table_offset, TABLE_HDR_BYTES, np.int64)
         self._ahdr = aseg.region(al.arena_offset, ARENA_HDR_WORDS * 8, np.int64)
         sizes = class_sizes(al.max_block_bytes)
+        self._layouts = (tl, al, sizes)
         self._check_headers(tl, al, sizes)
         self.max_key_bytes = int(self._hdr[HDR_MAX_KEY_IDX])
         self.max_value_bytes = int(self._hdr[HDR_MAX_VALUE_IDX])  # encoded, tag included
@@ -365,6 +406,7 @@ class HotCache:
             ctx[CTX_JOURNAL_BYTES_IDX] = jl.capacity
         ctx[CTX_OPEN_IDX] = 1
         self._ctx = ctx
+        guard(self)
         self._ctx_addr = int(ctx.ctypes.data)
         self._nstripes = tl.nstripes
         self._nslots = tl.nslots
@@ -379,6 +421,13 @@ class HotCache:
     def _check_headers(self, tl: L1Layout, al: ArenaLayout, sizes: np.ndarray) -> None:
         """Refuse headers that disagree with the checksummed layout params or hold impossible
         limits: the values copied into the private context must be safe to trust."""
+        problems = self._header_problems(tl, al, sizes)
+        if problems:
+            raise CorruptSegment(
+                f"system {self.name!r}: the L1 headers disagree with their layouts ({', '.join(problems)})"
+            )
+
+    def _header_problems(self, tl: L1Layout, al: ArenaLayout, sizes: np.ndarray) -> list[str]:
         h, a = self._hdr, self._ahdr
         problems = []
         if int(h[HDR_NSLOTS_IDX]) != tl.nslots or int(h[HDR_NSTRIPES_IDX]) != tl.nstripes:
@@ -395,10 +444,37 @@ class HotCache:
             problems.append("arena size")
         elif not np.array_equal(a[ARENA_CLASS_SIZE_IDX : ARENA_CLASS_SIZE_IDX + len(sizes)], sizes):
             problems.append("arena classes")
+        return problems
+
+    def verify(self) -> list[str]:
+        """The Part protocol's check (shm/parts.py): the headers against their layouts, then every
+        slot: a live one must name a live arena block whose key hashes to the slot's hash, and the
+        live count must match the table's. Reads only; a concurrent writer may make it report a
+        slot it was changing, so verify a quiet system. ``[]`` when sound."""
+        self._check_open()
+        tl, al, sizes = self._layouts
+        problems = [f"header: {p}" for p in self._header_problems(tl, al, sizes)]
         if problems:
-            raise CorruptSegment(
-                f"system {self.name!r}: the L1 headers disagree with their layouts ({', '.join(problems)})"
-            )
+            return problems
+        slots = self.system.parts["l1"].region(tl.slots_offset, tl.nslots * SLOT_BYTES, np.int64)
+        data = self.system.parts["arena"].region(al.data_offset, al.data_bytes, np.int64)
+        hashes = slots[SLOT_HASH_IDX::SLOT_WORDS]
+        live = np.flatnonzero(hashes > TOMB)
+        for i in live:
+            ref = int(slots[i * SLOT_WORDS + SLOT_REF_IDX])
+            start, vlen, klen = arena_block(data, al.data_bytes, ref)
+            if start < 0:
+                problems.append(f"slot {i}: reference {ref:#x} names no live arena block")
+                continue
+            key = data.view(np.uint8)[start + vlen : start + vlen + klen].tobytes()
+            if self.hash_bytes(key) != int(hashes[i]):
+                problems.append(f"slot {i}: its block's key does not hash to the slot's hash")
+            if len(problems) >= 20:
+                problems.append("... (more not listed)")
+                break
+        if len(live) != int(self._hdr[HDR_COUNT_IDX]):
+            problems.append(f"{len(live)} live slots, the table counts {int(self._hdr[HDR_COUNT_IDX])}")
+        return problems
 
     # ------------------------------------------------------------------------------------- keys
     def _prefix(self, ns) -> bytes:
@@ -713,6 +789,8 @@ class HotCache:
             detail += f"the limit is max_value_bytes={self.max_value_bytes - 1:,}"
         elif st == S.FULL:
             detail = f"arena_bytes={int(self._ahdr[ARENA_DATA_BYTES_IDX]):,}"
+        elif st == S.CLOSED and self._forked_from:
+            raise forked_error(f"HotCache {self.name!r}", self._forked_from)
         raise_status(S.NAMES.get(st, str(st)), f"L1 of system {self.name!r}", detail)
 
     # ------------------------------------------------------------------------------------ stats
@@ -754,7 +832,16 @@ class HotCache:
     # -------------------------------------------------------------------------------- lifetime
     def _check_open(self) -> None:
         if self._ctx[CTX_OPEN_IDX] != 1:
-            raise SegmentClosed(f"HotCache {self.name!r} is closed")
+            self.raise_for(S.CLOSED, b"", None)
+
+    def _forked(self) -> None:
+        """In a forked child: closed (this process's copy of the context), nothing shared touched."""
+        self._forked_from = self.system.opened_pid
+        self._ctx[CTX_OPEN_IDX] = 0
+
+    def __reduce__(self):
+        """Pickled by name, as CPython's ``SharedMemory``: unpickling attaches in that process."""
+        return (type(self).attach, (self.name,))
 
     @property
     def closed(self) -> bool:
@@ -765,6 +852,7 @@ class HotCache:
         if self._ctx[CTX_OPEN_IDX] != 1:
             return
         self._ctx[CTX_OPEN_IDX] = 0
+        self._ctx[CTX_BEAT_IDX] = 0
         if self.system.slot >= 0:
             stats = self.system.members.words[self.system.slot * 16 + 5 :]
             hits_addr = self._ctx[CTX_TABLE_IDX] + HDR_RETIRED_HITS_IDX * 8

@@ -40,7 +40,7 @@ from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.segment import Segment
-from nt_memory.shm.system import System
+from nt_memory.shm.system import PartSpec, System
 
 SPACES = ("cosine", "l2", "ip")
 # Measured on 20k clustered 64-d vectors (tests/tiers/test_l2.py), M=16: recall@10 0.83 at ef=100,
@@ -217,6 +217,21 @@ class LatestIds:
 
 class VectorTier:
     """This process's view of the embedding log, and its (lazily built) hnswlib index."""
+
+    PARTS: tuple[str, ...] = ("embed",)
+
+    @classmethod
+    def part_specs(cls, config, store=None) -> list[PartSpec]:
+        """The Part protocol's specs (shm/parts.py): the log's control segment for
+        ``config.embedding_dim`` (its chunks are made as it grows)."""
+        el = E.EmbedLayout.for_dim(config.embedding_dim)
+        log_id = L.make_log_id()
+        return [PartSpec("embed", L.KIND_EMBED, el.total_bytes, el.params, lambda seg: el.init(seg, log_id))]
+
+    @classmethod
+    def attach(cls, system: System) -> VectorTier:
+        """A view of the embedding log (the Part protocol); it builds no index unless searched."""
+        return cls(system, system.config.get("storage_path", ""), space=system.config.get("vector_space", "cosine"))
 
     def __init__(
         self,
@@ -955,6 +970,17 @@ class VectorTier:
             "one_call_puts_here": self.one_call_puts,
         }
 
+    def verify(self) -> list[str]:
+        """The Part protocol's check: the control words (``count`` refuses impossible ones) and
+        every chunk's header. Reads only. ``[]`` when sound."""
+        try:
+            self.count  # noqa: B018  # the property checks the control words
+            for c in range(int(self.ctl[E.NCHUNKS_IDX])):
+                self._chunk(c)
+        except NtMemoryError as exc:
+            return [str(exc)]
+        return []
+
     def close(self) -> None:
         self._chunk_words.clear()
         for seg in self._chunks:
@@ -1021,7 +1047,3 @@ class _FileLock:
 def _room(n: int) -> int:
     """An index's capacity for ``n`` vectors and some growth (hnswlib allocates a lock per slot)."""
     return max(1024, n + n // 4)
-
-
-def make_log_id() -> int:
-    return int.from_bytes(os.urandom(7), "little")

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 import lmdb
 
 from nt_memory.errors import ConfigError, TierError
+from nt_memory.shm.forks import guard, keep_forever
 
 DATABASES = ("kv", "trajectories", "patterns", "consensus", "meta", "embeddings")
 _KV_HEAD = struct.Struct("<BQ")
@@ -59,6 +60,7 @@ def unpack_kv(raw) -> tuple[memoryview | bytes, int]:
 
 _OPEN: dict[str, ColdStore] = {}
 _OPEN_LOCK = threading.Lock()
+_INHERITED: dict[str, int] = {}  # in a forked child: path -> the pid that opened it before the fork
 
 
 class ColdStore:
@@ -69,6 +71,12 @@ class ColdStore:
     @classmethod
     def shared(cls, path: str, **kwargs) -> ColdStore:
         path = os.path.abspath(path)
+        if path in _INHERITED:
+            raise TierError(
+                f"storage_path={path!r} was opened in pid {_INHERITED[path]} before it forked this process: LMDB "
+                "cannot open it again here (closing the inherited copy would drop the parent's readers); "
+                "start agent processes with the spawn start method or exec"
+            )
         with _OPEN_LOCK:
             store = _OPEN.get(path)
             if store is None or store.closed:
@@ -103,7 +111,19 @@ class ColdStore:
             raise TierError(f"cannot open LMDB at {self.path!r}: {exc}") from exc
         self._resize_lock = threading.Lock()
         self._refs = 0
+        self._pid = os.getpid()
         self.closed = False
+        guard(self)
+
+    def _forked(self) -> None:
+        """In a forked child: closed and never freed (LMDB environments must not cross a fork, and
+        closing this one here would clear the parent's reader slots)."""
+        global _OPEN_LOCK
+        self.closed = True
+        keep_forever(self)
+        _INHERITED[self.path] = self._pid
+        _OPEN.clear()
+        _OPEN_LOCK = threading.Lock()  # a parent thread may have held it at the fork
 
     # ------------------------------------------------------------------------------- writes
     def transact(self, fn):
@@ -288,6 +308,14 @@ class ColdStore:
             if _OPEN.get(self.path) is self:
                 del _OPEN[self.path]
         self.env.close()
+
+
+def required(store: ColdStore | None, what: str) -> ColdStore:
+    """``store``, or the error an observer's view (the Part protocol's ``attach``, which takes no
+    L3) raises when asked to do what needs one."""
+    if store is None:
+        raise TierError(f"{what} is an observer's view: it has no L3 store")
+    return store
 
 
 def _put_runs(kv, kv_run: list, emb, emb_run: list) -> None:

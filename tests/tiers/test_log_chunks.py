@@ -3,8 +3,6 @@ out), replacements and deletes that reach back into old chunks, hits and views f
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -14,17 +12,20 @@ from nt_memory.shm.embed_layout import EmbedLayout
 DIM = 8
 
 
-@pytest.fixture
-def mem(name, tmp_path, monkeypatch):
-    # 64 records and 64 * 48 key bytes a chunk: a few hundred puts span many chunks.
-    class SmallChunks:
-        for_dim = staticmethod(functools.partial(EmbedLayout.for_dim, chunk_records=64))
+def _small_chunks(for_dim):
+    """``EmbedLayout.for_dim`` with 64-record chunks by default (an attacher's explicit shape stands)."""
 
-    monkeypatch.setattr("nt_memory.memory.EmbedLayout", SmallChunks)
-    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
-    with MemorySystem.open(cfg) as m:
-        yield m
-        m.unlink()
+    def small(dim, chunk_records=64, chunk_key_bytes=None):
+        return for_dim(dim, chunk_records, chunk_key_bytes)
+
+    return small
+
+
+@pytest.fixture
+def mem_config(name, tmp_path, monkeypatch):
+    # 64 records and 64 * 48 key bytes a chunk: a few hundred puts span many chunks.
+    monkeypatch.setattr(EmbedLayout, "for_dim", _small_chunks(EmbedLayout.for_dim))
+    return MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
 
 
 def test_many_chunks_hold_replacements_deletes_and_long_keys(mem):
@@ -57,11 +58,7 @@ def test_one_call_puts_and_the_general_path_interleave_across_handles_and_chunks
     call when this handle's latest-id map is current and its last chunk has room, and by the
     general path otherwise (the other handle appended, the chunk is full); both paths keep each
     key's latest embedding, so reads and searches from either handle agree with a model."""
-
-    class SmallChunks:
-        for_dim = staticmethod(functools.partial(EmbedLayout.for_dim, chunk_records=64))
-
-    monkeypatch.setattr("nt_memory.memory.EmbedLayout", SmallChunks)
+    monkeypatch.setattr(EmbedLayout, "for_dim", _small_chunks(EmbedLayout.for_dim))
     cfg = MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=DIM, cache_config=CacheConfig(10_000))
     rng = np.random.default_rng(5)
     model: dict[str, np.ndarray] = {}
