@@ -2,8 +2,10 @@
 
 ``l1`` segment::
 
-    header (128 B) | table header (64 words) | stripes (NSTRIPES x 64 B) | slots (NSLOTS x 32 B)
+    header (128 B) | table header (64 words) | stripes (NSTRIPES x 128 B) | slots (NSLOTS x 32 B)
                    | access bytes (NSLOTS x 1 B)
+
+(tests/shm/test_layout_diagrams.py checks every size in these diagrams against the constants.)
 
 ``l1`` params: NSLOTS, NSTRIPES, TABLE_OFFSET, STRIPES_OFFSET, SLOTS_OFFSET, ACCESS_OFFSET.
 

@@ -41,6 +41,7 @@ from nt_memory.kernels.journal import (
 )
 from nt_memory.kernels.lockword import lockword_steal, lockword_try_acquire
 from nt_memory.kernels.ring import (
+    RECORD_HDR_BYTES,
     RING_APPEND_BYTES_IDX,
     RING_APPENDS_IDX,
     RING_HDR_WORDS,
@@ -176,7 +177,7 @@ class Journal:
         if deleted:
             result = ("delete",)
         else:
-            expiry, start, klen, vlen = self._payload(pos % self.capacity + 16)
+            expiry, start, klen, vlen = self._payload(pos % self.capacity + RECORD_HDR_BYTES)
             result = ("put", self.data[start + klen : start + klen + vlen].tobytes(), expiry)
         # Valid only if the flusher has not consumed the record meanwhile (then L3 has it).
         return result if self.head <= pos else None

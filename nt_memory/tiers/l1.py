@@ -117,7 +117,7 @@ from nt_memory.kernels.table import (
     table_stripe_version,
     table_unlock_stripe,
 )
-from nt_memory.kernels.words import word_fetch_add
+from nt_memory.kernels.words import word_fetch_add, word_load
 from nt_memory.native import fast
 from nt_memory.shm import layout as L
 from nt_memory.shm.forks import forked_error, guard
@@ -853,11 +853,11 @@ class HotCache:
             return
         self._ctx[CTX_OPEN_IDX] = 0
         self._ctx[CTX_BEAT_IDX] = 0
-        if self.system.slot >= 0:
-            stats = self.system.members.words[self.system.slot * 16 + 5 :]
-            hits_addr = self._ctx[CTX_TABLE_IDX] + HDR_RETIRED_HITS_IDX * 8
-            word_fetch_add(int(hits_addr), int(stats[MEMBER_HITS_IDX]))
-            word_fetch_add(int(hits_addr) + 8, int(stats[MEMBER_MISSES_IDX]))
+        if self.system.slot >= 0:  # this member's counters retire into the table's
+            stats = self.system.members.stats_address(self.system.slot)
+            hits_addr = int(self._ctx[CTX_TABLE_IDX]) + HDR_RETIRED_HITS_IDX * 8
+            word_fetch_add(hits_addr, word_load(stats + MEMBER_HITS_IDX * 8))
+            word_fetch_add(hits_addr + 8, word_load(stats + MEMBER_MISSES_IDX * 8))
         self._hdr = self._ahdr = None  # type: ignore[assignment]  # closed: drop the views
         if self._owns_system:
             self.system.close()
