@@ -30,7 +30,15 @@ import xxhash
 
 from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, ConsensusError, CorruptSegment
-from nt_memory.kernels.words import word_fetch_add, word_load, word_store
+from nt_memory.kernels.words import (
+    add_word,
+    float_word,
+    store_word,
+    store_words,
+    text_words,
+    word_fetch_add,
+    word_load,
+)
 from nt_memory.shm import layout as L
 from nt_memory.shm.consensus_layout import (
     C_ID_LIMIT,
@@ -60,6 +68,7 @@ from nt_memory.shm.consensus_layout import (
     V_NAME,
     V_NAME_LEN,
     V_WEIGHT,
+    VOTER_NAME_BYTES,
     VOTER_WORDS,
     VOTERS_BASE,
     WORDS,
@@ -143,17 +152,16 @@ def init_consensus(seg, store: ColdStore) -> None:
     high-water mark, and the registered voters come back. Creator only, before publishing."""
     words = seg.region(consensus_layout().offset("words"), WORDS * 8, np.int64)
     base = store.high_water(ID_KEY)
-    words[C_NEXT_ID] = base
-    words[C_ID_LIMIT] = store.reserve(ID_KEY, base, ID_BLOCK)
-    f64 = words.view(np.float64)
+    store_word(words, C_NEXT_ID, base)
+    store_word(words, C_ID_LIMIT, store.reserve(ID_KEY, base, ID_BLOCK))
     total = 0.0
     for key, raw in store.items("consensus", b"voter/"):
         name = key[len(b"voter/") :]
         weight = float(json.loads(raw))
         i = _voter_slot(words, name, True)
-        f64[VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT] = weight
+        store_word(words, VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT, float_word(weight))
         total += weight
-    f64[C_TOTAL] = total
+    store_word(words, C_TOTAL, float_word(total))
 
 
 def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
@@ -170,10 +178,10 @@ def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
         elif sh == 0:
             if not create:
                 return -1
-            words[b + V_NAME_LEN] = len(raw)
-            words[b + V_NAME : b + V_NAME + 5] = np.frombuffer(raw.ljust(40, b"\0"), np.int64)
-            words[b + V_HASH] = h
-            words[C_NVOTERS] += 1
+            store_word(words, b + V_NAME_LEN, len(raw))
+            store_words(words, b + V_NAME, text_words(raw, VOTER_NAME_BYTES // 8))
+            store_word(words, b + V_HASH, h)
+            add_word(words, C_NVOTERS, 1)
             return i
     if create:
         raise ConsensusError(f"all {MAX_VOTERS} voter slots are in use")
@@ -235,10 +243,10 @@ class Consensus:
         if len(writes) > REDO_MAX:
             raise ConsensusError(f"an update of {len(writes)} words exceeds the redo log's {REDO_MAX}")
         for i, (idx, value) in enumerate(writes):
-            self.words[C_REDO + 2 * i] = idx
-            self.words[C_REDO + 2 * i + 1] = value
-        self.words[C_LOGGING] = logging
-        word_store(self.words.ctypes.data + C_REDO_COUNT * 8, len(writes))
+            store_word(self.words, C_REDO + 2 * i, idx)
+            store_word(self.words, C_REDO + 2 * i + 1, value)
+        store_word(self.words, C_LOGGING, logging)
+        store_word(self.words, C_REDO_COUNT, len(writes))
 
     def _apply(self, writes: list[tuple[int, int]]) -> None:
         """Write several words as one crash-safe update: stage them, write them, clear the log. A
@@ -251,11 +259,11 @@ class Consensus:
         """Make ``result`` (newly decided) durable in L3, then visible here. If L3 already holds a
         decision for the proposal, that one stands and is what becomes visible."""
         self._stage(
-            [(b + P_TOTAL, self._bits(result.total_weight)), (b + P_STATUS, int(result.status))],
+            [(b + P_TOTAL, float_word(result.total_weight)), (b + P_STATUS, int(result.status))],
             int(result.proposal_id),
         )
         kept = self._log(result)
-        self.words[C_REDO + 3] = int(kept.status)  # the STATUS pair's value
+        store_word(self.words, C_REDO + 3, int(kept.status))  # the STATUS pair's value
         self._replay()
         return kept
 
@@ -267,9 +275,9 @@ class Consensus:
             idx = int(self.words[C_REDO + 2 * i])
             if not (VOTERS_BASE <= idx < WORDS or idx in (C_TOTAL, C_NVOTERS, C_NEXT_ID, C_ID_LIMIT)):
                 raise CorruptSegment(f"system {self.system.name!r}: the consensus redo log names word {idx}")
-            self.words[idx] = self.words[C_REDO + 2 * i + 1]
-        self.words[C_LOGGING] = 0
-        word_store(self.words.ctypes.data + C_REDO_COUNT * 8, 0)
+            store_word(self.words, idx, int(self.words[C_REDO + 2 * i + 1]))
+        store_word(self.words, C_LOGGING, 0)
+        store_word(self.words, C_REDO_COUNT, 0)
 
     def _log_staged(self) -> None:
         """Log the decision a dead holder staged (redo pairs 0 and 1: its proposal's TOTAL and
@@ -283,11 +291,7 @@ class Consensus:
         total = float(np.int64(self.words[C_REDO + 1]).view(np.float64))
         status = ConsensusStatus(int(self.words[C_REDO + 3]))
         kept = self._log(self._result_of(pid, b, status, total))
-        self.words[C_REDO + 3] = int(kept.status)
-
-    @staticmethod
-    def _bits(x: float) -> int:
-        return int(np.float64(x).view(np.int64))
+        store_word(self.words, C_REDO + 3, int(kept.status))
 
     def _unlock(self, changed: bool) -> None:
         self._owned.release()
@@ -310,7 +314,7 @@ class Consensus:
             b = self._vbase + i * VOTER_WORDS
             self.l3.write([("consensus", b"voter/" + raw, json.dumps(w).encode())])
             total = float(self.f64[C_TOTAL]) + w - float(self.f64[b + V_WEIGHT])
-            self._apply([(C_TOTAL, self._bits(total)), (b + V_WEIGHT, self._bits(w))])
+            self._apply([(C_TOTAL, float_word(total)), (b + V_WEIGHT, float_word(w))])
         finally:
             self._unlock(True)
 
@@ -337,15 +341,16 @@ class Consensus:
         try:
             pid = int(self.words[C_NEXT_ID]) + 1
             if pid > int(self.words[C_ID_LIMIT]):
-                self.words[C_ID_LIMIT] = self.l3.reserve(ID_KEY, pid, ID_BLOCK)
+                store_word(self.words, C_ID_LIMIT, self.l3.reserve(ID_KEY, pid, ID_BLOCK))
             self.l3.write([("consensus", f"proposal/{pid}".encode(), blob.encode())])
             b = self._pbase + (pid % MAX_PROPOSALS) * PROPOSAL_WORDS
-            self.words[b : b + PROPOSAL_WORDS] = 0
-            self.words[b + P_STATUS] = ConsensusStatus.PENDING
-            self.f64[b + P_QUORUM] = q
-            self.words[b + P_DEADLINE] = deadline
-            self.words[b + P_ID] = pid
-            word_store(self.words.ctypes.data + C_NEXT_ID * 8, pid)
+            row = np.zeros(PROPOSAL_WORDS, np.int64)  # composed here, stored in one call
+            row[P_STATUS] = ConsensusStatus.PENDING
+            row[P_QUORUM] = float_word(q)
+            row[P_DEADLINE] = deadline
+            row[P_ID] = pid
+            store_words(self.words, b, row)
+            store_word(self.words, C_NEXT_ID, pid)
         finally:
             self._unlock(True)
         return str(pid)
@@ -448,7 +453,7 @@ class Consensus:
                     [
                         (b + P_VOTED + word, bits - (1 << 64) if bits >= 1 << 63 else bits),
                         (b + P_NVOTES, int(self.words[b + P_NVOTES]) + 1),
-                        (tally, self._bits(float(self.f64[tally]) + weight)),
+                        (tally, float_word(float(self.f64[tally]) + weight)),
                     ]
                 )
                 changed = True

@@ -56,7 +56,7 @@ from nt_memory.kernels.locktable import (
     lock_try_reclaim,
     lock_wait_count,
 )
-from nt_memory.kernels.words import word_cas, word_load
+from nt_memory.kernels.words import store_word, store_words, text_words, word_cas, word_load
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
@@ -107,9 +107,9 @@ def init_locks(seg, layout: C.LocksLayout, base: int, limit: int) -> None:
     """Lay out a fresh lock table whose fences start above ``base`` and may go up to ``limit``
     (both durable high-water marks from L3). Creator only, before the system is published."""
     ctl = seg.region(layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
-    ctl[CTL_FENCE_BASE_IDX] = base
-    ctl[CTL_FENCE_FLOOR_IDX] = base
-    ctl[CTL_FENCE_LIMIT_IDX] = limit
+    store_word(ctl, CTL_FENCE_BASE_IDX, base)
+    store_word(ctl, CTL_FENCE_FLOOR_IDX, base)
+    store_word(ctl, CTL_FENCE_LIMIT_IDX, limit)
 
 
 class Locks:
@@ -211,18 +211,16 @@ class Locks:
             i = (h + probe) % n
             fence = lock_try_reclaim(self._addr(i), self.system.owner)
             if fence >= 0:
-                self.ctl[CTL_FENCE_FLOOR_IDX] = max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), fence)
+                store_word(self.ctl, CTL_FENCE_FLOOR_IDX, max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), fence))
                 return i
         raise CapacityError(f"all {n} lock slots of system {self.system.name!r} are held or waited for (MAX_LOCKS={n})")
 
     def _claim(self, i: int, raw: bytes, h: int) -> None:
         base = i * LOCK_SLOT_WORDS
         floor = max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), int(self.ctl[CTL_FENCE_BASE_IDX]))
-        self.slots[base + LK_FENCE_IDX] = max(floor, int(self.slots[base + LK_FENCE_IDX]))
-        self.slots[base + LK_NAME_LEN_IDX] = len(raw)
-        self.slots[base + LK_NAME_IDX : base + LK_NAME_IDX + 8] = np.frombuffer(
-            raw.ljust(LK_NAME_BYTES, b"\0"), np.int64
-        )
+        store_word(self.slots, base + LK_FENCE_IDX, max(floor, int(self.slots[base + LK_FENCE_IDX])))
+        store_word(self.slots, base + LK_NAME_LEN_IDX, len(raw))
+        store_words(self.slots, base + LK_NAME_IDX, text_words(raw, LK_NAME_BYTES // 8))
         word_cas(self._addr(i, LK_HASH_IDX), int(self.slots[base + LK_HASH_IDX]), h)
 
     def _name(self, slot: int) -> bytes:

@@ -39,7 +39,15 @@ from nt_memory.kernels.ring import (
     ring_recover,
     ring_snapshot,
 )
-from nt_memory.kernels.words import word_cas, word_fetch_add, word_load, word_store
+from nt_memory.kernels.words import (
+    store_word,
+    store_words,
+    text_words,
+    word_cas,
+    word_fetch_add,
+    word_load,
+    word_store,
+)
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
@@ -172,13 +180,11 @@ class PubSub:
             lay.init(seg)
             seg.close()
             e = count * C.TOPIC_ENTRY_WORDS
-            self.entries[e + C.TOPIC_CAPACITY_IDX] = self.topic_bytes
-            self.entries[e + C.TOPIC_NAME_LEN_IDX] = len(key)
-            self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5] = np.frombuffer(
-                key.ljust(C.TOPIC_NAME_BYTES, b"\0"), np.int64
-            )
-            self.entries[e + C.TOPIC_STATE_IDX] = 1
-            self.ctl[C.CTL_COUNT_IDX] = count + 1
+            store_word(self.entries, e + C.TOPIC_CAPACITY_IDX, self.topic_bytes)
+            store_word(self.entries, e + C.TOPIC_NAME_LEN_IDX, len(key))
+            store_words(self.entries, e + C.TOPIC_NAME_IDX, text_words(key, C.TOPIC_NAME_BYTES // 8))
+            store_word(self.entries, e + C.TOPIC_STATE_IDX, 1)  # published: readers match the name now
+            store_word(self.ctl, C.CTL_COUNT_IDX, count + 1)
             return count
 
     def topics(self) -> list[str]:

@@ -5,6 +5,8 @@ call costs one dispatch, so nothing hot uses them. The caller guarantees that ``
 live mapping and is 8-byte aligned.
 """
 
+import numpy as np
+
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import address_to_words, cas, fetch_add, load_acquire, store_release
 
@@ -31,3 +33,60 @@ def word_cas(addr, expected, desired):
 def word_fetch_add(addr, delta):
     """Atomically add ``delta`` to the int64 at ``addr``; returns the previous value."""
     return fetch_add(address_to_words(addr, 1), 0, delta)
+
+
+# The same, on a word view of a segment (a 1-D int64 numpy array), for Python code that writes shared
+# memory: every such write goes through one of these, so each is a whole-word release-store that a
+# reader in another process sees whole and in program order. Unlike the intrinsics they check the
+# index, since their callers are Python.
+
+
+@jit
+def _check_span(words, idx, n):
+    if idx < 0 or n < 0 or idx + n > words.size:
+        raise IndexError("word index out of the view")
+
+
+@jit
+def store_word(words, idx, value):
+    """Release-store ``value`` into ``words[idx]``."""
+    _check_span(words, idx, 1)
+    store_release(words, idx, value)
+
+
+@jit
+def store_words(words, idx, values):
+    """Release-store each of ``values`` (an int64 array) into ``words[idx:]``, in order."""
+    _check_span(words, idx, values.size)
+    for i in range(values.size):
+        store_release(words, idx + i, values[i])
+
+
+@jit
+def fill_words(words, lo, hi, value):
+    """Release-store ``value`` into ``words[lo:hi]``, in order."""
+    _check_span(words, lo, hi - lo)
+    for i in range(lo, hi):
+        store_release(words, i, value)
+
+
+@jit
+def add_word(words, idx, delta):
+    """Atomically add ``delta`` to ``words[idx]``; returns the previous value."""
+    _check_span(words, idx, 1)
+    return fetch_add(words, idx, delta)
+
+
+def text_words(raw: bytes, nwords: int | None = None) -> np.ndarray:
+    """``raw`` zero-padded into ``nwords`` little-endian int64 words (as few as hold it by default),
+    for :func:`store_words`."""
+    if nwords is None:
+        nwords = -(-len(raw) // 8)
+    if len(raw) > 8 * nwords:
+        raise ValueError(f"{len(raw)} bytes do not fit in {nwords} words")
+    return np.frombuffer(raw.ljust(8 * nwords, b"\0"), dtype=np.int64)
+
+
+def float_word(x: float) -> int:
+    """The int64 whose bits are the float64 ``x``: how a float goes through :func:`store_word`."""
+    return int(np.float64(x).view(np.int64))

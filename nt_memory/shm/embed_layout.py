@@ -38,7 +38,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from nt_memory.errors import CorruptSegment
+from nt_memory.kernels.words import store_words
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 
@@ -98,13 +101,13 @@ class EmbedLayout:
         return expected
 
     def init(self, seg: Segment, log_id: int) -> None:
-        ctl = seg.region(self.ctl_offset, CTL_WORDS * 8, "int64")
-        ctl[:] = 0
+        ctl = np.zeros(CTL_WORDS, np.int64)  # composed here, stored in one call
         ctl[DIM_IDX] = self.dim
         ctl[CHUNK_RECORDS_IDX] = self.chunk_records
         ctl[CHUNK_KEY_BYTES_IDX] = self.chunk_key_bytes
         ctl[LOG_ID_IDX] = log_id
         ctl[RECORD_BYTES_IDX] = record_bytes(self.dim)
+        store_words(seg.region(self.ctl_offset, CTL_WORDS * 8, "int64"), 0, ctl)
 
     def chunk_layout(self) -> L.Layout:
         lay = L.Layout()

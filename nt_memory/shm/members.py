@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from nt_memory.errors import CapacityError
-from nt_memory.kernels.words import word_cas, word_load, word_store
+from nt_memory.kernels.words import store_words, text_words, word_cas, word_load, word_store
 
 MEMBER_WORDS = 16
 MEMBER_BYTES = MEMBER_WORDS * 8
@@ -118,15 +118,15 @@ class MemberTable:
                     state += 1
                 if word_cas(st_addr, state, state + 1) != state:
                     continue
-                base = slot * MEMBER_WORDS
+                row = np.zeros(MEMBER_WORDS, np.int64)  # composed here; the state word stays as claimed
                 now = time.time_ns()
-                self.words[base + M_PID_IDX] = pid
-                self.words[base + M_START_IDX] = start
-                self.words[base + M_HEARTBEAT_IDX] = now
-                self.words[base + M_ATTACHED_IDX] = now
-                self.words[base + M_STATS_IDX : base + M_LABEL_IDX] = 0
-                raw = label.encode("utf-8", "replace")[:LABEL_BYTES].ljust(LABEL_BYTES, b"\0")
-                self.words[base + M_LABEL_IDX : base + MEMBER_WORDS] = np.frombuffer(raw, dtype=np.int64)
+                row[M_PID_IDX] = pid
+                row[M_START_IDX] = start
+                row[M_HEARTBEAT_IDX] = now
+                row[M_ATTACHED_IDX] = now
+                raw = label.encode("utf-8", "replace")[:LABEL_BYTES]
+                row[M_LABEL_IDX:] = text_words(raw, MEMBER_WORDS - M_LABEL_IDX)
+                store_words(self.words, slot * MEMBER_WORDS + M_PID_IDX, row[M_PID_IDX:])
                 return slot, ((state + 1) << 16) | (slot + 1)
         raise CapacityError(
             f"all {self.capacity} member slots are held by live processes; raise max_members or close unused handles"

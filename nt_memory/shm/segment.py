@@ -27,6 +27,7 @@ from nt_memory.errors import (
     SegmentNotFound,
     SegmentNotOwned,
 )
+from nt_memory.kernels.words import store_words
 from nt_memory.shm import layout as L
 
 SHM_DIR = "/dev/shm"
@@ -96,21 +97,23 @@ class Segment:
             raise
         shm.close_fd()
         seg = cls(shm_name, mm, mode)
-        w = seg.words
-        w[L.MAGIC_IDX] = L.MAGIC
-        w[L.VERSION_KIND_IDX] = L.LAYOUT_VERSION | (kind << 32)
-        w[L.TOTAL_BYTES_IDX] = size
-        w[L.HEADER_BYTES_IDX] = L.HEADER_BYTES
-        w[L.CREATOR_PID_IDX] = os.getpid()
-        w[L.CREATED_NS_IDX] = time.time_ns()
-        w[L.STATE_IDX] = state
         params = list(params)
         if len(params) > L.N_PARAMS:
             seg.close()
             _unlink_quietly(build_name)
             raise ValueError(f"at most {L.N_PARAMS} header params, got {len(params)}")
-        w[L.PARAMS_IDX : L.PARAMS_IDX + L.N_PARAMS] = params + [0] * (L.N_PARAMS - len(params))
-        w[L.CHECKSUM_IDX] = L.header_checksum(w)
+        # The header is composed privately and stored in one call.
+        header = np.zeros(L.HEADER_BYTES // 8, np.int64)
+        header[L.MAGIC_IDX] = L.MAGIC
+        header[L.VERSION_KIND_IDX] = L.LAYOUT_VERSION | (kind << 32)
+        header[L.TOTAL_BYTES_IDX] = size
+        header[L.HEADER_BYTES_IDX] = L.HEADER_BYTES
+        header[L.CREATOR_PID_IDX] = os.getpid()
+        header[L.CREATED_NS_IDX] = time.time_ns()
+        header[L.STATE_IDX] = state
+        header[L.PARAMS_IDX : L.PARAMS_IDX + L.N_PARAMS] = params + [0] * (L.N_PARAMS - len(params))
+        header[L.CHECKSUM_IDX] = L.header_checksum(header)
+        store_words(seg.words, 0, header)
         if atomic:
             try:
                 os.link(SHM_DIR + build_name, SHM_DIR + shm_name)

@@ -51,7 +51,7 @@ from nt_memory.errors import (
     SystemAbandoned,
 )
 from nt_memory.kernels.ring import RING_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
-from nt_memory.kernels.words import word_load, word_store
+from nt_memory.kernels.words import store_word, store_words, text_words, word_load, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.forks import forked_error, guard
 from nt_memory.shm.journal_layout import JournalLayout
@@ -211,10 +211,10 @@ class System:
         )
         made: dict[str, Segment] = {}
         try:
-            cfg = root.region(lay.offset("config"), CONFIG_BYTES)
-            cfg[:8] = np.frombuffer(len(blob).to_bytes(8, "little"), np.uint8)
-            cfg[8 : 8 + len(blob)] = np.frombuffer(blob, np.uint8)
-            dirv = root.region(lay.offset("dir"), DIR_CAPACITY * DIR_ENTRY_BYTES)
+            cfg = root.region(lay.offset("config"), CONFIG_BYTES, np.int64)
+            store_word(cfg, 0, len(blob))
+            store_words(cfg, 1, text_words(blob))
+            dirv = root.region(lay.offset("dir"), DIR_CAPACITY * DIR_ENTRY_BYTES, np.int64)
             for i, spec in enumerate(parts):
                 if not re.match(r"^[a-z0-9_.]{1,39}$", spec.part) or spec.part == "root":
                     raise ConfigError(f"part name {spec.part!r} is invalid")
@@ -222,9 +222,9 @@ class System:
                 made[spec.part] = seg
                 if spec.init is not None:
                     spec.init(seg)
-                entry = dirv[i * DIR_ENTRY_BYTES : (i + 1) * DIR_ENTRY_BYTES]
-                entry[:DIR_NAME_BYTES] = np.frombuffer(spec.part.encode().ljust(DIR_NAME_BYTES, b"\0"), np.uint8)
-                entry[DIR_NAME_BYTES:].view(np.int64)[:3] = [spec.kind, spec.size, 0]
+                entry = i * DIR_ENTRY_BYTES // 8
+                store_words(dirv, entry, text_words(spec.part.encode(), DIR_NAME_BYTES // 8))
+                store_words(dirv, entry + DIR_NAME_BYTES // 8, np.array([spec.kind, spec.size, 0], np.int64))
             system = cls(name, root, made, register=True, label=label, mode=mode, gid=gid)
         except BaseException:
             for seg in made.values():

@@ -34,7 +34,7 @@ from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, e
 from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, RECORD_HDR_BYTES, all_finite, log_keys, log_write
 from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
 from nt_memory.kernels.status import FULL, OK
-from nt_memory.kernels.words import word_load, word_store
+from nt_memory.kernels.words import store_word, word_load, word_store
 from nt_memory.native import fast
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
@@ -544,8 +544,8 @@ class VectorTier:
                 return seg, cw
         seg = self.system.create_segment(f"embed.{nchunks}", L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim])
         cw = seg.region(lay.offset("chunk"), CHUNK_HEAD_BYTES, np.int64)
-        cw[E.FIRST_ID_IDX] = rid
-        cw[E.KEY_BUMP_IDX] = lay.offset("keys")
+        store_word(cw, E.FIRST_ID_IDX, rid)
+        store_word(cw, E.KEY_BUMP_IDX, lay.offset("keys"))
         if len(self._chunks) == nchunks:
             self._note_chunk(seg, cw, rid)
         word_store(self.ctl_addr + E.NCHUNKS_IDX * 8, nchunks + 1)

@@ -11,6 +11,7 @@ import pytest
 from nt_memory import ConsensusStatus, Proposal, Vote
 from nt_memory.coordination.namespaces import parse_swarm_key, swarm_key
 from nt_memory.errors import ConfigError, ConsensusError, LockTimeout, StaleToken, ValueTooLarge
+from nt_memory.kernels.words import float_word
 
 
 def test_fences_grow_and_stale_tokens_are_refused(mem):
@@ -172,7 +173,7 @@ def test_a_half_applied_consensus_update_is_replayed_by_the_next_holder(mem):
     writes = [
         (base + K.P_VOTED + slot // 64, 1 << (slot % 64) if slot % 64 < 63 else -(1 << 63)),
         (base + K.P_NVOTES, 1),
-        (base + K.P_APPROVE, c._bits(1.0)),
+        (base + K.P_APPROVE, float_word(1.0)),
     ]
     for i, (idx, value) in enumerate(writes):
         c.words[K.C_REDO + 2 * i] = idx
