@@ -560,6 +560,11 @@ class MemorySystem:
     def release_lock(self, token: LockToken) -> None:
         self.locks.release(token)
 
+    def extend_lock(self, token: LockToken, lease) -> LockToken:
+        """Give a held lock a new lease from now (seconds or a timedelta; None: no lease). Raises
+        :class:`StaleToken` if the lock was lost meanwhile (its lease ran out, or it was taken over)."""
+        return self.locks.extend(token, lease)
+
     def lock(self, name: str, timeout: float | None = None, lease: float | None = None):
         """``with mem.lock("res", timeout=1.0) as token:`` ..."""
         return self.locks.lock(name, timeout, lease)
@@ -675,9 +680,13 @@ class MemorySystem:
             progress(total, total)
         return self.l2.count
 
+    def exists(self, namespace, key) -> bool:
+        """Whether ``key`` holds a live (not expired) value in ``namespace``, in any tier."""
+        return self.get(namespace, key, _MISSING) is not _MISSING
+
     def __contains__(self, item) -> bool:
         namespace, key = item
-        return self.get(namespace, key, _MISSING) is not _MISSING
+        return self.exists(namespace, key)
 
     # --------------------------------------------------------------------------------- lifetime
     def flush(self, timeout: float = 30.0) -> None:

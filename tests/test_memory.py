@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from nt_memory import CacheConfig, MemoryConfig, MemorySystem
 from nt_memory.aio import AsyncMemorySystem
-from nt_memory.errors import ConfigError, SegmentClosed, TierError, ValueTooLarge
+from nt_memory.errors import ConfigError, LockTimeout, SegmentClosed, StaleToken, TierError, ValueTooLarge
 from nt_memory.shm.system import remove_system
 
 
@@ -364,3 +365,36 @@ def test_drained_lmdb_matches_a_model_of_interleaved_puts_embeddings_and_deletes
         for i in range(12):
             assert m.get("ns", f"k{i}") == model_kv.get(f"k{i}")
         m.unlink()
+
+
+def test_exists_sees_live_values_in_every_tier_and_never_an_expired_one(mem):
+    mem.put("agent_1", "live", b"x")
+    mem.put("agent_1", "falsy", b"")  # a stored empty value exists
+    mem.put("agent_1", "brief", b"y", ttl=datetime.timedelta(milliseconds=50))
+    assert mem.exists("agent_1", "live") and mem.exists("agent_1", "falsy") and mem.exists("agent_1", "brief")
+    assert not mem.exists("agent_1", "absent") and not mem.exists("agent_2", "live")
+    time.sleep(0.1)
+    assert not mem.exists("agent_1", "brief")
+    mem.delete("agent_1", "live")
+    assert not mem.exists("agent_1", "live")
+    view = mem.namespace("a7")
+    view.put("k", 1)
+    assert view.exists("k") and not view.exists("other")
+
+
+def test_extend_lock_keeps_a_held_lock_and_refuses_a_lost_one(mem):
+    token = mem.acquire_lock("res", timeout=1.0, lease=0.2)
+    time.sleep(0.1)
+    assert mem.extend_lock(token, datetime.timedelta(seconds=1)) == token
+    time.sleep(0.2)  # past the first lease: the extension holds it
+    with pytest.raises(LockTimeout):
+        mem.acquire_lock("res", timeout=0.05)
+    short = mem.extend_lock(token, 0.05)
+    time.sleep(0.15)
+    other = mem.acquire_lock("res", timeout=1.0)  # the lease ran out: taken over
+    assert other.fence > short.fence
+    with pytest.raises(StaleToken):
+        mem.extend_lock(token, 1.0)
+    mem.release_lock(other)
+    with pytest.raises(ConfigError, match="lease"):
+        mem.extend_lock(mem.acquire_lock("res", timeout=1.0), -1)

@@ -61,6 +61,9 @@ class NamespaceView:
     def delete(self, key) -> None:
         self._mem.delete(self.namespace, key)
 
+    def exists(self, key) -> bool:
+        return self._mem.exists(self.namespace, key)
+
     def keys(self) -> list[str]:
         return self._mem.keys(self.namespace)
 
