@@ -17,8 +17,10 @@ disk.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from nt_memory.config import DURABILITY, MemoryConfig
 from nt_memory.coordination.consensus import Consensus
 from nt_memory.coordination.locks import Locks, LockToken
 from nt_memory.coordination.namespaces import NamespaceView
-from nt_memory.coordination.pubsub import PubSub, Subscription
+from nt_memory.coordination.pubsub import PatternSubscription, PubSub, Subscription
 from nt_memory.coordination.search import SearchService
 from nt_memory.durations import expiry_ns
 from nt_memory.errors import (
@@ -59,7 +61,8 @@ from nt_memory.tiers.l2 import (
     validate_embedding,
     validate_embeddings,
 )
-from nt_memory.tiers.l3 import ColdStore, pack_kv
+from nt_memory.tiers.l3 import ColdStore, pack_kv, unpack_kv
+from nt_memory.values import Duration, Value
 
 WRITE_TIMEOUT_S = 10.0
 
@@ -215,6 +218,7 @@ class MemorySystem:
         self.embedding_dim = self.l2.dim
         self._bank = None
         self._beat_at = 0
+        self._expired_reads = 0
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
         self._journal_max = self.journal.capacity // 2 - RECORD_HDR_BYTES - JOURNAL_PAYLOAD_FIXED
         self._bind_get()
@@ -315,26 +319,39 @@ class MemorySystem:
             found = self.l1.read_encoded(kb, h, r)
             if not isinstance(found, int):
                 return decode(found)
+            r = found
+        if r == S.EXPIRED:
+            self.l1.reclaim_expired(kb, h)  # counted as an expiration, gone from len() and stats
         version = self.l1.stripe_version(h)
-        pending = self.journal.find(kb)
         now = time.time_ns()
-        if pending is not None:
-            if pending[0] == "delete":
-                return default
-            _, vb, expiry = pending
-        else:
-            hit = self.store.kv_get(kb, now)
-            if hit is None:
-                return default
-            body, expiry = hit
-            vb = body
-        if expiry and expiry <= now:
+        entry = self._stored(kb, now)
+        if entry is None:
             return default
+        vb, expiry = entry
         if len(vb) <= self._l1_max_value:
             vb = bytes(vb)
             self.l1.put_encoded(kb, h, vb, self._l1_expiry(now, expiry), expiry, J_PROMOTE, version)
             return decode(vb)
         return decode(vb, copy=False)  # large: a read-only view of the bytes LMDB returned
+
+    def _stored(self, kb: bytes, now: int):
+        """(encoded value, data expiry) of stored key ``kb`` in the tiers below L1 (the unflushed
+        journal, else L3), or None when absent or expired there. Under the key's stripe this is the
+        key's current value: every write of a memory system is journaled inside that stripe."""
+        pending = self.journal.find(kb)
+        if pending is not None:
+            if pending[0] == "delete":
+                return None
+            _, vb, expiry = pending
+        else:
+            raw = self.store.get("kv", kb)
+            if raw is None:
+                return None
+            vb, expiry = unpack_kv(raw)
+        if expiry and expiry <= now:
+            self._expired_reads += 1
+            return None
+        return vb, expiry
 
     # ----------------------------------------------------------------------------------- writes
     def _l1_expiry(self, now: int, data_expiry: int) -> int:
@@ -360,7 +377,9 @@ class MemorySystem:
         room in the journal); otherwise stores nothing and returns False. For event loops."""
         return self._put(namespace, key, value, ttl, embedding, False, None)
 
-    def put_many(self, namespace, items, embeddings=None, ttl=None, durability: str | None = None) -> int:
+    def put_many(
+        self, namespace: str, items, ttl: Duration | None = None, embeddings=None, durability: str | None = None
+    ) -> int:
         """Store many ``(key, value)`` pairs of one namespace (a dict, or an iterable of pairs) in
         order, as :meth:`put` each would, with ``embeddings`` an ``(n, embedding_dim)`` array
         aligned with them (or None). Every key, value and embedding is checked and encoded before
@@ -516,18 +535,148 @@ class MemorySystem:
                 self.l1.unlock_stripe(h)
             self.journal.make_room(deadline)
 
-    def keys(self, namespace) -> list[str]:
-        """The live keys of ``namespace`` (flushes the journal, then reads L3)."""
+    def keys(self, namespace: str) -> list[str]:
+        """The live keys of ``namespace`` (flushes the journal, then reads L3), in key order."""
+        return list(self.scan(namespace))
+
+    def scan(self, namespace: str, prefix: str = "") -> Iterator[str]:
+        """The live keys of ``namespace`` that start with ``prefix``, in key order, without loading
+        their values. Flushes the journal first (every write made before the call is seen); reads
+        LMDB a batch at a time, so keys written during a long scan may or may not appear."""
         self._check_open()
-        prefix = self.l1.prefix(namespace)
+        if not isinstance(prefix, str):
+            raise ConfigError(f"prefix must be a str, got {type(prefix).__name__}")
+        ns = self.l1.prefix(namespace)
         self.journal.flush()
+        for kb in self.store.live_keys(ns + prefix.encode()):
+            yield kb[len(ns) :].decode("utf-8", "replace")
+
+    def count(self, namespace: str | None = None) -> int:
+        """How many live entries ``namespace`` holds (every namespace's with None). Expired entries
+        never count. Flushes the journal, then counts L3's keys without loading values."""
+        self._check_open()
+        prefix = b"" if namespace is None else self.l1.prefix(namespace)
+        self.journal.flush()
+        return sum(1 for _ in self.store.live_keys(prefix))
+
+    def __len__(self) -> int:
+        """Live entries in every namespace (:meth:`count`)."""
+        return self.count()
+
+    # ------------------------------------------------------------------ atomic read-modify-write
+    def ttl(self, namespace: str, key: str | bytes) -> float | None:
+        """Seconds until ``(namespace, key)`` expires: ``math.inf`` if it never does, None if it is
+        absent (or already expired)."""
+        self._check_open()
+        kb = self.l1.key_bytes(namespace, key)
         now = time.time_ns()
-        out = []
-        for kb, raw in self.store.items("kv", prefix):
-            expiry = int.from_bytes(raw[1:9], "little")
-            if not expiry or expiry > now:
-                out.append(kb[len(prefix) :].decode("utf-8", "replace"))
-        return out
+        entry = self._stored(kb, now)
+        if entry is None:
+            return None
+        return math.inf if entry[1] == 0 else (entry[1] - now) / 1e9
+
+    def expire(self, namespace: str, key: str | bytes, ttl: Duration | None) -> bool:
+        """Give the live entry ``(namespace, key)`` a new time to live from now (seconds or a
+        timedelta; None: never expires), keeping its value. False if it is absent. Atomic."""
+        expiry_ns(0, ttl)  # bad input raises before anything is read
+
+        def change(cur, now):
+            if cur is None:
+                return None, False
+            return (bytes(cur[0]), expiry_ns(now, ttl)), True
+
+        return self._update(namespace, key, change)
+
+    def incr(self, namespace: str, key: str | bytes, amount: int = 1) -> int:
+        """Add ``amount`` to the integer stored under ``(namespace, key)`` (a missing key counts from
+        0) and return the result: atomic across every process and thread of the system, keeping
+        the entry's expiry. Raises ``TypeError`` if the stored value is not an integer."""
+        if isinstance(amount, bool) or not isinstance(amount, int | np.integer):
+            raise TypeError(f"amount must be an int, got {type(amount).__name__} {amount!r}")
+        amount = int(amount)
+
+        def change(cur, now):
+            if cur is None:
+                value, expiry = 0, 0
+            else:
+                value, expiry = decode(cur[0]), cur[1]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(
+                        f"incr of {namespace!r}/{key!r}: the stored value is {type(value).__name__}, not an integer"
+                    )
+            value += amount
+            return (encode(value), expiry), value
+
+        return self._update(namespace, key, change)
+
+    def compare_and_set(self, namespace: str, key: str | bytes, expected: Value | None, new: Value, ttl=None) -> bool:
+        """Store ``new`` under ``(namespace, key)`` only if the current value equals ``expected``
+        (``expected=None``: only if the key is absent). Atomic across every process and thread of
+        the system. Returns whether ``new`` was stored. ``ttl`` as for :meth:`put`."""
+        vb = encode(new)
+        if len(vb) > self._journal_max:
+            raise ValueTooLarge(
+                f"new is {len(vb) - 1:,} bytes encoded; compare_and_set takes at most {self._journal_max - 1:,} "
+                "(the journal's record limit)"
+            )
+        want = None if expected is None else encode(expected)
+
+        def change(cur, now):
+            if want is None:
+                matches = cur is None
+            else:
+                matches = cur is not None and _same_value(bytes(cur[0]), want)
+            if not matches:
+                return None, False
+            return (vb, expiry_ns(now, ttl)), True
+
+        return self._update(namespace, key, change)
+
+    def _update(self, namespace, key, change):
+        """Run ``change(current, now)`` on the current ``(encoded value, data expiry)`` of a key (None
+        when absent) with the key's L1 stripe held, which every writer of the key takes: no other
+        write of the key, in any process, lands between the read and the write. ``change`` returns
+        ``((encoded value, data expiry) or None for no write, result)``. Returns the result."""
+        self._check_open()
+        kb = self.l1.key_bytes(namespace, key)
+        h = self.l1.hash_bytes(kb)
+        deadline = None
+        wait = None
+        while True:
+            self.l1.lock_stripe(h)
+            try:
+                now = time.time_ns()
+                write, result = change(self._stored(kb, now), now)
+                if write is None:
+                    return result
+                vb, data_expiry = write
+                flags = J_JOURNAL | J_HELD | (0 if len(vb) <= self._l1_max_value else J_NO_L1)
+                st = self.l1.try_put_encoded(kb, h, vb, self._l1_expiry(now, data_expiry), data_expiry, flags)
+                if st not in (S.OK, S.JOURNAL_FULL, S.NEEDS_REHASH, S.BUSY):
+                    self.l1.raise_for(st, kb, vb)
+            finally:
+                self.l1.unlock_stripe(h)
+            if st == S.OK:
+                break
+            # Nothing was stored: wait with the stripe released (a rehash and the flusher may
+            # need it), then read again, since another writer may have gone first.
+            if st == S.JOURNAL_FULL:
+                deadline = deadline or time.monotonic() + WRITE_TIMEOUT_S
+                self.journal.make_room(deadline)
+            else:
+                wait = self.l1.wait_writable(st, wait)
+        self._beat(now)
+        if self.durability == "sync":
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' update")
+        return result
+
+    def get_many(self, namespace: str, keys, default: Value | None = None) -> list:
+        """The values of ``keys`` in ``namespace``, in order (``default`` for each absent one), as
+        :meth:`get` each would answer."""
+        if isinstance(keys, str | bytes):
+            raise ConfigError("keys must be a list of keys, not a single str or bytes")
+        get = self._get
+        return [get(namespace, key, default) for key in keys]
 
     # ------------------------------------------------------------------------- reasoningbank
     @property
@@ -552,6 +701,11 @@ class MemorySystem:
     def subscribe(self, topic: str) -> Subscription:
         """Receive what is published to ``topic`` from now on: ``sub.recv(timeout)``."""
         return self.pubsub.subscribe(topic)
+
+    def psubscribe(self, pattern: str) -> PatternSubscription:
+        """Receive what is published to every topic matching the glob ``pattern`` (``swarm/*/updates``),
+        topics made later included: ``sub.recv(timeout)`` returns ``(topic, message)``."""
+        return self.pubsub.psubscribe(pattern)
 
     def acquire_lock(self, name: str, timeout: float | None = None, lease: float | None = None) -> LockToken:
         """Take the named lock (see :class:`nt_memory.coordination.locks.Locks`)."""
@@ -776,3 +930,20 @@ class MemorySystem:
 
 
 _MISSING = object()
+
+
+def _same_value(stored: bytes, want: bytes) -> bool:
+    """Whether two encoded values hold equal values: the same bytes, or equal once decoded (JSON
+    objects whose keys were written in another order; arrays of equal dtype, shape and data)."""
+    if stored == want:
+        return True
+    a, b = decode(stored), decode(want)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(np.array_equal(a, b))
+        )
+    return type(a) is type(b) and a == b

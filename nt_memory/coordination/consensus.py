@@ -76,7 +76,7 @@ from nt_memory.shm.consensus_layout import (
 )
 from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import futex_wait, futex_wake
+from nt_memory.shm.wait import arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.l3 import ColdStore, required
 
 ID_KEY = b"consensus/next_id"  # the high-water mark of proposal ids, in L3's meta database
@@ -547,7 +547,15 @@ class Consensus:
         """Return as soon as the proposal is decided (or expires); the pending result when
         ``timeout`` (seconds or timedelta) passes first."""
         timeout = seconds(timeout, "timeout", allow_zero=True)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return run_sleeps(self._wait_steps(proposal_id, None if timeout is None else time.monotonic() + timeout))
+
+    async def wait_async(self, proposal_id, timeout=None) -> ConsensusResult:
+        """:meth:`wait` for coroutines: sleeps in the process's waker thread, not the loop's."""
+        timeout = seconds(timeout, "timeout", allow_zero=True)
+        return await arun_sleeps(self._wait_steps(proposal_id, None if timeout is None else time.monotonic() + timeout))
+
+    def _wait_steps(self, proposal_id, deadline: float | None):
+        """The wait for a decision, as a wait generator (shm/wait.py) on the table's notify word."""
         while True:
             seen = word_load(self.notify_addr)
             result = self.result(proposal_id)
@@ -561,4 +569,4 @@ class Consensus:
             step = 0.1 if left is None else min(left, 0.1)
             if dl:
                 step = min(step, max(0.0, (dl - time.time_ns()) / 1e9) + 0.0005)
-            futex_wait(self.notify_addr, seen, step)
+            yield ((self.notify_addr, seen),), step

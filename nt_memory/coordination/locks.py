@@ -62,7 +62,7 @@ from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock, process_runnable
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import futex_wait, futex_wake
+from nt_memory.shm.wait import arun_sleeps, futex_wake, run_sleeps
 
 MAX_LOCKS = 1024
 LIVENESS_CHECK_S = 0.1
@@ -276,6 +276,24 @@ class Locks:
         return self._wait(name, slot, h, lease_ns, timeout)
 
     def _wait(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None) -> LockToken:
+        return run_sleeps(self._wait_steps(name, slot, h, lease_ns, timeout))
+
+    async def acquire_async(self, name: str, timeout=None, lease=None) -> LockToken:
+        """:meth:`acquire` for coroutines: the wait sleeps in the process's waker thread, never in
+        the event loop's, so other tasks keep running; cancelling it leaves the lock untaken and
+        passes on any wake-up meant for this waiter."""
+        self.system.check_open("the lock table")
+        lease_ns = duration_ns(lease, "lease")
+        timeout = seconds(timeout, "timeout", allow_zero=True)
+        fence, slot, h = self._attempt(name, lease_ns)
+        if fence > 0:
+            return LockToken(name, fence, self.system.owner, slot, h)
+        return await arun_sleeps(self._wait_steps(name, slot, h, lease_ns, timeout))
+
+    def _wait_steps(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None):
+        """The wait for a held lock, as a wait generator (shm/wait.py): take-over of a dead or
+        expired holder, the starvation claim, the timeout; yields the slot's notify word to sleep
+        on and returns the token."""
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         owner = self.system.owner
@@ -327,7 +345,7 @@ class Locks:
                 wait = LIVENESS_CHECK_S if left is None else min(left, LIVENESS_CHECK_S)
                 if lease_end:
                     wait = min(wait, max(0.0, (lease_end - time.time_ns()) / 1e9))
-                futex_wait(self._addr(slot, LK_NOTIFY_IDX), seen, wait)
+                yield ((self._addr(slot, LK_NOTIFY_IDX), seen),), wait
         except BaseException:
             # Leaving without the lock (timeout, Ctrl-C): a wake meant for this waiter goes on.
             futex_wake(self._addr(slot, LK_NOTIFY_IDX), 1)

@@ -8,8 +8,10 @@ address another agent's entries through a view.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from nt_memory.errors import ConfigError
+from nt_memory.values import Duration, Key, Value
 
 AGENT_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,48}$")
 SWARM = "swarm"
@@ -49,23 +51,47 @@ class NamespaceView:
         self.agent_id = validate_agent_id(agent_id)
         self.namespace = agent_namespace(agent_id)
 
-    def put(self, key, value, ttl=None, embedding=None) -> None:
+    def put(self, key: Key, value: Value, ttl: Duration | None = None, embedding=None) -> None:
         self._mem.put(self.namespace, key, value, ttl=ttl, embedding=embedding)
 
-    def put_many(self, items, embeddings=None, ttl=None) -> int:
-        return self._mem.put_many(self.namespace, items, embeddings=embeddings, ttl=ttl)
+    def put_many(self, items, ttl: Duration | None = None, embeddings=None) -> int:
+        return self._mem.put_many(self.namespace, items, ttl=ttl, embeddings=embeddings)
 
-    def get(self, key, default=None):
+    def get(self, key: Key, default: Value | None = None) -> Value | None:
         return self._mem.get(self.namespace, key, default)
 
-    def delete(self, key) -> None:
+    def get_many(self, keys, default: Value | None = None) -> list:
+        return self._mem.get_many(self.namespace, keys, default)
+
+    def delete(self, key: Key) -> None:
         self._mem.delete(self.namespace, key)
 
-    def exists(self, key) -> bool:
+    def exists(self, key: Key) -> bool:
         return self._mem.exists(self.namespace, key)
+
+    def __contains__(self, key: Key) -> bool:
+        return self._mem.exists(self.namespace, key)
+
+    def ttl(self, key: Key) -> float | None:
+        return self._mem.ttl(self.namespace, key)
+
+    def expire(self, key: Key, ttl: Duration | None) -> bool:
+        return self._mem.expire(self.namespace, key, ttl)
+
+    def incr(self, key: Key, amount: int = 1) -> int:
+        return self._mem.incr(self.namespace, key, amount)
+
+    def compare_and_set(self, key: Key, expected: Value | None, new: Value, ttl: Duration | None = None) -> bool:
+        return self._mem.compare_and_set(self.namespace, key, expected, new, ttl)
 
     def keys(self) -> list[str]:
         return self._mem.keys(self.namespace)
+
+    def scan(self, prefix: str = "") -> Iterator[str]:
+        return self._mem.scan(self.namespace, prefix)
+
+    def __len__(self) -> int:
+        return self._mem.count(self.namespace)
 
     def search_similar(self, query, top_k: int = 10, **kw):
         return self._mem.search_similar(self.namespace, query, top_k=top_k, **kw)

@@ -9,7 +9,7 @@ on a futex and wakes within microseconds of a publish.
 
 from __future__ import annotations
 
-import asyncio
+import fnmatch
 import re
 import threading
 import time
@@ -54,8 +54,9 @@ from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
 from nt_memory.shm.segment import Segment
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import futex_wait, futex_wake
+from nt_memory.shm.wait import arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.codec import decode, encode
+from nt_memory.values import Duration
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-./]{1,40}$")
 DEFAULT_TOPIC_BYTES = 1 << 20
@@ -80,6 +81,19 @@ def validate_topic(topic) -> bytes:
     if not isinstance(topic, str) or not TOPIC_RE.match(topic) or "//" in topic:
         raise ConfigError(f"topic={topic!r} is invalid: 1 to 40 characters from A-Z a-z 0-9 _ - . /")
     return topic.encode()
+
+
+PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-./*?\[\]!]{1,80}$")
+
+
+def validate_pattern(pattern) -> re.Pattern[str]:
+    """A glob over topic names, compiled; ConfigError for anything else."""
+    if not isinstance(pattern, str) or not PATTERN_RE.match(pattern) or pattern.count("[") != pattern.count("]"):
+        raise ConfigError(
+            f"pattern={pattern!r} is invalid: 1 to 80 characters of topic names (A-Z a-z 0-9 _ - . /) "
+            "and the glob characters * ? [ ] !"
+        )
+    return re.compile(fnmatch.translate(pattern))
 
 
 MAX_TOPICS = 256  # topic names a system holds (each topic's ring is its own part)
@@ -136,6 +150,7 @@ class PubSub:
         self._publish = entry_point(ring_publish, INT, INT, INT, INT, BYTES)
         self._receive = ring_receive
         self._dir_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the topic directory")
+        self.count_addr = self.ctl.ctypes.data + C.CTL_COUNT_IDX * 8
         self.closed = False
 
     # --------------------------------------------------------------------------------- topics
@@ -185,11 +200,17 @@ class PubSub:
             store_words(self.entries, e + C.TOPIC_NAME_IDX, text_words(key, C.TOPIC_NAME_BYTES // 8))
             store_word(self.entries, e + C.TOPIC_STATE_IDX, 1)  # published: readers match the name now
             store_word(self.ctl, C.CTL_COUNT_IDX, count + 1)
+            futex_wake(self.count_addr)  # pattern subscribers sleep on the count: a new topic
             return count
 
-    def topics(self) -> list[str]:
+    def topic_count(self) -> int:
+        """Topics made so far in the system (they are numbered in order of creation)."""
+        return min(max(word_load(self.count_addr), 0), self.layout.max_topics)
+
+    def topics(self, first: int = 0) -> list[str]:
+        """The names of the system's topics, from the ``first``-made one on."""
         out = []
-        for i in range(min(max(int(self.ctl[C.CTL_COUNT_IDX]), 0), self.layout.max_topics)):
+        for i in range(first, self.topic_count()):
             e = i * C.TOPIC_ENTRY_WORDS
             n = int(self.entries[e + C.TOPIC_NAME_LEN_IDX])
             out.append(self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n].decode())
@@ -271,17 +292,27 @@ class PubSub:
             wait.pause(holder)
         return wait
 
-    def subscribe(self, topic: str, spin_s: float = SPIN_S) -> Subscription:
-        """A subscription that receives every message published to ``topic`` from now on;
-        ``spin_s`` bounds how long its ``recv`` polls before it sleeps (:func:`next_spin`)."""
+    def subscribe(self, topic: str, spin_s: float = SPIN_S, from_start: bool = False) -> Subscription:
+        """A subscription that receives every message published to ``topic`` from now on (from the
+        ring's first message with ``from_start``: for a topic known to be newer than the caller's
+        interest); ``spin_s`` bounds how long its ``recv`` polls before it sleeps (:func:`next_spin`)."""
         self.system.check_open("pub/sub")
         t = self.topic(topic)
+        if from_start:
+            return Subscription(self, topic, t, 0, 0, spin_s)
         wait = None
         while True:
             cursor, first = ring_snapshot(t.hdr_addr, self.system.owner)
             if cursor >= 0:
                 return Subscription(self, topic, t, cursor, first, spin_s)
             wait = self._wait_append(t, topic, wait)
+
+    def psubscribe(self, pattern: str) -> PatternSubscription:
+        """A subscription to every topic whose name matches the glob ``pattern`` (``*`` any run of
+        characters, slashes included, as in Redis; ``?`` one; ``[...]`` a set), those made later
+        included: ``recv()`` returns ``(topic, message)``."""
+        self.system.check_open("pub/sub")
+        return PatternSubscription(self, validate_pattern(pattern))
 
     def close(self) -> None:
         for t in self._topics.values():
@@ -401,27 +432,51 @@ class Subscription:
             finally:
                 word_store(t.spinners_addr, 0)
         deadline = None if timeout is None else time.monotonic() + timeout
+        msg = run_sleeps(self._sleeps(deadline))
+        if msg is not None:
+            self._spin = next_spin(self._spin, time.perf_counter() - start, self._spin_max)
+        return msg
+
+    def _sleeps(self, deadline: float | None):
+        """The sleeping part of a receive, as a wait generator (shm/wait.py): counted among the
+        ring's sleepers (so publishers wake it), it re-checks the ring after every wake and yields
+        the ring's notify word to sleep on; returns the message, or None at ``deadline``."""
+        t = self._t
         word_fetch_add(t.waiters_addr, 1)
         try:
             while True:
                 seen = word_load(t.notify_addr)
                 msg = self.try_recv()
                 if msg is not None:
-                    self._spin = next_spin(self._spin, time.perf_counter() - start, self._spin_max)
                     return msg
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
-                futex_wait(t.notify_addr, seen, left if left is not None else 1.0)
+                yield ((t.notify_addr, seen),), left if left is not None else 1.0
         finally:
             word_fetch_add(t.waiters_addr, -1)
 
-    async def arecv(self, timeout: float | None = None):
-        """``recv`` without blocking the event loop (the wait runs in a worker thread)."""
+    async def arecv(self, timeout: Duration | None = None):
+        """``recv`` for coroutines: never blocks the event loop and takes no thread per wait (the
+        process's waker thread sleeps on the ring and signals the loop's self-pipe). Cancelling it
+        at any point loses no message: only this coroutine, in the loop's thread, takes one."""
+        timeout = seconds(timeout, "timeout", allow_zero=True)
         msg = self.try_recv()
-        if msg is not None:
+        if msg is not None or timeout == 0:
             return msg
-        return await asyncio.to_thread(self.recv, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return await arun_sleeps(self._sleeps(deadline))
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self):
+        """``async for msg in sub``: each message as it comes; ends when the subscription closes."""
+        while not self.closed:
+            msg = await self.arecv(1.0)
+            if msg is not None:
+                return msg
+        raise StopAsyncIteration
 
     def __iter__(self):
         while not self.closed:
@@ -433,6 +488,135 @@ class Subscription:
         self.closed = True
 
     def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PatternSubscription:
+    """Messages of every topic whose name matches a glob, as ``(topic, message)``.
+
+    Topics that exist at subscription are received from that moment on; a topic made later (by
+    any process) is found on the next receive and received from its first message, so nothing
+    published to a matching topic after the call is missed unless lapped. ``dropped`` counts
+    exactly what lapping cost, over all topics (received + dropped = published to matching topics
+    since subscribing). ``recv`` sleeps on every matching ring and on the topic directory at once.
+    """
+
+    def __init__(self, pubsub: PubSub, pattern: re.Pattern[str]):
+        self.pattern = pattern
+        self._pubsub = pubsub
+        self._subs: list[Subscription] = []
+        self._next = 0  # the topic the next receive tries first: each gets its turn
+        self._lock = threading.Lock()
+        self.closed = False
+        self._seen = pubsub.topic_count()
+        for name in pubsub.topics():
+            if pattern.match(name):
+                self._subs.append(pubsub.subscribe(name))
+
+    @property
+    def topics(self) -> list[str]:
+        """The matching topics found so far."""
+        return [s.topic for s in self._subs]
+
+    @property
+    def received(self) -> int:
+        return sum(s.received for s in self._subs)
+
+    @property
+    def dropped(self) -> int:
+        return sum(s.dropped for s in self._subs)
+
+    def _refresh(self) -> None:
+        """Subscribe to the matching topics made since the last look (from their first message:
+        all of it was published after this subscription began)."""
+        count = self._pubsub.topic_count()
+        if count == self._seen:
+            return
+        with self._lock:
+            for name in self._pubsub.topics(self._seen):
+                if self.pattern.match(name):
+                    self._subs.append(self._pubsub.subscribe(name, from_start=True))
+            self._seen = count
+
+    def try_recv(self) -> tuple[str, object] | None:
+        """The next ``(topic, message)`` of any matching topic, or None if there is none yet."""
+        if self.closed:
+            raise SegmentClosed(f"pattern subscription {self.pattern.pattern!r} is closed")
+        self._refresh()
+        subs = self._subs
+        n = len(subs)
+        for i in range(n):
+            sub = subs[(self._next + i) % n]
+            msg = sub.try_recv()
+            if msg is not None:
+                self._next = (self._next + i + 1) % n
+                return sub.topic, msg
+        return None
+
+    def _sleeps(self, deadline: float | None):
+        """The wait generator (shm/wait.py) of a receive: sleeps on every matching ring's notify
+        word and on the directory's topic count, counted among each ring's sleepers."""
+        counted: list[Subscription] = []
+        try:
+            while True:
+                for sub in self._subs[len(counted) :]:
+                    word_fetch_add(sub._t.waiters_addr, 1)
+                    counted.append(sub)
+                words = [(s._t.notify_addr, word_load(s._t.notify_addr)) for s in counted]
+                words.append((self._pubsub.count_addr, word_load(self._pubsub.count_addr)))
+                found = self.try_recv()
+                if found is not None:
+                    return found
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                yield words, left if left is not None else 1.0
+        finally:
+            for sub in counted:
+                word_fetch_add(sub._t.waiters_addr, -1)
+
+    def recv(self, timeout: Duration | None = None) -> tuple[str, object] | None:
+        """The next ``(topic, message)``; sleeps until one arrives. None when ``timeout`` (seconds
+        or a timedelta; None waits forever) passes."""
+        timeout = seconds(timeout, "timeout", allow_zero=True)
+        found = self.try_recv()
+        if found is not None or timeout == 0:
+            return found
+        return run_sleeps(self._sleeps(None if timeout is None else time.monotonic() + timeout))
+
+    async def arecv(self, timeout: Duration | None = None) -> tuple[str, object] | None:
+        """``recv`` for coroutines, on the same terms as :meth:`Subscription.arecv`."""
+        timeout = seconds(timeout, "timeout", allow_zero=True)
+        found = self.try_recv()
+        if found is not None or timeout == 0:
+            return found
+        return await arun_sleeps(self._sleeps(None if timeout is None else time.monotonic() + timeout))
+
+    def __iter__(self):
+        while not self.closed:
+            found = self.recv(timeout=1.0)
+            if found is not None:
+                yield found
+
+    def __aiter__(self) -> PatternSubscription:
+        return self
+
+    async def __anext__(self) -> tuple[str, object]:
+        while not self.closed:
+            found = await self.arecv(1.0)
+            if found is not None:
+                return found
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        self.closed = True
+        for sub in self._subs:
+            sub.close()
+
+    def __enter__(self) -> PatternSubscription:
         return self
 
     def __exit__(self, *exc) -> None:

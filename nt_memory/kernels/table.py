@@ -202,6 +202,7 @@ J_JOURNAL = 1  # append the write to the journal (inside the stripe lock)
 J_NO_L1 = 2  # do not keep the value in L1 (too large): remove any L1 entry for the key instead
 J_PROMOTE = 4  # fill from a lower tier: only if the stripe's VERSION still equals ``version``
 J_HELD = 8  # the caller already holds the stripe (table_lock_stripe)
+J_IF_EXPIRED = 16  # table_delete: only an entry whose expiry has passed (a reader reclaiming it)
 
 
 @jit(inline="always")
@@ -375,6 +376,24 @@ def table_get(ctx_addr, h, key, out_addr):
     ctx = address_to_words(ctx_addr, CTX_WORDS)
     out = address_to_bytes(out_addr, ctx[CTX_OUT_BYTES_IDX])
     return table_lookup(ctx_addr, h, key, out, True)
+
+
+@jit
+def table_live_count(ctx_addr):
+    """Entries whose expiry has not passed (what ``len`` and ``stats`` report): one pass over the
+    slots, no lock, so a count taken while writers run is a moment's approximation."""
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
+    if ctx[CTX_OPEN_IDX] != 1:
+        return CLOSED
+    now = clock_ns()
+    live = 0
+    for i in range(ctx[CTX_NSLOTS_IDX]):
+        base = i * SLOT_WORDS
+        if load_acquire(slots, base + SLOT_HASH_IDX) >= RESERVED_HASHES:
+            expiry = slots[base + SLOT_EXPIRY_IDX]
+            if expiry == 0 or expiry > now:
+                live += 1
+    return live
 
 
 @jit
@@ -762,6 +781,8 @@ def _delete_locked(ctx, hdr, stripes, stripe, slots, access, ahdr, data_w, data_
     if found < 0 and not journal:
         return NOT_FOUND
     was_expired = found >= 0 and expired(slots[found * SLOT_WORDS + SLOT_EXPIRY_IDX])
+    if (flags & J_IF_EXPIRED) != 0 and not was_expired:
+        return NOT_FOUND  # rewritten since the reader saw it expired: keep the new value
     old_ref = slots[found * SLOT_WORDS + SLOT_REF_IDX] if found >= 0 else 0
     begin_intent(stripes, sb, found, h, TOMB, 0, old_ref, 0)
     if journal:

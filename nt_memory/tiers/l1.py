@@ -99,6 +99,7 @@ from nt_memory.kernels.table import (
     HDR_TOMBS_IDX,
     HDR_TRACK_ACCESS_IDX,
     HDR_UPDATES_IDX,
+    J_IF_EXPIRED,
     MEMBER_HITS_IDX,
     MEMBER_MISSES_IDX,
     RESERVED_HASHES,
@@ -111,6 +112,7 @@ from nt_memory.kernels.table import (
     table_contains,
     table_delete,
     table_get,
+    table_live_count,
     table_lock_stripe,
     table_lookup,
     table_put,
@@ -166,6 +168,7 @@ class _Kernels:
     lock_owners: Any = None
     lock_stripe: Any = None
     unlock_stripe: Any = None
+    live_count: Any = None
 
     @classmethod
     def load(cls) -> None:
@@ -178,6 +181,7 @@ class _Kernels:
             cls.lock_owners = entry_point(table_lock_owners, INT, INT)
             cls.lock_stripe = entry_point(table_lock_stripe, INT, INT)
             cls.unlock_stripe = entry_point(table_unlock_stripe, INT, INT)
+            cls.live_count = entry_point(table_live_count, INT)
 
 
 @jit(inline="always")  # into the caller's code: no call, no refcounting of the three arrays
@@ -621,7 +625,15 @@ class HotCache:
 
     def _get_slow(self, r: int, h: int, kb: bytes, default):
         found = self.read_encoded(kb, h, r)
+        if found == S.EXPIRED:
+            self.reclaim_expired(kb, h)
         return default if isinstance(found, int) else decode(found)
+
+    def reclaim_expired(self, kb: bytes, h: int) -> None:
+        """Remove ``kb``'s entry if its expiry has passed (a reader found it expired): it stops
+        counting in ``len`` and ``stats()["entries"]`` and counts in ``"expirations"``. An entry
+        rewritten meanwhile is kept."""
+        self.delete_encoded(kb, h, J_IF_EXPIRED)
 
     def __contains__(self, item) -> bool:
         ns, key = item
@@ -640,9 +652,13 @@ class HotCache:
             self._wait_busy(wait)
 
     def __len__(self) -> int:
-        """Entries in the table (expired ones not yet removed included)."""
+        """Live entries in the table (an entry whose expiry has passed is not counted, removed or
+        not). One pass over the slots."""
         self._check_open()
-        return int(self._hdr[HDR_COUNT_IDX])
+        n = _Kernels.live_count(self._ctx_addr)
+        if n < 0:
+            self.raise_for(n, b"", None)
+        return int(n)
 
     # ------------------------------------------------------------------------------------ writes
     def put(self, ns, key, value, ttl=None) -> None:
@@ -685,13 +701,28 @@ class HotCache:
                 return st
             if st not in (S.NEEDS_REHASH, S.BUSY):
                 self.raise_for(st, kb, vb)
-            wait = wait or BoundedWait(self.system, "an L1 write stripe")
-            if st == S.NEEDS_REHASH:
-                self._rehash(wait)
-            else:
-                self._wait_busy(wait)
+            wait = self.wait_writable(st, wait)
             st = self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, version, emb)
         return st
+
+    def try_put_encoded(
+        self, kb: bytes, h: int, vb: bytes, expiry_ns: int, data_expiry_ns: int = 0, flags: int = 0
+    ) -> int:
+        """One attempt at :meth:`put_encoded`, which never waits: the kernel's status. For a caller
+        holding the stripe (J_HELD), who must release it before any wait (a rehash or the
+        flusher needs what it holds)."""
+        return self._k_put(self._ctx_addr, h, kb, vb, expiry_ns, data_expiry_ns, flags, 0, b"")
+
+    def wait_writable(self, st: int, wait: BoundedWait | None) -> BoundedWait:
+        """After a write that stored nothing with NEEDS_REHASH or BUSY (and holds no stripe): rehash,
+        or wait out the busy holder, repairing a dead one. Returns the wait to pass next time (it
+        raises once the stall bound has passed)."""
+        wait = wait or BoundedWait(self.system, "an L1 write stripe")
+        if st == S.NEEDS_REHASH:
+            self._rehash(wait)
+        else:
+            self._wait_busy(wait)
+        return wait
 
     def delete(self, ns, key) -> bool:
         """Remove ``(ns, key)``; returns whether a live entry was removed. Thread-safe."""
@@ -808,7 +839,8 @@ class HotCache:
             misses += int(self._observer_stats[1])
         a = self._ahdr
         return {
-            "entries": int(h[HDR_COUNT_IDX]),
+            "entries": len(self),
+            "slots_used": int(h[HDR_COUNT_IDX]),
             "max_entries": self.max_entries,
             "slots": self._nslots,
             "tombstones": int(h[HDR_TOMBS_IDX]),

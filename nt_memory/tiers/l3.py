@@ -268,6 +268,36 @@ class ColdStore:
         except lmdb.Error as exc:
             raise TierError(f"LMDB scan of {self.path!r} failed: {exc}") from exc
 
+    def live_keys(self, prefix: bytes = b"", now_ns: int | None = None, batch: int = 1024) -> Iterator[bytes]:
+        """The kv keys starting with ``prefix`` whose data has not expired, in key order, without
+        copying their values (a record's expiry is in its first bytes). Each batch of ``batch`` keys
+        is read in its own short read transaction, so a slow consumer holds no snapshot open."""
+        now = now_ns or time.time_ns()
+        start, skip = prefix, None
+        while True:
+            keys: list[bytes] = []
+            try:
+                with self.env.begin(db=self.dbs["kv"], buffers=True) as txn:
+                    cur = txn.cursor()
+                    ok = cur.set_range(start)
+                    while ok and len(keys) < batch:
+                        k = bytes(cur.key())
+                        if not k.startswith(prefix):
+                            ok = False
+                            break
+                        if k != skip:
+                            _flags, expiry = _KV_HEAD.unpack_from(cur.value(), 0)
+                            if not expiry or expiry > now:
+                                keys.append(k)
+                        skip = k
+                        ok = cur.next()
+            except lmdb.Error as exc:
+                raise TierError(f"LMDB scan of {self.path!r} failed: {exc}") from exc
+            yield from keys
+            if not ok or skip is None:
+                return
+            start = skip  # resume at the last key read (skipped: it was counted already)
+
     def count(self, db: str) -> int:
         with self.env.begin(db=self.dbs[db]) as txn:
             return txn.stat(self.dbs[db])["entries"]

@@ -199,3 +199,31 @@ def owner_word_and_wait(name: str, path: str, conn) -> None:
     mem = _open(name, path, "claimer")
     conn.send(mem.system.owner)
     time.sleep(3600)
+
+
+def incr_and_cas(name: str, path: str, n: int, ready, out) -> None:
+    """``n`` incr and ``n`` successful compare_and_set increments of shared counters."""
+    mem = _open(name, path, "incr-cas")
+    try:
+        ready.wait(30)
+        for _ in range(n):
+            mem.incr("ctr", "hits")
+            while True:  # a CAS loop, as callers write one
+                cur = mem.get("ctr", "cas")
+                if mem.compare_and_set("ctr", "cas", cur, (cur or 0) + 1):
+                    break
+        out.put(os.getpid())
+    finally:
+        mem.close()
+
+
+def topic_publisher(name: str, path: str, topics: list, n: int, ready) -> None:
+    """``n`` numbered messages to each of ``topics`` (made here, after the subscriber started)."""
+    mem = _open(name, path, "pattern-pub")
+    try:
+        ready.wait(30)
+        for i in range(n):
+            for t in topics:
+                mem.publish(t, {"topic": t, "i": i})
+    finally:
+        mem.close()
