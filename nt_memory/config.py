@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 
 from nt_memory.errors import ConfigError
 from nt_memory.shm.system import validate_name
@@ -105,6 +106,7 @@ class MemoryConfig:
     mode: int = 0o600
     max_members: int = 256
     group: int | str | None = None
+    agentdb_url: str | None = None  # the seed's setting: accepted, with a warning (L2 runs in-process)
 
     def __post_init__(self):
         validate_name(self.name)
@@ -131,6 +133,15 @@ class MemoryConfig:
         if self.mode not in (0o600, 0o660, 0o640, 0o644, 0o666):
             raise ConfigError(f"mode={self.mode!r} must be one of 0o600, 0o640, 0o644, 0o660, 0o666")
         _int("max_members", self.max_members, 2, 4096)
+        if self.agentdb_url is not None:
+            if not isinstance(self.agentdb_url, str):
+                raise ConfigError(f"agentdb_url must be a str or None, got {type(self.agentdb_url).__name__}")
+            warnings.warn(
+                f"agentdb_url={self.agentdb_url!r} is not used: nt-memory's L2 (the embedding log and its "
+                "hnswlib index) runs in-process over shared memory, with no AgentDB server",
+                UserWarning,
+                stacklevel=3,
+            )
         if self.group is not None:
             self.gid  # noqa: B018 - resolves (and validates) the group now
             if self.mode not in (0o660, 0o640):

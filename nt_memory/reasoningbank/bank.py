@@ -67,8 +67,9 @@ class ReasoningBank:
 
     # ------------------------------------------------------------------------ trajectories
     def track(self, t: Trajectory) -> VerdictResult | None:
-        """Store ``t`` (active or complete). A complete one is judged, and its verdict updates the
-        pattern it matches. Returns the verdict, or None while active."""
+        """Store ``t``. One with outcomes is completed (the seed's flow: observe, act, record the
+        outcome, track) and judged, and its verdict updates the pattern it matches. Returns the
+        verdict, or None for a trajectory with no outcome yet (stored as active)."""
         if not isinstance(t, Trajectory):
             raise ConfigError(f"track_trajectory takes a Trajectory, got {type(t).__name__}")
         dim = self.mem.embedding_dim
@@ -77,6 +78,8 @@ class ReasoningBank:
                 raise InvalidEmbedding(
                     f"observation embedding has {len(s.embedding)} components; embedding_dim is {dim}"
                 )
+        if not t.is_complete and t.outcomes():
+            t.complete()
         self._put("trajectories", f"{t.agent_id}\0{t.id}", t.to_json())
         if not t.is_complete:
             return None

@@ -118,6 +118,12 @@ class Trajectory:
     def predictions(self) -> list[float]:
         return [s.predicted_outcome for s in self.steps if s.kind == ACTION and s.predicted_outcome is not None]
 
+    def score(self) -> float | None:
+        """The seed's score: the mean of the outcomes, or None before the first (the judge's score,
+        how well the predictions matched, is on the verdict: ``VerdictResult.score``)."""
+        outs = self.outcomes()
+        return sum(outs) / len(outs) if outs else None
+
     def embedding(self) -> np.ndarray | None:
         """The mean of the observation embeddings (the situation), or None."""
         vecs = [s.embedding for s in self.steps if s.kind == OBSERVATION and s.embedding is not None]

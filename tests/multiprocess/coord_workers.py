@@ -227,3 +227,28 @@ def topic_publisher(name: str, path: str, topics: list, n: int, ready) -> None:
                 mem.publish(t, {"topic": t, "i": i})
     finally:
         mem.close()
+
+
+def timed_holder(name: str, path: str, hold_s: float, ready) -> None:
+    """Hold lock "book" for ``hold_s`` seconds, then release it."""
+    mem = _open(name, path, "timed-holder")
+    try:
+        token = mem.acquire_lock("book", timeout=5)
+        ready.set()
+        time.sleep(hold_s)
+        mem.release_lock(token)
+    finally:
+        mem.close()
+
+
+def paced_publisher(name: str, path: str, topic: str, who: int, n: int, pause_s: float, ready) -> None:
+    """``n`` numbered messages to ``topic``, ``pause_s`` apart (0: as fast as it can)."""
+    mem = _open(name, path, f"paced-{who}")
+    try:
+        ready.wait(30)
+        for i in range(n):
+            mem.publish(topic, {"who": who, "i": i})
+            if pause_s:
+                time.sleep(pause_s)
+    finally:
+        mem.close()
