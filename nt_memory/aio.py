@@ -193,7 +193,7 @@ class AsyncMemorySystem:
         return self.sync.closed
 
     # ------------------------------------------------------------------------------------ reads
-    async def get(self, namespace: str, key: Key, default: Value | None = None) -> Value | None:
+    async def get(self, namespace: str, key: Key, default: Any = None) -> Any:
         mem = self.sync
         mem._check_open()
         kb = mem.l1.key_bytes(namespace, key)
@@ -203,7 +203,7 @@ class AsyncMemorySystem:
             return decode(found)
         return await _thread(mem.read_lower, found, h, kb, default)
 
-    async def get_many(self, namespace: str, keys: Iterable[Key], default: Value | None = None) -> list:
+    async def get_many(self, namespace: str, keys: Iterable[Key], default: Any = None) -> list[Any]:
         """:meth:`MemorySystem.get_many`: the L1 hits inline, the misses in one worker-thread call."""
         mem = self.sync
         mem._check_open()
@@ -227,7 +227,7 @@ class AsyncMemorySystem:
         return out
 
     async def exists(self, namespace: str, key: Key) -> bool:
-        return await self.get(namespace, key, _MISSING) is not _MISSING  # type: ignore[arg-type]
+        return await self.get(namespace, key, _MISSING) is not _MISSING
 
     async def ttl(self, namespace: str, key: Key) -> float | None:
         return await _thread(self.sync.ttl, namespace, key)
@@ -391,10 +391,10 @@ class AsyncNamespaceView:
         self.agent_id = self._view.agent_id
         self.namespace = self._view.namespace
 
-    async def get(self, key: Key, default: Value | None = None) -> Value | None:
+    async def get(self, key: Key, default: Any = None) -> Any:
         return await self._mem.get(self.namespace, key, default)
 
-    async def get_many(self, keys: Iterable[Key], default: Value | None = None) -> list:
+    async def get_many(self, keys: Iterable[Key], default: Any = None) -> list[Any]:
         return await self._mem.get_many(self.namespace, keys, default)
 
     async def put(self, key: Key, value: Value, ttl: Duration | None = None, embedding: Any = None) -> None:

@@ -52,7 +52,7 @@ class CacheConfig:
     max_key_bytes: int = 256
     max_value_bytes: int = 64 * 1024
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _int("max_entries", self.max_entries, 1, 1 << 30)
         _seconds("ttl", self.ttl)
         if not isinstance(self.track_access, bool):
@@ -108,7 +108,7 @@ class MemoryConfig:
     group: int | str | None = None
     agentdb_url: str | None = None  # the seed's setting: accepted, with a warning (L2 runs in-process)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         validate_name(self.name)
         if not isinstance(self.storage_path, str | os.PathLike) or not str(self.storage_path):
             raise ConfigError(f"storage_path must be a non-empty path, got {self.storage_path!r}")

@@ -141,8 +141,9 @@ def _agent(name: str, path: str, agent: int, agents: int, ready, out) -> None:
                 t0 = time.perf_counter_ns()
                 patterns = mem.bank.retrieve(emb, top_k=1) if n % (DECIDE_EVERY * 5) == 0 else []
                 retrieve_us.append((time.perf_counter_ns() - t0) / 1e3)
-                if patterns and patterns[0].confidence > 0.6 and not patterns[0].pitfall:
-                    action = patterns[0].action
+                guide = patterns[0] if patterns else None
+                if guide is not None and guide.action and guide.confidence > 0.6 and not guide.pitfall:
+                    action = guide.action
                 else:
                     action = "buy" if rets.sum() > 0 or rng.random() < 0.2 else "sell"
                 qty = 1.0 if action == "buy" else -1.0

@@ -19,7 +19,7 @@ from nt_memory.errors import ConfigError
 MAX_SECONDS = 9.0e9  # int64 nanoseconds since 1970 run out in 2262: keep every deadline inside
 
 
-def seconds(value, name: str, *, allow_none: bool = True, allow_zero: bool = False) -> float | None:
+def seconds(value: object, name: str, *, allow_none: bool = True, allow_zero: bool = False) -> float | None:
     """``value`` as seconds (float), or None for no limit (``None`` or ``inf``, when allowed)."""
     if value is None:
         if allow_none:
@@ -47,13 +47,13 @@ def seconds(value, name: str, *, allow_none: bool = True, allow_zero: bool = Fal
     return value
 
 
-def duration_ns(value, name: str, *, allow_zero: bool = False) -> int:
+def duration_ns(value: object, name: str, *, allow_zero: bool = False) -> int:
     """A duration in nanoseconds; 0 when there is none (``None`` / ``inf``)."""
     s = seconds(value, name, allow_zero=allow_zero)
     return 0 if s is None else max(1, int(s * 1e9))
 
 
-def expiry_ns(now_ns: int, value, name: str = "ttl") -> int:
+def expiry_ns(now_ns: int, value: object, name: str = "ttl") -> int:
     """The absolute wall-clock expiry ``value`` seconds after ``now_ns``; 0 = never."""
     d = duration_ns(value, name)
     return now_ns + d if d else 0

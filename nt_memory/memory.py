@@ -20,7 +20,8 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,7 +63,14 @@ from nt_memory.tiers.l2 import (
     validate_embeddings,
 )
 from nt_memory.tiers.l3 import ColdStore, pack_kv, unpack_kv
-from nt_memory.values import Duration, Value
+from nt_memory.values import Duration, Key, Value
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from nt_memory.reasoningbank.bank import ReasoningBank
+    from nt_memory.reasoningbank.trajectory import Trajectory
+    from nt_memory.reasoningbank.verdict import VerdictResult
 
 WRITE_TIMEOUT_S = 10.0
 
@@ -141,7 +149,7 @@ def attach_parts(system: System) -> dict[str, Part]:
 
 
 @contextlib.contextmanager
-def observe(name: str, timeout: float = 0.5):
+def observe(name: str, timeout: float = 0.5) -> Iterator[tuple[System, dict[str, Part]]]:
     """``with observe(name) as (system, parts):`` system ``name`` attached as an observer (no
     member slot, no L3) and every part's view over it: what ``nt-memory inspect``, ``verify`` and
     ``top`` read."""
@@ -216,7 +224,7 @@ class MemorySystem:
             self._close_parts()
             raise
         self.embedding_dim = self.l2.dim
-        self._bank = None
+        self._bank: ReasoningBank | None = None
         self._beat_at = 0
         self._expired_reads = 0
         self._l1_max_value = self.l1.max_value_bytes  # encoded (tag included)
@@ -235,7 +243,9 @@ class MemorySystem:
 
     # -------------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, config: MemoryConfig | None = None, *, timeout: float = 10.0, label: str = "", **overrides):
+    def open(
+        cls, config: MemoryConfig | None = None, *, timeout: float = 10.0, label: str = "", **overrides: Any
+    ) -> MemorySystem:
         """Create the system ``config.name`` or attach to it if it exists (two processes opening
         at once both succeed and share one system). Leftover journal records of dead processes are
         drained into LMDB by the flusher as soon as it starts."""
@@ -296,7 +306,7 @@ class MemorySystem:
             store.close()
 
     # ------------------------------------------------------------------------------------ reads
-    def get(self, namespace, key, default=None):
+    def get(self, namespace: str, key: Key, default: Any = None) -> Any:
         """The value of ``(namespace, key)``: L1, else the unflushed journal, else L3 (promoting
         the value into L1). ``default`` if absent or expired."""
         return self._get(namespace, key, default)
@@ -311,7 +321,7 @@ class MemorySystem:
                 self._l1_ttl_ns, J_JOURNAL, limit, MemorySystem.put.__get__(self)
             )
 
-    def read_lower(self, r: int, h: int, kb: bytes, default):
+    def read_lower(self, r: int, h: int, kb: bytes, default: Any) -> Any:
         """The answer for stored key ``kb`` (hash ``h``) when L1's lookup returned ``r`` instead of a
         value: L1 once more if ``r`` was not a miss, else the unflushed journal, else L3 (promoting
         the value into L1). The tier interface ``get`` and the asyncio facade are built on."""
@@ -360,7 +370,15 @@ class MemorySystem:
             exp = data_expiry
         return exp
 
-    def put(self, namespace, key, value, ttl=None, embedding=None, durability: str | None = None) -> None:
+    def put(
+        self,
+        namespace: str,
+        key: Key,
+        value: Value,
+        ttl: Duration | None = None,
+        embedding: ArrayLike | None = None,
+        durability: str | None = None,
+    ) -> None:
         """Store ``value`` (bytes, numpy array or JSON-able). ``ttl`` (seconds or timedelta) bounds
         the data's life in every tier; ``embedding`` (``embedding_dim`` floats) makes the entry
         findable by :meth:`search_similar`. Returns once the write is as durable as ``durability``
@@ -372,13 +390,25 @@ class MemorySystem:
         """
         self._put(namespace, key, value, ttl, embedding, True, durability)
 
-    def put_nowait(self, namespace, key, value, ttl=None, embedding=None) -> bool:
+    def put_nowait(
+        self,
+        namespace: str,
+        key: Key,
+        value: Value,
+        ttl: Duration | None = None,
+        embedding: ArrayLike | None = None,
+    ) -> bool:
         """``put`` if it can complete without waiting (a plain journaled write-behind write with
         room in the journal); otherwise stores nothing and returns False. For event loops."""
         return self._put(namespace, key, value, ttl, embedding, False, None)
 
     def put_many(
-        self, namespace: str, items, ttl: Duration | None = None, embeddings=None, durability: str | None = None
+        self,
+        namespace: str,
+        items: Mapping[str, Value] | Mapping[bytes, Value] | Iterable[tuple[Key, Value]],
+        ttl: Duration | None = None,
+        embeddings: ArrayLike | None = None,
+        durability: str | None = None,
     ) -> int:
         """Store many ``(key, value)`` pairs of one namespace (a dict, or an iterable of pairs) in
         order, as :meth:`put` each would, with ``embeddings`` an ``(n, embedding_dim)`` array
@@ -507,7 +537,7 @@ class MemorySystem:
         finally:
             self.l1.unlock_stripe(h)
 
-    def delete(self, namespace, key, durability: str | None = None) -> None:
+    def delete(self, namespace: str, key: Key, durability: str | None = None) -> None:
         """Remove ``(namespace, key)`` from every tier (its embedding included), as durably as
         ``durability`` (this call's, else this handle's) says. Thread-safe."""
         self._check_open()
@@ -564,7 +594,7 @@ class MemorySystem:
         return self.count()
 
     # ------------------------------------------------------------------ atomic read-modify-write
-    def ttl(self, namespace: str, key: str | bytes) -> float | None:
+    def ttl(self, namespace: str, key: Key) -> float | None:
         """Seconds until ``(namespace, key)`` expires: ``math.inf`` if it never does, None if it is
         absent (or already expired)."""
         self._check_open()
@@ -575,7 +605,7 @@ class MemorySystem:
             return None
         return math.inf if entry[1] == 0 else (entry[1] - now) / 1e9
 
-    def expire(self, namespace: str, key: str | bytes, ttl: Duration | None) -> bool:
+    def expire(self, namespace: str, key: Key, ttl: Duration | None) -> bool:
         """Give the live entry ``(namespace, key)`` a new time to live from now (seconds or a
         timedelta; None: never expires), keeping its value. False if it is absent. Atomic."""
         expiry_ns(0, ttl)  # bad input raises before anything is read
@@ -587,7 +617,7 @@ class MemorySystem:
 
         return self._update(namespace, key, change)
 
-    def incr(self, namespace: str, key: str | bytes, amount: int = 1) -> int:
+    def incr(self, namespace: str, key: Key, amount: int = 1) -> int:
         """Add ``amount`` to the integer stored under ``(namespace, key)`` (a missing key counts from
         0) and return the result: atomic across every process and thread of the system, keeping
         the entry's expiry. Raises ``TypeError`` if the stored value is not an integer."""
@@ -609,7 +639,9 @@ class MemorySystem:
 
         return self._update(namespace, key, change)
 
-    def compare_and_set(self, namespace: str, key: str | bytes, expected: Value | None, new: Value, ttl=None) -> bool:
+    def compare_and_set(
+        self, namespace: str, key: Key, expected: Value | None, new: Value, ttl: Duration | None = None
+    ) -> bool:
         """Store ``new`` under ``(namespace, key)`` only if the current value equals ``expected``
         (``expected=None``: only if the key is absent). Atomic across every process and thread of
         the system. Returns whether ``new`` was stored. ``ttl`` as for :meth:`put`."""
@@ -670,7 +702,7 @@ class MemorySystem:
             self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' update")
         return result
 
-    def get_many(self, namespace: str, keys, default: Value | None = None) -> list:
+    def get_many(self, namespace: str, keys: Iterable[Key], default: Any = None) -> list[Any]:
         """The values of ``keys`` in ``namespace``, in order (``default`` for each absent one), as
         :meth:`get` each would answer."""
         if isinstance(keys, str | bytes):
@@ -680,7 +712,7 @@ class MemorySystem:
 
     # ------------------------------------------------------------------------- reasoningbank
     @property
-    def bank(self):
+    def bank(self) -> ReasoningBank:
         """The ReasoningBank over this system (see :mod:`nt_memory.reasoningbank.bank`)."""
         if self._bank is None:
             from nt_memory.reasoningbank.bank import ReasoningBank
@@ -688,13 +720,13 @@ class MemorySystem:
             self._bank = ReasoningBank(self)
         return self._bank
 
-    def track_trajectory(self, trajectory):
+    def track_trajectory(self, trajectory: Trajectory) -> VerdictResult | None:
         """Store a trajectory in the ReasoningBank; a complete one is judged (returns its verdict)."""
         self._check_open()
         return self.bank.track(trajectory)
 
     # --------------------------------------------------------------------------- coordination
-    def publish(self, topic: str, message) -> int:
+    def publish(self, topic: str, message: Value) -> int:
         """Broadcast ``message`` (bytes or JSON-able) to ``topic``'s subscribers in every process."""
         return self.pubsub.publish(topic, message)
 
@@ -707,19 +739,21 @@ class MemorySystem:
         topics made later included: ``sub.recv(timeout)`` returns ``(topic, message)``."""
         return self.pubsub.psubscribe(pattern)
 
-    def acquire_lock(self, name: str, timeout: float | None = None, lease: float | None = None) -> LockToken:
+    def acquire_lock(self, name: str, timeout: Duration | None = None, lease: Duration | None = None) -> LockToken:
         """Take the named lock (see :class:`nt_memory.coordination.locks.Locks`)."""
         return self.locks.acquire(name, timeout, lease)
 
     def release_lock(self, token: LockToken) -> None:
         self.locks.release(token)
 
-    def extend_lock(self, token: LockToken, lease) -> LockToken:
+    def extend_lock(self, token: LockToken, lease: Duration | None) -> LockToken:
         """Give a held lock a new lease from now (seconds or a timedelta; None: no lease). Raises
         :class:`StaleToken` if the lock was lost meanwhile (its lease ran out, or it was taken over)."""
         return self.locks.extend(token, lease)
 
-    def lock(self, name: str, timeout: float | None = None, lease: float | None = None):
+    def lock(
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None
+    ) -> contextlib.AbstractContextManager[LockToken]:
         """``with mem.lock("res", timeout=1.0) as token:`` ..."""
         return self.locks.lock(name, timeout, lease)
 
@@ -730,14 +764,14 @@ class MemorySystem:
     # -------------------------------------------------------------------------------- vectors
     def search_similar(
         self,
-        namespace,
-        query,
+        namespace: str | None,
+        query: ArrayLike,
         top_k: int = 10,
         ef: int | None = None,
         with_values: bool = False,
-        filter=None,  # noqa: A002 - the name hnswlib and every vector store use
+        filter: Callable[[str, str], bool] | None = None,  # noqa: A002 - the name hnswlib and every vector store use
         key_prefix: str | None = None,
-    ):
+    ) -> list[Hit]:
         """The ``top_k`` entries whose embeddings are nearest ``query``, nearest first, as
         :class:`Hit` (``namespace``, ``key``, ``distance``, ``value`` if ``with_values``). Only
         ``namespace``'s entries, or every namespace's with ``namespace=None``; only keys starting
@@ -750,14 +784,14 @@ class MemorySystem:
 
     def search_similar_many(
         self,
-        namespace,
-        queries,
+        namespace: str | None,
+        queries: ArrayLike,
         top_k: int = 10,
         ef: int | None = None,
         with_values: bool = False,
-        filter=None,  # noqa: A002
+        filter: Callable[[str, str], bool] | None = None,  # noqa: A002
         key_prefix: str | None = None,
-    ):
+    ) -> list[list[Hit]]:
         """:meth:`search_similar` for each row of ``queries`` (an ``(n, embedding_dim)`` array), in
         one call: a list of hit lists. Without ``filter``/``key_prefix`` hnswlib answers the rows
         on every core at once."""
@@ -797,14 +831,14 @@ class MemorySystem:
 
         return self.l2.record_filter(prefix, accept)
 
-    def embedding(self, namespace, key):
+    def embedding(self, namespace: str, key: Key) -> np.ndarray | None:
         """The stored embedding of ``(namespace, key)`` as a read-only float32 array (a copy: from
         the embedding log, or from L3 once the log has released it), or None."""
         self._check_open()
         rid = self.l2.latest_id(self.l1.key_bytes(namespace, key))
         return None if rid < 0 else self.l2.vector(rid)
 
-    def reindex(self, progress=None) -> int:
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Refill an empty embedding log from L3 (after a reboot) and index it. ``progress`` is
         called as ``progress(done, total)``. Returns the number of embeddings."""
         self._check_open()
@@ -834,11 +868,11 @@ class MemorySystem:
             progress(total, total)
         return self.l2.count
 
-    def exists(self, namespace, key) -> bool:
+    def exists(self, namespace: str, key: Key) -> bool:
         """Whether ``key`` holds a live (not expired) value in ``namespace``, in any tier."""
         return self.get(namespace, key, _MISSING) is not _MISSING
 
-    def __contains__(self, item) -> bool:
+    def __contains__(self, item: tuple[str, Key]) -> bool:
         namespace, key = item
         return self.exists(namespace, key)
 
@@ -909,7 +943,7 @@ class MemorySystem:
             if obj is not None:
                 obj.close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[MemoryConfig]]:
         """Pickled by name, as CPython's ``SharedMemory``: unpickling opens the system in that process."""
         return (type(self).open, (self.config,))
 
@@ -921,7 +955,7 @@ class MemorySystem:
     def __enter__(self) -> MemorySystem:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -76,8 +76,9 @@ from nt_memory.shm.consensus_layout import (
 )
 from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import arun_sleeps, futex_wake, run_sleeps
+from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.l3 import ColdStore, required
+from nt_memory.values import Duration
 
 ID_KEY = b"consensus/next_id"  # the high-water mark of proposal ids, in L3's meta database
 ID_BLOCK = 1024
@@ -530,7 +531,7 @@ class Consensus:
             if int(self.words[self._pbase + (i % MAX_PROPOSALS) * PROPOSAL_WORDS + P_ID]) == i
         ]
 
-    def result(self, proposal_id) -> ConsensusResult:
+    def result(self, proposal_id: str) -> ConsensusResult:
         """The proposal's result, from shared memory or, once it has left it, from L3."""
         pid, b = self._slot(proposal_id)
         self._lock()
@@ -543,18 +544,18 @@ class Consensus:
             self._unlock(newly)
         return self._from_log(pid)
 
-    def wait(self, proposal_id, timeout=None) -> ConsensusResult:
+    def wait(self, proposal_id: str, timeout: Duration | None = None) -> ConsensusResult:
         """Return as soon as the proposal is decided (or expires); the pending result when
         ``timeout`` (seconds or timedelta) passes first."""
         timeout = seconds(timeout, "timeout", allow_zero=True)
         return run_sleeps(self._wait_steps(proposal_id, None if timeout is None else time.monotonic() + timeout))
 
-    async def wait_async(self, proposal_id, timeout=None) -> ConsensusResult:
+    async def wait_async(self, proposal_id: str, timeout: Duration | None = None) -> ConsensusResult:
         """:meth:`wait` for coroutines: sleeps in the process's waker thread, not the loop's."""
         timeout = seconds(timeout, "timeout", allow_zero=True)
         return await arun_sleeps(self._wait_steps(proposal_id, None if timeout is None else time.monotonic() + timeout))
 
-    def _wait_steps(self, proposal_id, deadline: float | None):
+    def _wait_steps(self, proposal_id: str, deadline: float | None) -> WaitSteps[ConsensusResult]:
         """The wait for a decision, as a wait generator (shm/wait.py) on the table's notify word."""
         while True:
             seen = word_load(self.notify_addr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -62,7 +63,8 @@ from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock, process_runnable
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import arun_sleeps, futex_wake, run_sleeps
+from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
+from nt_memory.values import Duration
 
 MAX_LOCKS = 1024
 LIVENESS_CHECK_S = 0.1
@@ -86,7 +88,7 @@ class LockToken(NamedTuple):
     key_hash: int = 0
 
 
-def validate_lock_name(name) -> bytes:
+def validate_lock_name(name: object) -> bytes:
     if not isinstance(name, str) or not name or len(name.encode()) > LK_NAME_BYTES or "\0" in name:
         raise ConfigError(f"lock name {name!r} must be a non-empty str of at most {LK_NAME_BYTES} UTF-8 bytes")
     return name.encode()
@@ -255,7 +257,7 @@ class Locks:
                 return fence, slot, h
         return S.BUSY, slot, h
 
-    def acquire(self, name: str, timeout=None, lease=None) -> LockToken:
+    def acquire(self, name: str, timeout: Duration | None = None, lease: Duration | None = None) -> LockToken:
         """Take ``name``; waits up to ``timeout`` (seconds or timedelta; None: forever) and raises
         ``LockTimeout``. With ``lease`` the lock frees itself when the lease runs out."""
         self.system.check_open("the lock table")
@@ -278,7 +280,9 @@ class Locks:
     def _wait(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None) -> LockToken:
         return run_sleeps(self._wait_steps(name, slot, h, lease_ns, timeout))
 
-    async def acquire_async(self, name: str, timeout=None, lease=None) -> LockToken:
+    async def acquire_async(
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None
+    ) -> LockToken:
         """:meth:`acquire` for coroutines: the wait sleeps in the process's waker thread, never in
         the event loop's, so other tasks keep running; cancelling it leaves the lock untaken and
         passes on any wake-up meant for this waiter."""
@@ -290,7 +294,7 @@ class Locks:
             return LockToken(name, fence, self.system.owner, slot, h)
         return await arun_sleeps(self._wait_steps(name, slot, h, lease_ns, timeout))
 
-    def _wait_steps(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None):
+    def _wait_steps(self, name: str, slot: int, h: int, lease_ns: int, timeout: float | None) -> WaitSteps[LockToken]:
         """The wait for a held lock, as a wait generator (shm/wait.py): take-over of a dead or
         expired holder, the starvation claim, the timeout; yields the slot's notify word to sleep
         on and returns the token."""
@@ -388,7 +392,7 @@ class Locks:
         if r == WAKE_ONE or r == WAKE_ALL:
             futex_wake(self._addr(token.slot, LK_NOTIFY_IDX), 1 if r == WAKE_ONE else 2**31 - 1)
 
-    def extend(self, token: LockToken, lease) -> LockToken:
+    def extend(self, token: LockToken, lease: Duration | None) -> LockToken:
         """Give a held lock a new lease (from now; None: no lease). Returns the token (its fence is
         unchanged); ``StaleToken`` if the lock was lost (lease ran out, or taken over)."""
         self.system.check_open("the lock table")
@@ -406,7 +410,7 @@ class Locks:
             raise StaleToken(f"token for lock {token.name!r} names slot {token.slot}, not one of this system's")
 
     @contextlib.contextmanager
-    def lock(self, name: str, timeout=None, lease=None):
+    def lock(self, name: str, timeout: Duration | None = None, lease: Duration | None = None) -> Iterator[LockToken]:
         self.system.check_open("the lock table")
         token = self.fast_acquire(name, timeout, lease)
         try:

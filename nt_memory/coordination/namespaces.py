@@ -8,7 +8,8 @@ address another agent's entries through a view.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from nt_memory.errors import ConfigError
 from nt_memory.values import Duration, Key, Value
@@ -17,7 +18,7 @@ AGENT_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,48}$")
 SWARM = "swarm"
 
 
-def validate_agent_id(agent_id) -> str:
+def validate_agent_id(agent_id: object) -> str:
     if not isinstance(agent_id, str) or not AGENT_RE.match(agent_id):
         raise ConfigError(f"agent_id={agent_id!r} must be 1 to 48 characters from A-Z a-z 0-9 _ - .")
     return agent_id
@@ -46,21 +47,21 @@ def parse_swarm_key(flat: str) -> tuple[str, str]:
 class NamespaceView:
     """An agent's view of a memory system: every key lives under ``swarm/<agent-id>``."""
 
-    def __init__(self, mem, agent_id: str):
+    def __init__(self, mem: Any, agent_id: str):
         self._mem = mem
         self.agent_id = validate_agent_id(agent_id)
         self.namespace = agent_namespace(agent_id)
 
-    def put(self, key: Key, value: Value, ttl: Duration | None = None, embedding=None) -> None:
+    def put(self, key: Key, value: Value, ttl: Duration | None = None, embedding: Any = None) -> None:
         self._mem.put(self.namespace, key, value, ttl=ttl, embedding=embedding)
 
-    def put_many(self, items, ttl: Duration | None = None, embeddings=None) -> int:
+    def put_many(self, items: Any, ttl: Duration | None = None, embeddings: Any = None) -> int:
         return self._mem.put_many(self.namespace, items, ttl=ttl, embeddings=embeddings)
 
-    def get(self, key: Key, default: Value | None = None) -> Value | None:
+    def get(self, key: Key, default: Any = None) -> Any:
         return self._mem.get(self.namespace, key, default)
 
-    def get_many(self, keys, default: Value | None = None) -> list:
+    def get_many(self, keys: Iterable[Key], default: Any = None) -> list[Any]:
         return self._mem.get_many(self.namespace, keys, default)
 
     def delete(self, key: Key) -> None:
@@ -93,10 +94,10 @@ class NamespaceView:
     def __len__(self) -> int:
         return self._mem.count(self.namespace)
 
-    def search_similar(self, query, top_k: int = 10, **kw):
+    def search_similar(self, query: Any, top_k: int = 10, **kw: Any) -> Any:
         return self._mem.search_similar(self.namespace, query, top_k=top_k, **kw)
 
-    def search_similar_many(self, queries, top_k: int = 10, **kw):
+    def search_similar_many(self, queries: Any, top_k: int = 10, **kw: Any) -> Any:
         return self._mem.search_similar_many(self.namespace, queries, top_k=top_k, **kw)
 
     def __repr__(self) -> str:

@@ -13,6 +13,8 @@ import fnmatch
 import re
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -54,9 +56,9 @@ from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
 from nt_memory.shm.segment import Segment
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import arun_sleeps, futex_wake, run_sleeps
+from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.codec import decode, encode
-from nt_memory.values import Duration
+from nt_memory.values import Duration, Value
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-./]{1,40}$")
 DEFAULT_TOPIC_BYTES = 1 << 20
@@ -77,7 +79,7 @@ def next_spin(cur: float, waited: float, limit: float = SPIN_S) -> float:
     return 0.0 if cur < SPIN_MIN_S else cur
 
 
-def validate_topic(topic) -> bytes:
+def validate_topic(topic: object) -> bytes:
     if not isinstance(topic, str) or not TOPIC_RE.match(topic) or "//" in topic:
         raise ConfigError(f"topic={topic!r} is invalid: 1 to 40 characters from A-Z a-z 0-9 _ - . /")
     return topic.encode()
@@ -86,7 +88,7 @@ def validate_topic(topic) -> bytes:
 PATTERN_RE = re.compile(r"^[A-Za-z0-9_\-./*?\[\]!]{1,80}$")
 
 
-def validate_pattern(pattern) -> re.Pattern[str]:
+def validate_pattern(pattern: object) -> re.Pattern[str]:
     """A glob over topic names, compiled; ConfigError for anything else."""
     if not isinstance(pattern, str) or not PATTERN_RE.match(pattern) or pattern.count("[") != pattern.count("]"):
         raise ConfigError(
@@ -252,7 +254,7 @@ class PubSub:
         return problems
 
     # ---------------------------------------------------------------------------------- verbs
-    def publish(self, topic: str, msg) -> int:
+    def publish(self, topic: str, msg: Value) -> int:
         """Publish ``msg`` (bytes or JSON-able) to every subscriber of ``topic``. Returns the
         message's number on the topic. Raises ``ValueTooLarge`` over the topic's message limit,
         ``LockTimeout`` naming the pid of a publisher stalled inside a publish. Thread-safe."""
@@ -381,7 +383,7 @@ class Subscription:
             raise SegmentClosed(f"subscription to {self.topic!r} is closed")
         self._pubsub.system.check_open(f"the subscription to {self.topic!r}")
 
-    def try_recv(self):
+    def try_recv(self) -> Any:
         """The next message, or None if there is none yet."""
         self._check_open()
         if self._rx is not None:
@@ -404,7 +406,7 @@ class Subscription:
             self._received += 1
             return decode(self._outmv[:n])  # a copy, made before another thread reuses the buffer
 
-    def recv(self, timeout: float | None = None):
+    def recv(self, timeout: Duration | None = None) -> Any:
         """The next message; sleeps until one arrives. None when ``timeout`` (seconds or a
         timedelta; None waits forever) passes."""
         timeout = seconds(timeout, "timeout", allow_zero=True)
@@ -437,7 +439,7 @@ class Subscription:
             self._spin = next_spin(self._spin, time.perf_counter() - start, self._spin_max)
         return msg
 
-    def _sleeps(self, deadline: float | None):
+    def _sleeps(self, deadline: float | None) -> WaitSteps[Any]:
         """The sleeping part of a receive, as a wait generator (shm/wait.py): counted among the
         ring's sleepers (so publishers wake it), it re-checks the ring after every wake and yields
         the ring's notify word to sleep on; returns the message, or None at ``deadline``."""
@@ -456,7 +458,7 @@ class Subscription:
         finally:
             word_fetch_add(t.waiters_addr, -1)
 
-    async def arecv(self, timeout: Duration | None = None):
+    async def arecv(self, timeout: Duration | None = None) -> Any:
         """``recv`` for coroutines: never blocks the event loop and takes no thread per wait (the
         process's waker thread sleeps on the ring and signals the loop's self-pipe). Cancelling it
         at any point loses no message: only this coroutine, in the loop's thread, takes one."""
@@ -470,7 +472,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> Any:
         """``async for msg in sub``: each message as it comes; ends when the subscription closes."""
         while not self.closed:
             msg = await self.arecv(1.0)
@@ -478,7 +480,7 @@ class Subscription:
                 return msg
         raise StopAsyncIteration
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         while not self.closed:
             msg = self.recv(timeout=1.0)
             if msg is not None:
@@ -490,7 +492,7 @@ class Subscription:
     def __enter__(self) -> Subscription:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -556,7 +558,7 @@ class PatternSubscription:
                 return sub.topic, msg
         return None
 
-    def _sleeps(self, deadline: float | None):
+    def _sleeps(self, deadline: float | None) -> WaitSteps[tuple[str, Any] | None]:
         """The wait generator (shm/wait.py) of a receive: sleeps on every matching ring's notify
         word and on the directory's topic count, counted among each ring's sleepers."""
         counted: list[Subscription] = []
@@ -595,7 +597,7 @@ class PatternSubscription:
             return found
         return await arun_sleeps(self._sleeps(None if timeout is None else time.monotonic() + timeout))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
         while not self.closed:
             found = self.recv(timeout=1.0)
             if found is not None:
@@ -619,5 +621,5 @@ class PatternSubscription:
     def __enter__(self) -> PatternSubscription:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -27,8 +27,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nt_memory.errors import ConfigError, InvalidEmbedding
 from nt_memory.reasoningbank.distill import MemoryDistiller, Pattern, _unit
@@ -46,7 +48,9 @@ FORGET_AFTER_NS = 7 * 86_400 * 10**9
 
 
 class ReasoningBank:
-    def __init__(self, mem, judge=None, distiller: MemoryDistiller | None = None, consolidate_every: int = 50):
+    def __init__(
+        self, mem: Any, judge: Any = None, distiller: MemoryDistiller | None = None, consolidate_every: int = 50
+    ) -> None:
         self.mem = mem
         self.store = mem.store
         self.judge = judge or VerdictJudge()
@@ -173,7 +177,7 @@ class ReasoningBank:
                 return
 
     # ---------------------------------------------------------------------------- retrieval
-    def retrieve(self, embedding, top_k: int = 3, include_pitfalls: bool = True) -> list[Pattern]:
+    def retrieve(self, embedding: ArrayLike, top_k: int = 3, include_pitfalls: bool = True) -> list[Pattern]:
         """The ``top_k`` patterns most relevant to a situation (see the module docstring)."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k={top_k!r} must be a positive integer")

@@ -15,8 +15,10 @@ import json
 import math
 import time
 import uuid
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nt_memory.errors import ConfigError, InvalidEmbedding
 
@@ -74,13 +76,15 @@ class Trajectory:
         if self.completed_ns:
             raise ConfigError(f"trajectory {self.id} is complete: it cannot take more steps")
 
-    def add_observation(self, data, embedding=None) -> Trajectory:
+    def add_observation(self, data: Any, embedding: ArrayLike | None = None) -> Trajectory:
         self._check_open()
         json.dumps(data)  # must be JSON-able; raises TypeError otherwise
         self.steps.append(Step(OBSERVATION, time.time_ns(), data=data, embedding=_embedding(embedding)))
         return self
 
-    def add_action(self, action_type: str, parameters=None, predicted_outcome=None) -> Trajectory:
+    def add_action(
+        self, action_type: str, parameters: Any = None, predicted_outcome: float | None = None
+    ) -> Trajectory:
         self._check_open()
         if not isinstance(action_type, str) or not action_type:
             raise ConfigError(f"action_type={action_type!r} must be a non-empty str")
@@ -91,7 +95,7 @@ class Trajectory:
         )
         return self
 
-    def add_outcome(self, value) -> Trajectory:
+    def add_outcome(self, value: float) -> Trajectory:
         self._check_open()
         self.steps.append(Step(OUTCOME, time.time_ns(), value=_finite(value, "outcome")))
         return self

@@ -16,6 +16,8 @@ import platform
 import sys
 import threading
 import time
+from collections.abc import Generator, Sequence
+from typing import TypeVar
 
 from nt_memory.native import fast
 
@@ -113,7 +115,7 @@ class Waker:
         self.wakeups = 0  # resolutions handed to loops (for tests and stats)
         self.waitv = AVAILABLE and _SYS_FUTEX_WAITV is not None
 
-    def watch(self, addr: int, expected: int, loop, fut) -> int:
+    def watch(self, addr: int, expected: int, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> int:
         with self._lock:
             if self._thread is None or self._pid != os.getpid():  # first use, or a forked child
                 self._pid = os.getpid()
@@ -171,7 +173,7 @@ class Waker:
                 pass  # that loop is closed: nobody awaits the watch any more
 
 
-def _resolve(fut) -> None:
+def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -179,7 +181,7 @@ def _resolve(fut) -> None:
 WAKER = Waker()
 
 
-def futex_wait_any(words, timeout: float | None) -> None:
+def futex_wait_any(words: Sequence[tuple[int, int]], timeout: float | None) -> None:
     """:func:`futex_wait` on several words at once: ``words`` is a sequence of ``(addr, expected)``;
     returns once any differs from its expected value, on a wake of any, or after ``timeout``
     seconds (None: no limit). Spurious returns are allowed."""
@@ -200,7 +202,7 @@ def futex_wait_any(words, timeout: float | None) -> None:
         WAKER.waitv = False
 
 
-async def wait_words_async(words, timeout: float | None) -> None:
+async def wait_words_async(words: Sequence[tuple[int, int]], timeout: float | None) -> None:
     """:func:`futex_wait_any` for coroutines, never blocking the loop: returns once any of the
     ``(addr, expected)`` words changes, on a wake, or after ``timeout`` seconds. Callers re-check
     their condition. Cancelling it leaves nothing behind."""
@@ -228,7 +230,12 @@ async def wait_words_async(words, timeout: float | None) -> None:
 # the generator, so its ``finally`` and ``except`` clauses run in either case.
 
 
-def run_sleeps(steps):
+T = TypeVar("T")
+# A wait generator: yields (words, timeout) to sleep on, returns its result.
+WaitSteps = Generator[tuple[Sequence[tuple[int, int]], "float | None"], None, T]
+
+
+def run_sleeps(steps: WaitSteps[T]) -> T:
     """Drive a wait generator (see above) in this thread; its result."""
     try:
         while True:
@@ -240,7 +247,7 @@ def run_sleeps(steps):
         steps.close()
 
 
-async def arun_sleeps(steps):
+async def arun_sleeps(steps: WaitSteps[T]) -> T:
     """Drive a wait generator with :func:`wait_words_async`, never blocking the loop; its result."""
     try:
         while True:
