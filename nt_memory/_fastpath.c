@@ -27,6 +27,9 @@
 
 typedef int64_t (*get_fn)(int64_t, int64_t, int64_t, int64_t, int64_t);
 typedef int64_t (*put_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*get_many_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+typedef int64_t (*put_many_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               int64_t);
 typedef int64_t (*try_fn)(int64_t, int64_t, int64_t, int64_t, int64_t);
 typedef int64_t (*release_fn)(int64_t, int64_t, int64_t, int64_t);
 typedef int64_t (*receive_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
@@ -58,6 +61,7 @@ static PyObject *json_loads; /* json.loads, set by the codec at import (set_json
 #define STATUS_FULL (-2)        /* kernels/status.py: FULL */
 #define HITS_STACK 64           /* a search's hits up to this many keep their key ends on the stack */
 #define HIT_KEYS_STACK 4096     /* and their keys, up to this many bytes */
+#define MANY_OUT_MIN 65536      /* a batch get copies values into at least this many bytes per round */
 
 /* ------------------------------------------------------------------------------- helpers */
 
@@ -144,6 +148,13 @@ static int namespace_of(NsCache *c, PyObject *ns, const char **p, Py_ssize_t *n)
     return 1;
 }
 
+/* Write the stored key "namespace NUL key" at buf (nn + 1 + kn bytes). */
+static void compose_key(char *buf, const char *np, Py_ssize_t nn, const char *kp, Py_ssize_t kn) {
+    memcpy(buf, np, (size_t)nn);
+    buf[nn] = 0;
+    memcpy(buf + nn + 1, kp, (size_t)kn);
+}
+
 /* Build the stored key "namespace NUL key" into stack (or a heap buffer, returned in *heap).
    Returns its length, or -1 when the slow path must handle (and report) the call. */
 static Py_ssize_t stored_key(NsCache *c, PyObject *ns, PyObject *key, Py_ssize_t max_key, char *stack, char **heap,
@@ -165,9 +176,7 @@ static Py_ssize_t stored_key(NsCache *c, PyObject *ns, PyObject *key, Py_ssize_t
             return -1;
         *heap = buf;
     }
-    memcpy(buf, np, (size_t)nn);
-    buf[nn] = 0;
-    memcpy(buf + nn + 1, kp, (size_t)kn);
+    compose_key(buf, np, nn, kp, kn);
     *out = buf;
     return total;
 }
@@ -292,7 +301,9 @@ typedef struct {
     vectorcallfunc vectorcall;
     int64_t ctx;
     get_fn get;
+    get_many_fn get_many;
     Py_ssize_t max_key;
+    Py_ssize_t out_bytes;
     char *out;
     PyObject *keep;    /* what keeps ctx's memory alive (the context array) */
     PyObject *on_miss; /* on_miss(status, hash, stored key, default) */
@@ -336,6 +347,126 @@ static PyObject *Getter_call(PyObject *op, PyObject *const *args, size_t nargsf,
     return result;
 }
 
+/* The stored keys of a batch, back to back, and where each ends. 0 (nothing allocated) when the
+   namespace or a key needs the slow path, which reports it; -1 with an exception set. */
+static int batch_keys(NsCache *c, PyObject *ns, PyObject *const *items, Py_ssize_t n, Py_ssize_t max_key,
+                      int pairs, char **keys, int64_t **ends) {
+    const char *np, *kp;
+    Py_ssize_t nn, kn, total = 0, i;
+    *keys = NULL;
+    *ends = NULL;
+    if (!namespace_of(c, ns, &np, &nn))
+        return 0;
+    for (i = 0; i < n; i++) {
+        PyObject *k = items[i];
+        if (pairs) {
+            if (!PyTuple_CheckExact(k) || PyTuple_GET_SIZE(k) != 2)
+                return 0;
+            k = PyTuple_GET_ITEM(k, 0);
+        }
+        if (!key_part(k, &kp, &kn) || kn == 0 || nn + 1 + kn > max_key)
+            return 0;
+        total += nn + 1 + kn;
+    }
+    *keys = PyMem_Malloc((size_t)total + 1);
+    *ends = PyMem_Malloc(sizeof(int64_t) * ((size_t)n + 1)); /* + 1: never a zero-byte request */
+    if (*keys == NULL || *ends == NULL) {
+        PyMem_Free(*keys);
+        PyMem_Free(*ends);
+        PyErr_NoMemory();
+        return -1;
+    }
+    total = 0;
+    for (i = 0; i < n; i++) {
+        PyObject *k = pairs ? PyTuple_GET_ITEM(items[i], 0) : items[i];
+        key_part(k, &kp, &kn); /* succeeded above, and no Python code ran since */
+        compose_key(*keys + total, np, nn, kp, kn);
+        total += nn + 1 + kn;
+        (*ends)[i] = total;
+    }
+    return 1;
+}
+
+/* many(namespace, keys, default=None): the values of a list or tuple of keys, in one kernel call
+   per round of values that fit the copy buffer. None when the batch needs the slow path (a key
+   or the namespace the fast path does not take), which then answers the whole batch. */
+static PyObject *Getter_many(Getter *g, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *seq, *result = NULL, *dflt;
+    char *keys = NULL, *out = NULL;
+    int64_t *ends = NULL, *res = NULL, first = 0;
+    Py_ssize_t n, out_cap;
+    int ok;
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "many(namespace, keys, default=None)");
+        return NULL;
+    }
+    dflt = nargs == 3 ? args[2] : Py_None;
+    if (!PyList_CheckExact(args[1]) && !PyTuple_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    seq = Py_NewRef(args[1]);
+    n = PySequence_Fast_GET_SIZE(seq);
+    ok = batch_keys(&g->ns, args[0], PySequence_Fast_ITEMS(seq), n, g->max_key, 0, &keys, &ends);
+    Py_DECREF(seq); /* the keys are copied: nothing below reads the sequence */
+    if (ok <= 0)
+        return ok < 0 ? NULL : Py_NewRef(Py_None);
+    out_cap = g->out_bytes > MANY_OUT_MIN ? g->out_bytes : MANY_OUT_MIN;
+    /* Per call, never per object: a decoder or on_miss runs Python code, and another thread may
+       then batch through the same getter. */
+    out = PyMem_Malloc((size_t)out_cap);
+    res = PyMem_Malloc(sizeof(int64_t) * 2 * ((size_t)n + 1));
+    result = PyList_New(n);
+    if (out == NULL || res == NULL || result == NULL) {
+        if (result == NULL || !PyErr_Occurred())
+            PyErr_NoMemory();
+        goto fail;
+    }
+    while (first < n) {
+        int64_t next = g->get_many(g->ctx, (int64_t)(intptr_t)keys, (int64_t)(intptr_t)ends, first, (int64_t)n,
+                                   (int64_t)(intptr_t)out, (int64_t)out_cap, (int64_t)(intptr_t)res);
+        Py_ssize_t pos = 0;
+        for (int64_t i = first; i < next; i++) {
+            int64_t r = res[2 * i];
+            PyObject *v;
+            if (r >= 0) {
+                v = value_of(out + pos, (Py_ssize_t)(r >> 8), g->decode, &g->shapes);
+                pos += (Py_ssize_t)((((r >> 8) + 7) & ~7));
+            } else {
+                int64_t start = i == 0 ? 0 : ends[i - 1];
+                PyObject *st = PyLong_FromLongLong(r), *hh = PyLong_FromLongLong(res[2 * i + 1]);
+                PyObject *key = PyBytes_FromStringAndSize(keys + start, (Py_ssize_t)(ends[i] - start));
+                v = NULL;
+                if (st && hh && key)
+                    v = PyObject_CallFunctionObjArgs(g->on_miss, st, hh, key, dflt, NULL);
+                Py_XDECREF(st);
+                Py_XDECREF(hh);
+                Py_XDECREF(key);
+            }
+            if (v == NULL)
+                goto fail;
+            PyList_SET_ITEM(result, i, v);
+        }
+        first = next;
+    }
+    PyMem_Free(keys);
+    PyMem_Free(ends);
+    PyMem_Free(out);
+    PyMem_Free(res);
+    return result;
+fail:
+    Py_XDECREF(result);
+    PyMem_Free(keys);
+    PyMem_Free(ends);
+    PyMem_Free(out);
+    PyMem_Free(res);
+    return NULL;
+}
+
+static PyMethodDef Getter_methods[] = {
+    {"many", (PyCFunction)(void (*)(void))Getter_many, METH_FASTCALL,
+     "many(namespace, keys, default=None): a batch get (None: the batch needs the slow path)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static int Getter_traverse(Getter *g, visitproc visit, void *arg) {
     Py_VISIT(g->keep);
     Py_VISIT(g->on_miss);
@@ -371,22 +502,24 @@ static PyTypeObject GetterType = {
     .tp_traverse = (traverseproc)Getter_traverse,
     .tp_clear = (inquiry)Getter_clear,
     .tp_dealloc = (destructor)Getter_dealloc,
+    .tp_methods = Getter_methods,
     .tp_doc = "get(namespace, key, default=None): an L1 read in one C call (see tiers/l1.py).",
 };
 
-/* getter(ctx_addr, get_addr, max_key, out_bytes, keep, on_miss, decode, slow) */
+/* getter(ctx_addr, get_addr, max_key, out_bytes, keep, on_miss, decode, slow, get_many_addr) */
 static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     Getter *g;
     int ok = 1;
-    int64_t ctx, fn, max_key, out_bytes;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "getter() takes 8 arguments");
+    int64_t ctx, fn, max_key, out_bytes, many_fn;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "getter() takes 9 arguments");
         return NULL;
     }
     ctx = as_i64(args[0], &ok);
     fn = as_i64(args[1], &ok);
     max_key = as_i64(args[2], &ok);
     out_bytes = as_i64(args[3], &ok);
+    many_fn = as_i64(args[8], &ok);
     if (!ok)
         return NULL;
     g = PyObject_GC_New(Getter, &GetterType);
@@ -395,7 +528,9 @@ static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     g->vectorcall = Getter_call;
     g->ctx = ctx;
     g->get = (get_fn)(intptr_t)fn;
+    g->get_many = (get_many_fn)(intptr_t)many_fn;
     g->max_key = (Py_ssize_t)max_key;
+    g->out_bytes = (Py_ssize_t)out_bytes;
     g->out = PyMem_Malloc((size_t)out_bytes);
     g->keep = Py_NewRef(args[4]);
     g->on_miss = Py_NewRef(args[5]);
@@ -418,6 +553,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     int64_t ctx;
     put_fn put;
+    put_many_fn put_many;
     Py_ssize_t max_key;
     Py_ssize_t max_value; /* encoded, tag included */
     int64_t l1_ttl_ns;
@@ -466,6 +602,69 @@ static PyObject *Putter_call(PyObject *op, PyObject *const *args, size_t nargsf,
     return call_slow(p->slow, args, nargsf, kwnames);
 }
 
+/* many(namespace, pairs, data_ttl_ns): store a list or tuple of (key, bytes) pairs in order, in
+   one kernel call. Every key and value is checked first: -1 (nothing stored) when any needs the
+   slow path; else how many were stored (fewer than all: the next one met a busy stripe, a full
+   journal..., and the caller's slow path goes on from it). */
+static PyObject *Putter_many(Putter *p, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *const *items;
+    char *keys = NULL, *vals = NULL;
+    int64_t *key_ends = NULL, *val_ends = NULL, data_ttl_ns, done;
+    Py_ssize_t n, vtotal = 0, i;
+    int ok = 1;
+    if (nargs != 3 || (!PyList_CheckExact(args[1]) && !PyTuple_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "many(namespace, list of (key, value) pairs, data_ttl_ns)");
+        return NULL;
+    }
+    data_ttl_ns = as_i64(args[2], &ok);
+    if (!ok)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(args[1]);
+    items = PySequence_Fast_ITEMS(args[1]);
+    for (i = 0; i < n; i++) {
+        PyObject *v = PyTuple_CheckExact(items[i]) && PyTuple_GET_SIZE(items[i]) == 2 ? PyTuple_GET_ITEM(items[i], 1)
+                                                                                      : NULL;
+        if (v == NULL || !PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) + 1 > p->max_value)
+            return PyLong_FromLong(-1);
+        vtotal += PyBytes_GET_SIZE(v) + 1;
+    }
+    ok = batch_keys(&p->ns, args[0], items, n, p->max_key, 1, &keys, &key_ends);
+    if (ok <= 0)
+        return ok < 0 ? NULL : PyLong_FromLong(-1);
+    vals = PyMem_Malloc((size_t)vtotal + 1);
+    /* value ends, then room for the keys' hashes (kernels/cabi.py: _l1_put_many); + 1: never zero */
+    val_ends = PyMem_Malloc(sizeof(int64_t) * (2 * (size_t)n + 1));
+    if (vals == NULL || val_ends == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(key_ends);
+        PyMem_Free(vals);
+        PyMem_Free(val_ends);
+        return PyErr_NoMemory();
+    }
+    vtotal = 0;
+    for (i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(items[i], 1);
+        vals[vtotal] = TAG_BYTES;
+        memcpy(vals + vtotal + 1, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+        vtotal += PyBytes_GET_SIZE(v) + 1;
+        val_ends[i] = vtotal;
+    }
+    done = p->put_many(p->ctx, (int64_t)(intptr_t)keys, (int64_t)(intptr_t)key_ends, (int64_t)(intptr_t)vals,
+                       (int64_t)(intptr_t)val_ends, (int64_t)n, p->l1_ttl_ns, data_ttl_ns, p->flags,
+                       (int64_t)(intptr_t)(val_ends + n));
+    PyMem_Free(keys);
+    PyMem_Free(key_ends);
+    PyMem_Free(vals);
+    PyMem_Free(val_ends);
+    return PyLong_FromLongLong(done);
+}
+
+static PyMethodDef Putter_methods[] = {
+    {"many", (PyCFunction)(void (*)(void))Putter_many, METH_FASTCALL,
+     "many(namespace, pairs, data_ttl_ns): a batch of bytes puts (-1: the batch needs the slow path)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static int Putter_traverse(Putter *p, visitproc visit, void *arg) {
     Py_VISIT(p->keep);
     Py_VISIT(p->slow);
@@ -495,20 +694,22 @@ static PyTypeObject PutterType = {
     .tp_traverse = (traverseproc)Putter_traverse,
     .tp_clear = (inquiry)Putter_clear,
     .tp_dealloc = (destructor)Putter_dealloc,
+    .tp_methods = Putter_methods,
     .tp_doc = "put(namespace, key, value, ttl=None): a bytes put in one C call (see tiers/l1.py).",
 };
 
-/* putter(ctx_addr, put_addr, max_key, max_value, l1_ttl_ns, flags, keep, slow) */
+/* putter(ctx_addr, put_addr, max_key, max_value, l1_ttl_ns, flags, keep, slow, put_many_addr) */
 static PyObject *make_putter(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     Putter *p;
     int ok = 1;
-    int64_t v[6];
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "putter() takes 8 arguments");
+    int64_t v[6], many_fn;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "putter() takes 9 arguments");
         return NULL;
     }
     for (int i = 0; i < 6; i++)
         v[i] = as_i64(args[i], &ok);
+    many_fn = as_i64(args[8], &ok);
     if (!ok)
         return NULL;
     p = PyObject_GC_New(Putter, &PutterType);
@@ -517,6 +718,7 @@ static PyObject *make_putter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     p->vectorcall = Putter_call;
     p->ctx = v[0];
     p->put = (put_fn)(intptr_t)v[1];
+    p->put_many = (put_many_fn)(intptr_t)many_fn;
     p->max_key = (Py_ssize_t)v[2];
     p->max_value = (Py_ssize_t)v[3];
     p->l1_ttl_ns = v[4];

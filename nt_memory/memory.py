@@ -31,7 +31,7 @@ from nt_memory.coordination.locks import Locks, LockToken
 from nt_memory.coordination.namespaces import NamespaceView
 from nt_memory.coordination.pubsub import PatternSubscription, PubSub, Subscription
 from nt_memory.coordination.search import SearchService
-from nt_memory.durations import expiry_ns
+from nt_memory.durations import duration_ns, expiry_ns
 from nt_memory.errors import (
     ConfigError,
     InvalidEmbedding,
@@ -52,7 +52,7 @@ from nt_memory.shm.parts import Part
 from nt_memory.shm.system import System, remove_system
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.tiers.journal import Journal
-from nt_memory.tiers.l1 import HotCache, ttl_to_ns
+from nt_memory.tiers.l1 import HotCache, batch_items, checked_pairs, ttl_to_ns
 from nt_memory.tiers.l2 import (
     DEFAULT_M,
     EF_CONSTRUCTION,
@@ -416,9 +416,14 @@ class MemorySystem:
         the first is stored, so bad input raises with nothing stored; a ``"sync"`` batch waits for
         LMDB once, at the end. For bulk loading. Returns how many were stored."""
         sync = _sync(durability, self.durability)
-        pairs = list(items.items()) if isinstance(items, dict) else [tuple(p) for p in items]
-        if any(len(p) != 2 for p in pairs):
-            raise ConfigError("items must be a dict or an iterable of (key, value) pairs")
+        pairs = batch_items(items)
+        stored = 0
+        if embeddings is None:
+            # Bytes values, write-behind (self.put is then a compiled putter): one call that checks
+            # every pair before it stores any; the rest (all of them if it took none) go below.
+            self._check_open()
+            stored = self.l1.put_batch(self.put, namespace, pairs, duration_ns(ttl, "ttl"))
+        pairs = checked_pairs(pairs[stored:])
         vecs = None
         if embeddings is not None:
             vecs = validate_embeddings(embeddings, self.embedding_dim)
@@ -429,9 +434,9 @@ class MemorySystem:
         self._beat(now)
         for i, prepared in enumerate(ready):
             self._store(*prepared, vecs[i] if vecs is not None else None, True)
-        if sync and ready:
+        if sync and (ready or stored):
             self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put_many")
-        return len(ready)
+        return stored + len(ready)
 
     def _put(self, namespace, key, value, ttl, embedding, may_block: bool, durability) -> bool:
         self._check_open()
@@ -707,8 +712,7 @@ class MemorySystem:
         :meth:`get` each would answer."""
         if isinstance(keys, str | bytes):
             raise ConfigError("keys must be a list of keys, not a single str or bytes")
-        get = self._get
-        return [get(namespace, key, default) for key in keys]
+        return self.l1.get_batch(self._get, namespace, keys, default)
 
     # ------------------------------------------------------------------------- reasoningbank
     @property

@@ -167,3 +167,42 @@ def test_threads_sharing_a_memory_system_with_embeddings_and_locks(name, tmp_pat
                 assert {mem.get(f"t{t}", f"e{k}")["t"] for k in range(20)} == {t}
         finally:
             mem.unlink()
+
+
+def test_threads_batching_through_one_memory_system_read_only_their_own_values(name, tmp_path):
+    """get_many and put_many (one compiled call per batch) from threads sharing one handle."""
+    cfg = MemoryConfig(name=name, storage_path=str(tmp_path), cache_config=CacheConfig(max_entries=THREADS * KEYS * 2))
+    mem = MemorySystem.open(cfg)
+    try:
+        counts = [[0, 0] for _ in range(THREADS)]
+        errors: list[BaseException] = []
+
+        def run(t: int) -> None:
+            try:
+                deadline = time.monotonic() + SECONDS
+                version = 0
+                keys = [f"k{k}" for k in range(KEYS)]
+                while time.monotonic() < deadline:
+                    version += 1
+                    mem.put_many(f"t{t}", [(f"k{k}", _value(t, k, version)) for k in range(version % 7, KEYS, 7)])
+                    for k, v in enumerate(mem.get_many(f"t{t}", keys)):
+                        counts[t][0] += 1
+                        counts[t][1] += not _check(t, k, v)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        for t in range(THREADS):
+            mem.put_many(f"t{t}", [(f"k{k}", _value(t, k, 0)) for k in range(KEYS)])
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(THREADS)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(SECONDS * 20)
+        assert not any(th.is_alive() for th in threads)
+        assert not errors, errors
+        checked, wrong = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        assert checked > 10_000, checked
+        assert wrong == 0, f"{wrong} of {checked} batched gets returned another key's value or a torn one"
+    finally:
+        mem.close()
+        mem.unlink()

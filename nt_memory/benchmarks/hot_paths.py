@@ -12,6 +12,8 @@ a second process attaches **by name** and times every call one by one with a
 - get of a float64[8] array (LMDB + ``np.frombuffer`` beside it) and of a small JSON object
   (``json.loads`` of the same bytes beside it);
 - put of 64 bytes: ``HotCache.put``, ``MemorySystem.put`` (write-behind), ``dict.__setitem__``;
+- ``get_many`` / ``put_many`` of 100 keys (one compiled call per batch) beside a Python loop of
+  single calls over the same keys;
 - a lock's acquire + release, uncontended, beside ``multiprocessing.Lock``; and two processes
   contending for it, acquisitions per second with exclusion checked, beside the same for
   ``multiprocessing.Lock``;
@@ -45,6 +47,7 @@ JSON_VALUE = {"qty": 10, "px": 101.25, "side": "buy"}
 PUBSUB_ROUNDS = 5  # paced pub/sub runs of each kind, interleaved
 WARMUP_S = 0.2  # paced messages not measured at the start of each pub/sub run
 WARMUP_MESSAGES = 2000  # and unpaced ones
+BATCH = 100  # keys per get_many / put_many
 
 
 def _config(name: str, path: str, nkeys: int) -> MemoryConfig:
@@ -118,6 +121,7 @@ def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
         r["hotcache_put_bytes"] = percentiles(time_calls(cache.put, puts))
         r["memory_put_bytes"] = percentiles(time_calls(mem.put, puts))
         r["dict_setitem"] = percentiles(time_calls(d.__setitem__, [(p[1], p[2]) for p in puts]))
+        r.update(_batches(mem, order, calls))
         lock = mp.Lock()
         n = calls // 4
 
@@ -134,6 +138,34 @@ def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
     finally:
         mem.close()
     out.put(r)
+
+
+def _batches(mem: MemorySystem, order: np.ndarray, calls: int) -> dict:
+    """``get_many`` / ``put_many`` of BATCH keys beside a Python loop of single calls over the
+    same keys, each batch timed whole (per key: the batch's time / BATCH)."""
+    keys = [f"key{i}" for i in order]
+    batches = [keys[i : i + BATCH] for i in range(0, len(keys) - BATCH + 1, BATCH)]
+    get, put = mem.get, mem.put
+
+    def get_loop(ns, ks):
+        return [get(ns, k) for k in ks]
+
+    def put_loop(ns, pairs):
+        for k, v in pairs:
+            put(ns, k, v)
+
+    gets = [("b", ks) for ks in batches]
+    pairs = [("b", [(k, VALUE) for k in ks]) for ks in batches[: max(1, len(batches) // 2)]]
+    r: dict = {"batch": BATCH}
+    for label, fn, args in (
+        ("get_many", mem.get_many, gets),
+        ("get_loop", get_loop, gets),
+        ("put_many", mem.put_many, pairs),
+        ("put_loop", put_loop, pairs),
+    ):
+        fn(*args[0])  # warm
+        r[f"{label}_per_key"] = percentiles(time_calls(fn, args) / BATCH)
+    return r
 
 
 # ------------------------------------------------------------------------------ contention
@@ -392,6 +424,13 @@ def report(r: dict) -> str:
         lines.append(
             f"{label:32} {a['p50']:8.0f} /{a['p99']:8.0f} {peer:28} {b['p50']:8.0f} /{b['p99']:8.0f} "
             f"{a['p50'] / b['p50']:6.2f} /{a['p99'] / b['p99']:5.2f}  {need}"
+        )
+    for verb in ("get", "put"):
+        a, b = r[f"{verb}_many_per_key"], r[f"{verb}_loop_per_key"]
+        label, peer = f"{verb}_many, {r['batch']} keys, per key", f"a loop of {verb} (same keys)"
+        lines.append(
+            f"{label:32} {a['p50']:8.0f} /{a['p99']:8.0f} {peer:28} {b['p50']:8.0f} /{b['p99']:8.0f} "
+            f"{b['p50'] / a['p50']:6.2f}x throughput  required >= 3x"
         )
     o, m = r["lock_contended_ours"], r["lock_contended_mp"]
     lines.append(

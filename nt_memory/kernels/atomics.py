@@ -199,6 +199,28 @@ def copy_bytes(typingctx, dst, doff, src, soff, n):
 
 
 @intrinsic
+def prefetch(typingctx, ary, idx):
+    """Ask the CPU to bring the cache line of ``ary[idx]`` in (``prefetcht0`` on x86-64), so a batch
+    overlaps the memory misses of its next items instead of paying them one after another. A hint:
+    it never faults and changes no value, whatever the address; callers still bound ``idx``."""
+    if not isinstance(ary, types.Array) or ary.ndim != 1:
+        raise TypeError("prefetch works on 1-D arrays")
+    sig = types.void(ary, types.intp)
+
+    def codegen(context, builder, sig, args):
+        arystruct = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arystruct, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read (0), keep in every cache level (locality 3), data cache (1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def mul128_fold64(typingctx, a, b):
     """The 128-bit product of two uint64 values, folded: low 64 bits xor high 64 bits (XXH3's
     building block). One ``mul`` on x86-64."""

@@ -14,14 +14,16 @@ from nt_memory.kernels.atomics import address_to_bytes, address_to_words, clock_
 from nt_memory.kernels.embedlog import log_keys
 from nt_memory.kernels.locktable import lock_release, lock_try_acquire
 from nt_memory.kernels.ring import ring_publish, ring_receive
-from nt_memory.kernels.status import CLOSED
+from nt_memory.kernels.status import CLOSED, OK, OUT_TOO_SMALL
 from nt_memory.kernels.table import (
     CTX_BEAT_IDX,
     CTX_OPEN_IDX,
     CTX_OUT_BYTES_IDX,
     CTX_WORDS,
+    PREFETCH_WRITE,
     key_hash,
     table_lookup,
+    table_prefetch,
     table_put,
 )
 
@@ -37,6 +39,17 @@ def _l1_get(ctx_addr, key_addr, klen, out_addr, h_addr):
     h = key_hash(ctx, key)
     address_to_words(h_addr, 1)[0] = h
     return table_lookup(ctx_addr, h, key, address_to_bytes(out_addr, ctx[CTX_OUT_BYTES_IDX]), True)
+
+
+@jit
+def _expiries(now, l1_ttl_ns, data_ttl_ns):
+    """``(L1 expiry, data expiry)`` of a put at ``now`` from its durations (0 = none): the value's
+    stay in L1 is bounded by its data expiry."""
+    data_expiry = now + data_ttl_ns if data_ttl_ns > 0 else 0
+    expiry = now + l1_ttl_ns if l1_ttl_ns > 0 else 0
+    if data_expiry != 0 and (expiry == 0 or data_expiry < expiry):
+        expiry = data_expiry
+    return expiry, data_expiry
 
 
 @jit
@@ -58,12 +71,95 @@ def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, fl
     key = address_to_bytes(key_addr, klen)
     value = address_to_bytes(val_addr, vlen)
     now = clock_ns()
-    data_expiry = now + data_ttl_ns if data_ttl_ns > 0 else 0
-    expiry = now + l1_ttl_ns if l1_ttl_ns > 0 else 0
-    if data_expiry != 0 and (expiry == 0 or data_expiry < expiry):
-        expiry = data_expiry
+    expiry, data_expiry = _expiries(now, l1_ttl_ns, data_ttl_ns)
     _beat(ctx, now)
     return table_put(ctx_addr, key_hash(ctx, key), key, value, expiry, data_expiry, flags, 0, value[:0])
+
+
+PREFETCH_AHEAD = 8  # a batch get fetches this many keys ahead: its slot, then its block halfway
+
+
+def _l1_get_many(ctx_addr, keys_addr, ends_addr, first, n, out_addr, out_len, res_addr):
+    """:func:`_l1_get` for keys ``first`` to ``n - 1`` of a batch, in one call: the stored keys lie
+    back to back at ``keys_addr``, key ``i`` ending at byte ``ends[i]``. Values are copied into
+    ``out`` one after another (each from an 8-byte boundary); ``res[2i]`` is what ``table_lookup``
+    returned for key ``i`` and ``res[2i + 1]`` its hash. Returns the index of the first key not
+    looked up: ``n``, or one whose value did not fit in what was left of ``out`` (the caller takes
+    the values out and calls again from there). Keys are hashed PREFETCH_AHEAD ahead of their
+    lookup and their slots and blocks prefetched (:func:`table_prefetch`), so a batch over a table
+    larger than the caches waits for several misses at once rather than one after another."""
+    ctx = address_to_words(ctx_addr, CTX_WORDS)
+    ends = address_to_words(ends_addr, n)
+    res = address_to_words(res_addr, 2 * n)
+    half = PREFETCH_AHEAD // 2
+    for j in range(first, min(n, first + PREFETCH_AHEAD)):
+        res[2 * j + 1] = _batch_hash(ctx, keys_addr, ends, j)
+        table_prefetch(ctx_addr, res[2 * j + 1], 0)
+    for j in range(first, min(n, first + half)):
+        table_prefetch(ctx_addr, res[2 * j + 1], 1)
+    pos = 0
+    for i in range(first, n):
+        j = i + PREFETCH_AHEAD
+        if j < n:
+            res[2 * j + 1] = _batch_hash(ctx, keys_addr, ends, j)
+            table_prefetch(ctx_addr, res[2 * j + 1], 0)
+        if i + half < n:
+            table_prefetch(ctx_addr, res[2 * (i + half) + 1], 1)
+        start = 0 if i == 0 else ends[i - 1]
+        key = address_to_bytes(keys_addr + start, ends[i] - start)
+        r = table_lookup(ctx_addr, res[2 * i + 1], key, address_to_bytes(out_addr + pos, out_len - pos), True)
+        if r == OUT_TOO_SMALL and pos > 0:
+            return i
+        res[2 * i] = r
+        if r >= 0:
+            pos += ((r >> 8) + 7) & ~7
+    return n
+
+
+@jit(inline="always")
+def _batch_hash(ctx, keys_addr, ends, j):
+    start = 0 if j == 0 else ends[j - 1]
+    return key_hash(ctx, address_to_bytes(keys_addr + start, ends[j] - start))
+
+
+def _l1_put_many(
+    ctx_addr, keys_addr, key_ends_addr, vals_addr, val_ends_addr, n, l1_ttl_ns, data_ttl_ns, flags, hashes_addr
+):
+    """:func:`_l1_put` for ``n`` encoded values (back to back at ``vals_addr``, value ``i`` ending at
+    byte ``val_ends[i]``) under ``n`` stored keys (likewise), in order, in one call, all with the
+    same expiries. Returns how many were stored: ``n``, or the index of the first one
+    ``table_put`` did not store (a busy stripe, a full journal, a rehash due, a closed handle),
+    from which the caller's slow path goes on and reports or waits. ``hashes_addr``: room for ``n``
+    words, where keys are hashed PREFETCH_AHEAD ahead of their put (see :func:`_l1_get_many`)."""
+    ctx = address_to_words(ctx_addr, CTX_WORDS)
+    if ctx[CTX_OPEN_IDX] != 1:
+        return 0  # before the heartbeat: a closed handle's member words may be unmapped
+    key_ends = address_to_words(key_ends_addr, n)
+    val_ends = address_to_words(val_ends_addr, n)
+    now = clock_ns()
+    expiry, data_expiry = _expiries(now, l1_ttl_ns, data_ttl_ns)
+    _beat(ctx, now)
+    hashes = address_to_words(hashes_addr, n)
+    for j in range(min(n, PREFETCH_AHEAD)):
+        hashes[j] = _batch_hash(ctx, keys_addr, key_ends, j)
+        table_prefetch(ctx_addr, hashes[j], PREFETCH_WRITE)
+    half = PREFETCH_AHEAD // 2
+    for j in range(min(n, half)):
+        table_prefetch(ctx_addr, hashes[j], 1)
+    for i in range(n):
+        if i + half < n:
+            table_prefetch(ctx_addr, hashes[i + half], 1)
+        kstart = 0 if i == 0 else key_ends[i - 1]
+        vstart = 0 if i == 0 else val_ends[i - 1]
+        key = address_to_bytes(keys_addr + kstart, key_ends[i] - kstart)
+        value = address_to_bytes(vals_addr + vstart, val_ends[i] - vstart)
+        if table_put(ctx_addr, hashes[i], key, value, expiry, data_expiry, flags, 0, value[:0]) != OK:
+            return i
+        j = i + PREFETCH_AHEAD
+        if j < n:
+            hashes[j] = _batch_hash(ctx, keys_addr, key_ends, j)
+            table_prefetch(ctx_addr, hashes[j], PREFETCH_WRITE)
+    return n
 
 
 def _lock_try(slot_addr, ctl_addr, h, owner, lease_ns):
@@ -110,6 +206,8 @@ def _log_keys(bases, sizes, firsts, nchunks, per_chunk, headers_off, header_byte
 
 L1_GET = CEntry(_l1_get, _SIG5)
 L1_PUT = CEntry(_l1_put, "int64(int64, int64, int64, int64, int64, int64, int64, int64)")
+L1_GET_MANY = CEntry(_l1_get_many, "int64(int64, int64, int64, int64, int64, int64, int64, int64)")
+L1_PUT_MANY = CEntry(_l1_put_many, f"int64({', '.join(['int64'] * 10)})")
 LOCK_TRY = CEntry(_lock_try, _SIG5)
 LOCK_RELEASE = CEntry(_lock_release, "int64(int64, int64, int64, int64)")
 RING_RECEIVE = CEntry(_ring_receive, "int64(int64, int64, int64, int64, int64, int64)")

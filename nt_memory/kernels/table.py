@@ -77,6 +77,7 @@ from nt_memory.kernels.atomics import (
     load_acquire,
     load_relaxed,
     load_u64_le,
+    prefetch,
     store_release,
 )
 from nt_memory.kernels.journal import JOURNAL_DELETE, JOURNAL_PUT, JOURNAL_PUT_EMB, journal_append
@@ -367,6 +368,41 @@ def table_lookup(ctx_addr, h, key, out, copy):
             return NOT_FOUND
         cpu_relax()
     return BUSY
+
+
+PREFETCH_WRITE = 2  # table_prefetch's stage 0 for a writer
+
+
+@jit(inline="always")
+def table_prefetch(ctx_addr, h, stage):
+    """Warm the caches for a later :func:`table_lookup` of hash ``h``, so a batch of lookups overlaps
+    its memory misses (a writer's too, by :func:`table_put`). Any caller, no lock, no store, and
+    nothing read is trusted: stage 0 fetches ``h``'s home slot and its access byte (a writer's
+    stage 0 also fetches its stripe); stage 1 (issued once stage 0's lines had time to arrive)
+    reads the home slot's hash and reference without the seqlock and, when the hash is ``h``'s,
+    fetches the first two lines of the block it names. Every address is bounded by the private
+    sizes, so a stale or hostile word costs a useless prefetch, never a wrong answer."""
+    ctx = address_to_words(ctx_addr, CTX_WORDS)
+    nslots = ctx[CTX_NSLOTS_IDX]
+    i = h & (nslots - 1)
+    slots = address_to_words(ctx[CTX_SLOTS_IDX], nslots * SLOT_WORDS)
+    if stage == 0 or stage == PREFETCH_WRITE:
+        prefetch(slots, i * SLOT_WORDS)
+        if ctx[CTX_TRACK_ACCESS_IDX] != 0:
+            prefetch(address_to_bytes(ctx[CTX_ACCESS_IDX], nslots), i)
+        if stage == PREFETCH_WRITE:
+            nstripes = ctx[CTX_NSTRIPES_IDX]
+            stripes = address_to_words(ctx[CTX_STRIPES_IDX], nstripes * STRIPE_WORDS)
+            prefetch(stripes, stripe_of(h, nstripes) * STRIPE_WORDS)
+        return
+    if load_relaxed(slots, i * SLOT_WORDS + SLOT_HASH_IDX) != h:
+        return  # probing past the home slot, or a miss: not worth guessing
+    off = ref_offset(load_relaxed(slots, i * SLOT_WORDS + SLOT_REF_IDX))
+    data_bytes = ctx[CTX_ARENA_BYTES_IDX]
+    if off >= 0 and off + 128 <= data_bytes:
+        data_b = address_to_bytes(ctx[CTX_ARENA_DATA_IDX], data_bytes)
+        prefetch(data_b, off)
+        prefetch(data_b, off + 64)
 
 
 @jit

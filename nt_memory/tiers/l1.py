@@ -210,6 +210,22 @@ def ttl_to_ns(ttl, name: str = "ttl") -> int:
     return duration_ns(ttl, name)
 
 
+def batch_items(items) -> list | tuple:
+    """A ``put_many``'s items as the compiled batch takes them: a dict's items, a list or tuple as
+    it is (no Python pass over it), any other iterable listed."""
+    if isinstance(items, dict):
+        return list(items.items())
+    return items if type(items) is list or type(items) is tuple else list(items)
+
+
+def checked_pairs(items) -> list[tuple]:
+    """``(key, value)`` tuples of ``items``; ConfigError if one is not a pair."""
+    pairs = [tuple(p) for p in items]
+    if any(len(p) != 2 for p in pairs):
+        raise ConfigError("items must be a dict or an iterable of (key, value) pairs")
+    return pairs
+
+
 _CLOSED_CTX = np.zeros(CTX_WORDS, np.int64)  # what a handle that never opened reads: closed
 
 
@@ -555,7 +571,15 @@ class HotCache:
             return python
         out_bytes = int(self._ctx[CTX_OUT_BYTES_IDX])
         return fast.getter(
-            self._ctx_addr, cabi.L1_GET.address, self.max_key_bytes, out_bytes, self._ctx, on_miss, decode, python
+            self._ctx_addr,
+            cabi.L1_GET.address,
+            self.max_key_bytes,
+            out_bytes,
+            self._ctx,
+            on_miss,
+            decode,
+            python,
+            cabi.L1_GET_MANY.address,
         )
 
     def make_putter(self, l1_ttl_ns: int, flags: int, max_encoded: int, slow):
@@ -566,7 +590,15 @@ class HotCache:
         if fast is None:
             return slow
         return fast.putter(
-            self._ctx_addr, cabi.L1_PUT.address, self.max_key_bytes, max_encoded, l1_ttl_ns, flags, self._ctx, slow
+            self._ctx_addr,
+            cabi.L1_PUT.address,
+            self.max_key_bytes,
+            max_encoded,
+            l1_ttl_ns,
+            flags,
+            self._ctx,
+            slow,
+            cabi.L1_PUT_MANY.address,
         )
 
     def _python_getter(self, on_miss):
@@ -600,6 +632,46 @@ class HotCache:
             return on_miss(r, h, kb, default)
 
         return get
+
+    def get_many(self, ns, keys, default=None) -> list:
+        """The values of ``keys`` (a list, tuple or iterable) under ``ns``, in order, ``default``
+        for each absent one: one compiled call for the batch (the extension), else a loop of
+        ``get``. Raises as ``get`` would for the first bad key. Thread-safe."""
+        return self.get_batch(self._get, ns, keys, default)
+
+    def put_many(self, ns, items, ttl=None) -> int:
+        """Store many ``(key, value)`` pairs under ``ns`` (a dict or an iterable of pairs), in
+        order, as ``put`` each would; ``bytes`` values without a ``ttl`` go in one compiled call.
+        Returns how many were stored. Thread-safe."""
+        pairs = batch_items(items)
+        done = self.put_batch(self.put, ns, pairs, 0) if ttl is None else 0
+        for key, value in checked_pairs(pairs[done:]):
+            self.put(ns, key, value, ttl)
+        return len(pairs)
+
+    @staticmethod
+    def get_batch(get, ns, keys, default) -> list:
+        """A batch through getter ``get`` (:meth:`make_getter`'s): its compiled ``many`` when it has
+        one and takes the batch, else one ``get`` per key."""
+        batch = getattr(get, "many", None)
+        if type(keys) is not list and type(keys) is not tuple:
+            keys = list(keys)
+        if batch is not None:
+            found = batch(ns, keys, default)
+            if found is not None:
+                return found
+        return [get(ns, key, default) for key in keys]
+
+    @staticmethod
+    def put_batch(put, ns, pairs: list | tuple, data_ttl_ns: int) -> int:
+        """How many of ``pairs`` (``(key, value)`` tuples, a list or tuple) putter ``put`` (:meth:`make_putter`'s)
+        stored in one compiled call, in order: all of them, the ones before the first that met a
+        busy stripe or a full journal, or none (no extension, or a pair it does not take: every
+        value must be ``bytes`` and every key valid). The caller stores the rest its own way."""
+        batch = getattr(put, "many", None)
+        if batch is None or not pairs:
+            return 0
+        return max(0, batch(ns, pairs, data_ttl_ns))
 
     def read_encoded(self, kb: bytes, h: int, status: int | None = None):
         """The encoded value (tag first) under stored key ``kb``/hash ``h``: ``bytes``, or

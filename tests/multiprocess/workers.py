@@ -34,8 +34,11 @@ def writer(name: str, nkeys: int, seconds: float, seed: int, result) -> None:
             for _ in range(200):
                 k = rnd.randrange(nkeys)
                 op = rnd.random()
-                if op < 0.9:
+                if op < 0.8:
                     cache.put("stress", f"k{k}", checksummed(rnd.getrandbits(32), rnd.choice((8, 40, 200, 1500))))
+                elif op < 0.9:  # a batch: one compiled call for all of it
+                    batch = {f"k{rnd.randrange(nkeys)}": checksummed(rnd.getrandbits(32), 40) for _ in range(8)}
+                    cache.put_many("stress", batch)
                 else:
                     cache.delete("stress", f"k{k}")
                 n += 1
@@ -52,11 +55,15 @@ def reader(name: str, nkeys: int, seconds: float, seed: int, result) -> None:
     try:
         while time.monotonic() < deadline:
             for _ in range(500):
-                v = cache.get("stress", f"k{rnd.randrange(nkeys)}")
-                if v is not None:
-                    reads += 1
-                    if not verify(v):
-                        torn += 1
+                if seed % 2:  # odd readers read in batches (one compiled call each), even ones key by key
+                    got = cache.get_many("stress", [f"k{rnd.randrange(nkeys)}" for _ in range(8)])
+                else:
+                    got = [cache.get("stress", f"k{rnd.randrange(nkeys)}")]
+                for v in got:
+                    if v is not None:
+                        reads += 1
+                        if not verify(v):
+                            torn += 1
         result.put(("reader", seed, reads, torn))
     finally:
         cache.close()
@@ -69,8 +76,11 @@ def kill_target(name: str, nkeys: int, seed: int, ready) -> None:
     ready.put(os.getpid())
     while True:
         k = rnd.randrange(nkeys)
-        if rnd.random() < 0.85:
+        op = rnd.random()
+        if op < 0.7:
             cache.put("stress", f"k{k}", checksummed(rnd.getrandbits(32), rnd.choice((8, 40, 200, 1500))))
+        elif op < 0.85:  # a kill may land inside a compiled batch too
+            cache.put_many("stress", [(f"k{(k + i) % nkeys}", checksummed(rnd.getrandbits(32), 200)) for i in range(4)])
         else:
             cache.delete("stress", f"k{k}")
         if rnd.random() < 0.002:
