@@ -113,6 +113,13 @@ def test_get_many_answers_in_order_from_every_tier(mem):
 def test_put_many_takes_a_ttl_as_its_third_argument(mem):
     assert mem.put_many("ns", {"a": 1, "b": 2}, 30) == 2
     assert 29 < mem.ttl("ns", "a") <= 30
+    assert mem.put_many("ns", [("c", b"x"), ("d", b"y")], datetime.timedelta(seconds=30)) == 2  # bytes: compiled
+    assert 29 < mem.ttl("ns", "d") <= 30
+    with pytest.raises(ConfigError, match="ttl"):
+        mem.put_many("ns", [("e", b"x")], ttl=-1)
+    with pytest.raises(ConfigError, match="pairs"):
+        mem.put_many("ns", [("f", b"x"), ("g",)])
+    assert mem.get_many("ns", ["e", "f", "g"]) == [None, None, None]  # bad input stored nothing
 
 
 def test_scan_yields_live_keys_by_prefix_in_order_without_expired_ones(mem):
