@@ -1021,9 +1021,9 @@ static PyObject *Receiver_recv(Receiver *rx, PyObject *arg) {
             msg = Py_NewRef(Py_None);
             break;
         }
-        /* Bounded sleeps: a signal handler (Ctrl-C) runs within a second even if none is sent. */
-        if (left < 0 || left > 1000000000)
-            left = 1000000000;
+        /* No timeout: no timer armed and cancelled around every sleep. A signal (Ctrl-C) ends the
+           wait with EINTR (Python installs its handlers without SA_RESTART), and wait_word runs
+           the handler. */
         if (wait_word((int64_t)(intptr_t)notify, seen, left) < 0) {
             msg = NULL;
             break;

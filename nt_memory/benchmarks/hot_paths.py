@@ -222,8 +222,10 @@ def _contend(name: str, path: str, nkeys: int, which: str, seconds: float, procs
 # ----------------------------------------------------------------------------------- pub/sub
 
 
-def _subscriber(name, path, nkeys, kind, n, warm, idx, ready, out) -> None:
-    """Receive ``warm`` unmeasured messages, then ``n`` measured ones (see :func:`_pubsub_once`)."""
+def _subscriber(name, path, nkeys, kind, n, warm, idx, ready, out, timeout) -> None:
+    """Receive ``warm`` unmeasured messages, then ``n`` measured ones (see :func:`_pubsub_once`);
+    a sleeping receiver waits ``timeout`` seconds at most for each (None: no limit, as a
+    MessageQueue receiver here waits)."""
     lat = np.zeros(n, np.int64)
     cpu0 = 0.0
     if kind == "mq":
@@ -250,7 +252,7 @@ def _subscriber(name, path, nkeys, kind, n, warm, idx, ready, out) -> None:
                 while msg is None:
                     msg = sub.try_recv()
             else:
-                msg = sub.recv(timeout=10.0)
+                msg = sub.recv(timeout)  # paced: None, as MessageQueue.receive() above
                 if msg is None:
                     break  # the publisher is done and what was dropped will not come
             if msg[8:9] == b"W":
@@ -275,8 +277,11 @@ def _pubsub_once(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: f
     whatever it waits on. Returns the raw figures of the run."""
     warm = int(WARMUP_S * 1e6 / pace_us) if pace_us else WARMUP_MESSAGES
     ready, out = CTX.Queue(), CTX.Queue()
+    # Paced, every message comes and receivers wait as long as it takes; unpaced, lapping may drop
+    # the last one, and a receive that times out ends the run.
+    wait = None if pace_us else 10.0
     procs = [
-        CTX.Process(target=_subscriber, args=(name, path, nkeys, kind, n, warm, i, ready, out))
+        CTX.Process(target=_subscriber, args=(name, path, nkeys, kind, n, warm, i, ready, out, wait))
         for i in range(subscribers)
     ]
     for p in procs:
@@ -314,9 +319,14 @@ def _pubsub_once(name: str, path: str, nkeys: int, kind: str, n: int, pace_us: f
                 pass
         send(time.perf_counter_ns().to_bytes(8, "little") + (b"E" if i == n - 1 else b"x") + pad[1:])
     publish_s = (time.perf_counter_ns() - t0) / 1e9
-    res = dict(out.get(timeout=300) for _ in procs)
-    for p in procs:
-        p.join(30)
+    try:
+        res = dict(out.get(timeout=300) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():  # a receiver still waiting (its messages never came): end it
+                p.kill()
+                p.join(5)
     if kind == "mq":
         for q in queues:
             q.close()

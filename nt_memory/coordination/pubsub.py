@@ -381,7 +381,9 @@ class Subscription:
     def _check_open(self) -> None:
         if self.closed:
             raise SegmentClosed(f"subscription to {self.topic!r} is closed")
-        self._pubsub.system.check_open(f"the subscription to {self.topic!r}")
+        system = self._pubsub.system
+        if system.closed:  # the message is built only then: this runs on every receive
+            system.check_open(f"the subscription to {self.topic!r}")
 
     def try_recv(self) -> Any:
         """The next message, or None if there is none yet."""

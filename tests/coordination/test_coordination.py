@@ -184,3 +184,39 @@ def test_a_half_applied_consensus_update_is_replayed_by_the_next_holder(mem):
     with pytest.raises(ConsensusError, match="already voted"):
         c.vote(Vote(pid, "a", True))
     assert c.vote(Vote(pid, "b", True)).approve_weight == 2.0
+
+
+_BLOCKED_RECEIVER = """
+import sys
+from nt_memory import MemoryConfig, MemorySystem
+mem = MemorySystem.open(MemoryConfig(name=sys.argv[1], storage_path=sys.argv[2]))
+sub = mem.subscribe("idle/topic")
+print("waiting", flush=True)
+try:
+    sub.recv()  # no timeout: nothing will be published
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+finally:
+    mem.close()
+"""
+
+
+def test_ctrl_c_ends_a_receive_that_waits_with_no_timeout(name, tmp_path):
+    """A receive with no timeout sleeps with no timer armed; SIGINT still ends it at once."""
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_RECEIVER, name, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "waiting"
+        time.sleep(0.3)  # asleep in the futex by now
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=30)  # a wait that missed the signal would sleep forever
+        assert out.strip() == "interrupted" and p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
