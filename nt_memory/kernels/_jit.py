@@ -71,8 +71,20 @@ def jit(fn: None = None, **options: Any) -> Callable[[_F], _F]: ...
 def jit(fn=None, **options):
     """``numba.njit`` with ``cache=True, nogil=True``: ``@jit`` or ``@jit(inline="always")``. Typed
     as returning the function itself, so that the type check reads a kernel's call as its Python
-    signature (numba's own hints type the dispatcher's ``__call__`` loosely)."""
-    decorate = numba.njit(cache=True, nogil=True, **options)
+    signature (numba's own hints type the dispatcher's ``__call__`` loosely).
+
+    Kernels (``nt_memory.kernels``) are compiled without numba's reference-counting runtime unless
+    they say ``allocates=True``: their arrays are views over addresses with no owner to count, yet
+    every array handed to a function that is not inlined cost an ``NRT_incref``/``NRT_decref``
+    call pair, 21 calls and 138 of ~1,930 instructions per batched put under callgrind. A kernel
+    that allocates (``np.empty``) without saying so fails to compile; code outside the kernels
+    (the demo, the benchmarks) keeps the runtime."""
+    allocates = options.pop("allocates", False)
+
+    def decorate(f):
+        counted = allocates or not f.__module__.startswith(__name__.rpartition(".")[0])
+        return numba.njit(cache=True, nogil=True, _nrt=counted, **options)(f)
+
     return decorate if fn is None else decorate(fn)
 
 

@@ -17,7 +17,7 @@ FIRST_ID_WORD = 0  # shm/embed_layout.py: FIRST_ID_IDX
 KEY_BUMP_WORD = 1  # shm/embed_layout.py: KEY_BUMP_IDX
 
 
-@jit
+@jit(allocates=True)  # its record header is composed in a small array
 def log_write(
     seg_addr,
     seg_size,

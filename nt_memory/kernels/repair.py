@@ -211,7 +211,7 @@ def table_rehash(ctx_addr, force):
     return OK if taken == nstripes else BUSY
 
 
-@jit
+@jit(allocates=True)  # the stripes it took, in a small array
 def table_recover(ctx_addr, dead_owner):
     """Repair what ``dead_owner`` (whom the caller has found dead through the member table) left:
     under the journal's append lock, take every stripe it held, replay its intents, resume its

@@ -156,7 +156,7 @@ def _scramble(acc):
         acc[i] = a * P32_1
 
 
-@jit
+@jit(allocates=True)  # its accumulator array
 def _long(b, n):
     acc = np.empty(8, np.uint64)
     acc[0] = P32_3
