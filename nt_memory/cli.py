@@ -1,12 +1,33 @@
-"""The ``nt-memory`` command: ls, inspect, gc, demo."""
+"""The ``nt-memory`` command: ls, inspect, verify, gc, bench, top, reindex, demo.
+
+Exit codes: 0 success, 1 an error (a damaged system, a failed check), 2 a usage error or a
+system that does not exist, 130 interrupted (Ctrl-C). A closed pipe (``nt-memory inspect X |
+head``) ends the command quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
+import os
 import sys
 
 from nt_memory.errors import NtMemoryError, SegmentNotFound
+
+EXIT_CODES = "exit codes: 0 success, 1 error, 2 usage error or no such system, 130 interrupted"
+
+
+def _print_json(obj: object) -> None:
+    """``obj`` as indented JSON on stdout (numpy scalars as numbers, anything else as text)."""
+
+    def plain(o: object) -> object:
+        item = getattr(o, "item", None)
+        return item() if callable(item) else str(o)
+
+    json.dump(obj, sys.stdout, indent=2, default=plain)
+    sys.stdout.write("\n")
 
 
 def _when(ns: int) -> str:
@@ -17,13 +38,25 @@ def cmd_ls(args) -> int:
     from nt_memory.shm.system import describe, list_systems
 
     names = list_systems()
-    if not names:
+    if not names and not args.json:
         print("no nt-memory systems on this host")
         return 0
+    found = []
     for name in names:
         try:
             info = describe(name)
         except SegmentNotFound:
+            continue
+        if args.json:
+            found.append(
+                {
+                    "name": name,
+                    "ok": info.ok,
+                    "error": info.error or None,
+                    "bytes": sum(info.parts.values()),
+                    "members": [dataclasses.asdict(m) for m in info.members],
+                }
+            )
             continue
         if not info.ok:
             print(f"{name}  BROKEN: {info.error}")
@@ -34,6 +67,8 @@ def cmd_ls(args) -> int:
         dead = len(info.members) - len(live)
         extra = f", {dead} dead" if dead else ""
         print(f"{name}  {size / 2**20:.1f} MiB  members: {len(live)} live{extra}  pids: {pids}")
+    if args.json:
+        _print_json(found)
     return 0
 
 
@@ -71,6 +106,21 @@ def cmd_inspect(args) -> int:
     if not info.ok:
         print(f"nt-memory: system {args.name!r} is damaged: {info.error}", file=sys.stderr)
         return 1
+    if args.json:
+        with observe(args.name) as (_, parts):
+            stats = {name: p.stats() for name, p in parts.items()}
+        _print_json(
+            {
+                "system": info.name,
+                "created_ns": info.created_ns,
+                "creator_pid": info.creator_pid,
+                "segments": {f"ntm.{info.name}.{part}": size for part, size in info.parts.items()},
+                "members": [dataclasses.asdict(m) for m in info.members],
+                "parts": stats,
+                "storage_path": info.config.get("storage_path"),
+            }
+        )
+        return 0
     print(f"system: {info.name}")
     print(f"created: {_when(info.created_ns)} by pid {info.creator_pid}")
     for part, size in info.parts.items():
@@ -197,11 +247,17 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nt-memory", description="Shared-memory memory engine for co-located agents.")
+    p = argparse.ArgumentParser(
+        prog="nt-memory", description="Shared-memory memory engine for co-located agents.", epilog=EXIT_CODES
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("ls", help="list systems on this host and their members").set_defaults(func=cmd_ls)
+    sp = sub.add_parser("ls", help="list systems on this host and their members")
+    sp.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    sp.set_defaults(func=cmd_ls)
     sp = sub.add_parser("inspect", help="sizes, fill and counters of one system")
     sp.add_argument("name")
+    sp.add_argument("--json", action="store_true", help="print one JSON object instead of key: value lines")
     sp.set_defaults(func=cmd_inspect)
     sp = sub.add_parser("verify", help="check every shared structure of one system (read only)")
     sp.add_argument("name")
@@ -244,19 +300,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nt-memory")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.func is not cmd_bench:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return cmd_bench(args, extra) if args.func is cmd_bench else args.func(args)
+        code = cmd_bench(args, extra) if args.func is cmd_bench else args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
+        return code
     except SegmentNotFound as exc:
         print(f"nt-memory: {exc}", file=sys.stderr)
         return 2
     except NtMemoryError as exc:
         print(f"nt-memory: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("nt-memory: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): say nothing more, and keep the interpreter's own flush
+        # at exit from raising again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

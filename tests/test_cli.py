@@ -186,3 +186,52 @@ def test_top_of_a_missing_system_is_one_line(capsys):
     assert main(["top", "t-no-such-system", "--once"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
+
+
+def test_version_and_exit_codes_in_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("nt-memory ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "exit codes: 0 success, 1 error, 2 usage error" in capsys.readouterr().out
+
+
+def test_ls_and_inspect_print_json(name, capsys):
+    import json
+
+    cache = HotCache.create(name, max_entries=100, label="cli-json")
+    try:
+        cache.put("ns", "k", b"v")
+        assert main(["ls", "--json"]) == 0
+        systems = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+        mine = systems[name]
+        assert mine["ok"] and mine["bytes"] > 0
+        assert [(m["pid"], m["label"], m["alive"]) for m in mine["members"]] == [(os.getpid(), "cli-json", True)]
+        assert main(["inspect", name, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["system"] == name and report["parts"]["l1"]["entries"] == 1
+        assert f"ntm.{name}.l1" in report["segments"]
+    finally:
+        cache.close()
+        cache.unlink()
+
+
+def test_a_closed_pipe_ends_quietly(name):
+    """``nt-memory inspect NAME | head`` with the reader gone before anything is written."""
+    cache = HotCache.create(name, max_entries=100)
+    try:
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # every write to the pipe fails with EPIPE
+        proc = subprocess.run(
+            [sys.executable, "-m", "nt_memory.cli", "inspect", name],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+        os.close(write_end)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    finally:
+        cache.close()
+        cache.unlink()
