@@ -335,8 +335,11 @@ def run(agents=4, seconds=10.0, name=None, keep=False, path=None, live=True, rat
             mem.unlink()
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
-    if interrupted or not rows:
-        print("error: no agent reported" if not rows else "interrupted: yes")
+    if interrupted:  # Ctrl-C: the user's choice, not an error; the shell's code for SIGINT
+        print(f"interrupted: yes ({'kept: ' + name if keep else 'cleaned: yes'})")
+        return 130
+    if not rows:
+        print("error: no agent reported")
         return 1
     lookups = np.concatenate([r["lookup_ns"] for r in rows])
     hot = np.concatenate([r["hot_lookup_ns"] for r in rows])

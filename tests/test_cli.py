@@ -99,6 +99,36 @@ def test_demo_survives_an_agent_killed_mid_run(name):
     assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
 
 
+@pytest.mark.multiprocess
+def test_ctrl_c_stops_the_demo_cleanly(name):
+    """Ctrl-C while the market runs: everything cleaned up, said so, exit 130, no error line."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "2", "--seconds", "60", "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("agents:"):  # the agents are attached and the market runs
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    assert "interrupted: yes (cleaned: yes)" in out and "error" not in out.lower(), out
+    assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
+
+
 def test_reindex_after_reboot(name, tmp_path, capsys):
     import numpy as np
 
