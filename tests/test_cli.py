@@ -67,17 +67,23 @@ def test_demo_runs_and_cleans_up(name):
     assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
 
 
+def _demo(name: str, agents: int, seconds: float) -> subprocess.Popen:
+    """The demo in a process of its own, its output (stderr too) read line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", str(agents), "--seconds", str(seconds)]
+        + ["--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.mark.multiprocess
 def test_demo_survives_an_agent_killed_mid_run(name):
     import signal
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "3", "--seconds", "5", "--name", name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _demo(name, agents=3, seconds=5)
     lines = []
     victim = None
     try:
@@ -104,12 +110,7 @@ def test_ctrl_c_stops_the_demo_cleanly(name):
     """Ctrl-C while the market runs: everything cleaned up, said so, exit 130, no error line."""
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nt_memory.cli", "demo", "--agents", "2", "--seconds", "60", "--name", name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _demo(name, agents=2, seconds=60)
     lines = []
     try:
         assert proc.stdout is not None

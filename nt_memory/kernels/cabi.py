@@ -91,23 +91,14 @@ def _l1_get_many(ctx_addr, keys_addr, ends_addr, first, n, out_addr, out_len, re
     ctx = address_to_words(ctx_addr, CTX_WORDS)
     ends = address_to_words(ends_addr, n)
     res = address_to_words(res_addr, 2 * n)
-    half = PREFETCH_AHEAD // 2
-    for j in range(first, min(n, first + PREFETCH_AHEAD)):
-        res[2 * j + 1] = _batch_hash(ctx, keys_addr, ends, j)
-        table_prefetch(ctx_addr, res[2 * j + 1], 0)
-    for j in range(first, min(n, first + half)):
-        table_prefetch(ctx_addr, res[2 * j + 1], 1)
+    hashes = res[1::2]
+    _prime(ctx_addr, ctx, keys_addr, ends, hashes, first, n, 0)
     pos = 0
     for i in range(first, n):
-        j = i + PREFETCH_AHEAD
-        if j < n:
-            res[2 * j + 1] = _batch_hash(ctx, keys_addr, ends, j)
-            table_prefetch(ctx_addr, res[2 * j + 1], 0)
-        if i + half < n:
-            table_prefetch(ctx_addr, res[2 * (i + half) + 1], 1)
+        _ahead(ctx_addr, ctx, keys_addr, ends, hashes, i, n, 0)
         start = 0 if i == 0 else ends[i - 1]
         key = address_to_bytes(keys_addr + start, ends[i] - start)
-        r = table_lookup(ctx_addr, res[2 * i + 1], key, address_to_bytes(out_addr + pos, out_len - pos), True)
+        r = table_lookup(ctx_addr, hashes[i], key, address_to_bytes(out_addr + pos, out_len - pos), True)
         if r == OUT_TOO_SMALL and pos > 0:
             return i
         res[2 * i] = r
@@ -117,9 +108,32 @@ def _l1_get_many(ctx_addr, keys_addr, ends_addr, first, n, out_addr, out_len, re
 
 
 @jit(inline="always")
-def _batch_hash(ctx, keys_addr, ends, j):
+def _hash_for(ctx_addr, ctx, keys_addr, ends, hashes, j, stage):
+    """Hash key ``j`` of a batch (keys back to back, key ``j`` ending at ``ends[j]``) into
+    ``hashes[j]`` and prefetch for it (``table_prefetch`` stage 0, or PREFETCH_WRITE)."""
     start = 0 if j == 0 else ends[j - 1]
-    return key_hash(ctx, address_to_bytes(keys_addr + start, ends[j] - start))
+    hashes[j] = key_hash(ctx, address_to_bytes(keys_addr + start, ends[j] - start))
+    table_prefetch(ctx_addr, hashes[j], stage)
+
+
+@jit(inline="always")
+def _prime(ctx_addr, ctx, keys_addr, ends, hashes, first, n, stage):
+    """Start a batch's prefetch pipeline: the first PREFETCH_AHEAD keys hashed and their slots
+    fetched, the first half of them their blocks too."""
+    for j in range(first, min(n, first + PREFETCH_AHEAD)):
+        _hash_for(ctx_addr, ctx, keys_addr, ends, hashes, j, stage)
+    for j in range(first, min(n, first + PREFETCH_AHEAD // 2)):
+        table_prefetch(ctx_addr, hashes[j], 1)
+
+
+@jit(inline="always")
+def _ahead(ctx_addr, ctx, keys_addr, ends, hashes, i, n, stage):
+    """Before key ``i`` of a batch: fetch the block of key ``i + PREFETCH_AHEAD / 2`` (hashed
+    earlier) and hash key ``i + PREFETCH_AHEAD``, fetching its slot."""
+    if i + PREFETCH_AHEAD // 2 < n:
+        table_prefetch(ctx_addr, hashes[i + PREFETCH_AHEAD // 2], 1)
+    if i + PREFETCH_AHEAD < n:
+        _hash_for(ctx_addr, ctx, keys_addr, ends, hashes, i + PREFETCH_AHEAD, stage)
 
 
 def _l1_put_many(
@@ -140,25 +154,15 @@ def _l1_put_many(
     expiry, data_expiry = _expiries(now, l1_ttl_ns, data_ttl_ns)
     _beat(ctx, now)
     hashes = address_to_words(hashes_addr, n)
-    for j in range(min(n, PREFETCH_AHEAD)):
-        hashes[j] = _batch_hash(ctx, keys_addr, key_ends, j)
-        table_prefetch(ctx_addr, hashes[j], PREFETCH_WRITE)
-    half = PREFETCH_AHEAD // 2
-    for j in range(min(n, half)):
-        table_prefetch(ctx_addr, hashes[j], 1)
+    _prime(ctx_addr, ctx, keys_addr, key_ends, hashes, 0, n, PREFETCH_WRITE)
     for i in range(n):
-        if i + half < n:
-            table_prefetch(ctx_addr, hashes[i + half], 1)
+        _ahead(ctx_addr, ctx, keys_addr, key_ends, hashes, i, n, PREFETCH_WRITE)
         kstart = 0 if i == 0 else key_ends[i - 1]
         vstart = 0 if i == 0 else val_ends[i - 1]
         key = address_to_bytes(keys_addr + kstart, key_ends[i] - kstart)
         value = address_to_bytes(vals_addr + vstart, val_ends[i] - vstart)
         if table_put(ctx_addr, hashes[i], key, value, expiry, data_expiry, flags, 0, value[:0]) != OK:
             return i
-        j = i + PREFETCH_AHEAD
-        if j < n:
-            hashes[j] = _batch_hash(ctx, keys_addr, key_ends, j)
-            table_prefetch(ctx_addr, hashes[j], PREFETCH_WRITE)
     return n
 
 
