@@ -294,6 +294,22 @@ static int64_t as_i64(PyObject *o, int *ok) {
     return (int64_t)v;
 }
 
+/* The address of a C entry compiled on first use: ``entry.address`` (kernels/_jit.py: CEntry), read
+   once, on the first batch, so that a process that never batches never compiles the batch kernels
+   (seconds of the first run on a fresh machine). 0 with an exception set on failure. */
+static int64_t entry_address(PyObject *entry) {
+    PyObject *a = PyObject_GetAttrString(entry, "address");
+    int ok = 1;
+    int64_t v;
+    if (a == NULL)
+        return 0;
+    v = as_i64(a, &ok);
+    Py_DECREF(a);
+    if (ok && v == 0)
+        PyErr_SetString(PyExc_RuntimeError, "a compiled entry has address 0");
+    return ok ? v : 0;
+}
+
 /* --------------------------------------------------------------------------------- Getter */
 
 typedef struct {
@@ -301,7 +317,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     int64_t ctx;
     get_fn get;
-    get_many_fn get_many;
+    get_many_fn get_many; /* NULL until the first batch resolves many_entry */
+    PyObject *many_entry;
     Py_ssize_t max_key;
     Py_ssize_t out_bytes;
     char *out;
@@ -403,6 +420,12 @@ static PyObject *Getter_many(Getter *g, PyObject *const *args, Py_ssize_t nargs)
     dflt = nargs == 3 ? args[2] : Py_None;
     if (!PyList_CheckExact(args[1]) && !PyTuple_CheckExact(args[1]))
         Py_RETURN_NONE;
+    if (g->get_many == NULL) {
+        int64_t a = entry_address(g->many_entry);
+        if (a == 0)
+            return NULL;
+        g->get_many = (get_many_fn)(intptr_t)a;
+    }
     seq = Py_NewRef(args[1]);
     n = PySequence_Fast_GET_SIZE(seq);
     ok = batch_keys(&g->ns, args[0], PySequence_Fast_ITEMS(seq), n, g->max_key, 0, &keys, &ends);
@@ -468,6 +491,7 @@ static PyMethodDef Getter_methods[] = {
 };
 
 static int Getter_traverse(Getter *g, visitproc visit, void *arg) {
+    Py_VISIT(g->many_entry);
     Py_VISIT(g->keep);
     Py_VISIT(g->on_miss);
     Py_VISIT(g->decode);
@@ -478,6 +502,7 @@ static int Getter_traverse(Getter *g, visitproc visit, void *arg) {
 static int Getter_clear(Getter *g) {
     shapes_clear(&g->shapes);
     Py_CLEAR(g->ns.obj);
+    Py_CLEAR(g->many_entry);
     Py_CLEAR(g->keep);
     Py_CLEAR(g->on_miss);
     Py_CLEAR(g->decode);
@@ -506,11 +531,11 @@ static PyTypeObject GetterType = {
     .tp_doc = "get(namespace, key, default=None): an L1 read in one C call (see tiers/l1.py).",
 };
 
-/* getter(ctx_addr, get_addr, max_key, out_bytes, keep, on_miss, decode, slow, get_many_addr) */
+/* getter(ctx_addr, get_addr, max_key, out_bytes, keep, on_miss, decode, slow, get_many_entry) */
 static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     Getter *g;
     int ok = 1;
-    int64_t ctx, fn, max_key, out_bytes, many_fn;
+    int64_t ctx, fn, max_key, out_bytes;
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "getter() takes 9 arguments");
         return NULL;
@@ -519,7 +544,6 @@ static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     fn = as_i64(args[1], &ok);
     max_key = as_i64(args[2], &ok);
     out_bytes = as_i64(args[3], &ok);
-    many_fn = as_i64(args[8], &ok);
     if (!ok)
         return NULL;
     g = PyObject_GC_New(Getter, &GetterType);
@@ -528,7 +552,8 @@ static PyObject *make_getter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     g->vectorcall = Getter_call;
     g->ctx = ctx;
     g->get = (get_fn)(intptr_t)fn;
-    g->get_many = (get_many_fn)(intptr_t)many_fn;
+    g->get_many = NULL;
+    g->many_entry = Py_NewRef(args[8]);
     g->max_key = (Py_ssize_t)max_key;
     g->out_bytes = (Py_ssize_t)out_bytes;
     g->out = PyMem_Malloc((size_t)out_bytes);
@@ -553,7 +578,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     int64_t ctx;
     put_fn put;
-    put_many_fn put_many;
+    put_many_fn put_many; /* NULL until the first batch resolves many_entry */
+    PyObject *many_entry;
     Py_ssize_t max_key;
     Py_ssize_t max_value; /* encoded, tag included */
     int64_t l1_ttl_ns;
@@ -619,6 +645,12 @@ static PyObject *Putter_many(Putter *p, PyObject *const *args, Py_ssize_t nargs)
     data_ttl_ns = as_i64(args[2], &ok);
     if (!ok)
         return NULL;
+    if (p->put_many == NULL) {
+        int64_t a = entry_address(p->many_entry);
+        if (a == 0)
+            return NULL;
+        p->put_many = (put_many_fn)(intptr_t)a;
+    }
     n = PySequence_Fast_GET_SIZE(args[1]);
     items = PySequence_Fast_ITEMS(args[1]);
     for (i = 0; i < n; i++) {
@@ -666,6 +698,7 @@ static PyMethodDef Putter_methods[] = {
 };
 
 static int Putter_traverse(Putter *p, visitproc visit, void *arg) {
+    Py_VISIT(p->many_entry);
     Py_VISIT(p->keep);
     Py_VISIT(p->slow);
     return 0;
@@ -673,6 +706,7 @@ static int Putter_traverse(Putter *p, visitproc visit, void *arg) {
 
 static int Putter_clear(Putter *p) {
     Py_CLEAR(p->ns.obj);
+    Py_CLEAR(p->many_entry);
     Py_CLEAR(p->keep);
     Py_CLEAR(p->slow);
     return 0;
@@ -698,18 +732,17 @@ static PyTypeObject PutterType = {
     .tp_doc = "put(namespace, key, value, ttl=None): a bytes put in one C call (see tiers/l1.py).",
 };
 
-/* putter(ctx_addr, put_addr, max_key, max_value, l1_ttl_ns, flags, keep, slow, put_many_addr) */
+/* putter(ctx_addr, put_addr, max_key, max_value, l1_ttl_ns, flags, keep, slow, put_many_entry) */
 static PyObject *make_putter(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     Putter *p;
     int ok = 1;
-    int64_t v[6], many_fn;
+    int64_t v[6];
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "putter() takes 9 arguments");
         return NULL;
     }
     for (int i = 0; i < 6; i++)
         v[i] = as_i64(args[i], &ok);
-    many_fn = as_i64(args[8], &ok);
     if (!ok)
         return NULL;
     p = PyObject_GC_New(Putter, &PutterType);
@@ -718,7 +751,8 @@ static PyObject *make_putter(PyObject *m, PyObject *const *args, Py_ssize_t narg
     p->vectorcall = Putter_call;
     p->ctx = v[0];
     p->put = (put_fn)(intptr_t)v[1];
-    p->put_many = (put_many_fn)(intptr_t)many_fn;
+    p->put_many = NULL;
+    p->many_entry = Py_NewRef(args[8]);
     p->max_key = (Py_ssize_t)v[2];
     p->max_value = (Py_ssize_t)v[3];
     p->l1_ttl_ns = v[4];

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_reindex)
     sp = sub.add_parser("demo", help="spawn agent processes that share one system by name")
     sp.add_argument("--agents", type=int, default=4, help="agent processes (default 4)")
-    sp.add_argument("--seconds", type=float, default=10.0, help="how long the market runs (default 10)")
+    sp.add_argument("--seconds", type=float, default=6.0, help="how long the market runs (default 6)")
     sp.add_argument("--name", default=None, help="system name (default: random)")
     sp.add_argument("--keep", action="store_true", help="leave the system (and its data) for inspect")
     sp.add_argument("--path", default=None, help="storage_path for LMDB (default: a temporary directory)")

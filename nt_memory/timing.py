@@ -43,3 +43,33 @@ def time_calls(fn: Callable, args_list: Sequence[tuple]) -> np.ndarray:
         fn(*a)
         lat[i] = clock() - t0
     return lat
+
+
+# The seed's Performance Targets (its README's table): row -> (statistic, bound, unit). A figure
+# meets its target when it is strictly below the bound. ``nt-memory bench`` and the demo judge
+# against this one table.
+SEED_TARGETS = {
+    "l1_get": ("p99", 1_000, "ns"),
+    "position_lookup_njit": ("p99", 100, "ns"),
+    "vector_search": ("p95", 1_000, "us"),
+    "memory_footprint": ("per_1m", 1024, "MiB"),
+    "cross_agent_pubsub": ("p99", 5_000, "us"),
+}
+
+
+def meets(row: str, value: float) -> bool:
+    """Whether ``value`` (in the row's unit) meets the seed's target for ``row``."""
+    return value < SEED_TARGETS[row][1]
+
+
+def human(value: float, unit: str) -> str:
+    """A latency or size in the unit a reader would pick: ``human(3_505_059, "us") == "3.51 s"``."""
+    scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+    if unit in scale:
+        ns = value * scale[unit]
+        for name in ("s", "ms", "us"):
+            if ns >= scale[name]:
+                x = ns / scale[name]
+                return f"{x:.3g} {'µs' if name == 'us' else name}"
+        return f"{ns:.0f} ns"
+    return f"{value:,.0f} {unit}"

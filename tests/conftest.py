@@ -39,7 +39,9 @@ def no_leaked_segments():
 
 @pytest.fixture(scope="session", autouse=True)
 def warm_kernels():
-    """Compile (or load from cache) the kernels once, before any test spawns processes."""
+    """Compile (or load from cache) the kernels once, before any test spawns processes: each is
+    compiled on its first use, and workers compiling it at once would spend a stress test's
+    seconds compiling."""
     from nt_memory.tiers.l1 import HotCache
 
     name = unique_name("w")
@@ -47,6 +49,9 @@ def warm_kernels():
     try:
         cache.put("w", "k", b"v")
         cache.get("w", "k")
+        cache.put_many("w", [("k", b"v")])
+        cache.get_many("w", ["k"])
+        assert ("w", "k") in cache
         cache.delete("w", "k")
         cache.rehash()
         cache.recover()

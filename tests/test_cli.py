@@ -63,8 +63,22 @@ def test_demo_runs_and_cleans_up(name):
         "proposals_decided:",
     ):
         assert key in out
-    assert int(out.split("trajectories: ")[1].split()[0]) > 0
+    assert int(out.split("\ntrajectories: ")[1].split()[0]) > 0
     assert not any(f.startswith(f"ntm.{name}.") for f in os.listdir("/dev/shm"))
+    # Progress: a timed line for every phase, in order, and each agent attaching.
+    progress = [line for line in out.splitlines() if line.startswith("[")]
+    phases = ["loading kernels", "starting 2 agent processes", "market:", "restart:", "ReasoningBank:", "reboot:"]
+    found = [next(i for i, line in enumerate(progress) if phase in line) for phase in phases]
+    assert found == sorted(found), progress
+    assert sum("attached to" in line for line in progress) == 2, progress
+    assert all(line[1:].split("s]")[0].strip().replace(".", "").isdigit() for line in progress), progress
+    # Context for a reader: the machine, and each latency beside its seed target with a verdict.
+    assert f"cores: {len(os.sched_getaffinity(0))}" in out and "processes: 4" in out
+    for key in ("njit_lookup_p99_ns:", "l1_get_p99_ns:", "pubsub_latency_p99_us:", "retrieve_p95_us:"):
+        line = next(line for line in out.splitlines() if line.startswith(key))
+        assert "seed target" in line and ("met" in line or "MISSED" in line), line
+    if len(os.sched_getaffinity(0)) < 4:
+        assert "hint: 4 busy processes share" in out
 
 
 def _demo(name: str, agents: int, seconds: float) -> subprocess.Popen:

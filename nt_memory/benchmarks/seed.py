@@ -33,15 +33,7 @@ from nt_memory.benchmarks import suite_parser
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import clock_ns
 from nt_memory.tiers.l1 import l1_lookup
-from nt_memory.timing import percentiles, time_calls
-
-TARGETS = {
-    "l1_get": ("p99", 1_000, "ns"),
-    "position_lookup_njit": ("p99", 100, "ns"),
-    "vector_search": ("p95", 1_000, "us"),
-    "memory_footprint": ("per_1m", 1024, "MiB"),
-    "cross_agent_pubsub": ("p99", 5_000, "us"),
-}
+from nt_memory.timing import SEED_TARGETS, meets, percentiles, time_calls
 
 
 def process_memory(pid: int, lmdb_path: str | None = None) -> dict:
@@ -350,10 +342,10 @@ def run(quick: bool) -> tuple[dict, dict]:
         )
         results |= row_vectors(10_000 if quick else 100_000, 200 if quick else 500, samples, progress)
         results |= row_pubsub(2000 if quick else 20_000, samples)
-    for row, (stat, target, unit) in TARGETS.items():
+    for row, (stat, target, unit) in SEED_TARGETS.items():
         value = results[row]["ours"][stat]
         results[row]["target"] = {"stat": stat, "value": target, "unit": unit}
-        results[row]["verdict"] = "PASS" if value < target else "MISS"
+        results[row]["verdict"] = "PASS" if meets(row, value) else "MISS"
     return results, samples
 
 

@@ -265,6 +265,32 @@ def _address_view(dtype):
     return impl
 
 
+@intrinsic
+def bytes_view(typingctx, buf):
+    """A 1-D uint8 array over the bytes of ``buf`` (a Python ``bytes`` argument, or any 1-D uint8
+    buffer), no copy and no owner: valid while the caller holds ``buf``. A kernel called with
+    ``bytes`` and one called with views over addresses then share one compiled callee."""
+    if not isinstance(buf, types.Buffer) or buf.ndim != 1 or buf.dtype != types.uint8:
+        raise TypeError("bytes_view takes bytes or a 1-D uint8 buffer")
+    arrty = types.Array(types.uint8, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(buf)(context, builder, args[0])
+        ary = context.make_array(arrty)(context, builder)
+        one = context.get_constant(types.intp, 1)
+        context.populate_array(
+            ary,
+            data=src.data,
+            shape=src.shape,
+            strides=cgutils.pack_array(builder, [one]),
+            itemsize=one,
+            meminfo=None,
+        )
+        return ary._getvalue()
+
+    return arrty(buf), codegen
+
+
 # A view over memory at an integer address (no copy, no ownership). This is how a kernel rebuilds
 # its view of a segment from the base address that Python passes as a plain integer: an integer
 # argument costs about half what an array argument costs to dispatch.

@@ -20,6 +20,7 @@ from nt_memory.kernels.table import (
     CTX_OPEN_IDX,
     CTX_OUT_BYTES_IDX,
     CTX_WORDS,
+    NO_VERSION,
     PREFETCH_WRITE,
     key_hash,
     table_lookup,
@@ -73,7 +74,7 @@ def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, fl
     now = clock_ns()
     expiry, data_expiry = _expiries(now, l1_ttl_ns, data_ttl_ns)
     _beat(ctx, now)
-    return table_put(ctx_addr, key_hash(ctx, key), key, value, expiry, data_expiry, flags, 0, value[:0])
+    return table_put(ctx_addr, key_hash(ctx, key), key, value, expiry, data_expiry, flags, NO_VERSION, value[:0])
 
 
 PREFETCH_AHEAD = 8  # a batch get fetches this many keys ahead: its slot, then its block halfway
@@ -161,7 +162,7 @@ def _l1_put_many(
         vstart = 0 if i == 0 else val_ends[i - 1]
         key = address_to_bytes(keys_addr + kstart, key_ends[i] - kstart)
         value = address_to_bytes(vals_addr + vstart, val_ends[i] - vstart)
-        if table_put(ctx_addr, hashes[i], key, value, expiry, data_expiry, flags, 0, value[:0]) != OK:
+        if table_put(ctx_addr, hashes[i], key, value, expiry, data_expiry, flags, NO_VERSION, value[:0]) != OK:
             return i
     return n
 

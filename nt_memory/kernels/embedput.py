@@ -20,7 +20,7 @@ by ``tiers/l2.py`` and read here; the kernel writes back only ``LC_LATEST_UPTO``
 """
 
 from nt_memory.kernels._jit import jit
-from nt_memory.kernels.atomics import address_to_words, load_acquire
+from nt_memory.kernels.atomics import address_to_words, bytes_view, load_acquire
 from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, REC_PUT, RECORD_HDR_BYTES, log_write
 from nt_memory.kernels.idmap import idmap_get, idmap_put
 from nt_memory.kernels.lockword import lockword_release, lockword_try_acquire
@@ -29,8 +29,9 @@ from nt_memory.kernels.table import (
     CTX_NSTRIPES_IDX,
     CTX_OWNER_IDX,
     J_HELD,
-    put_locked,
+    NO_VERSION,
     stripe_of,
+    table_put,
     table_views,
     try_lock_stripe_word,
     unlock_stripe_word,
@@ -70,8 +71,9 @@ def put_with_embedding(tctx_addr, h, key, value, expiry, data_expiry, flags, emb
     bound rules out) when both are stored; SLOW_PATH or
     the put's status (BUSY, JOURNAL_FULL, NEEDS_REHASH, ...) with nothing stored, or CORRUPT
     after the put if the log's record could not be written (the general path then raises)."""
+    key, value, emb = bytes_view(key), bytes_view(value), bytes_view(emb)  # the types table_put has
     lctx = address_to_words(lctx_addr, LC_WORDS)
-    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(tctx_addr)
+    ctx, _, stripes = table_views(tctx_addr)[:3]
     st = write_check(ctx, key, len(value), flags)
     if st != OK:
         return st
@@ -96,26 +98,8 @@ def put_with_embedding(tctx_addr, h, key, value, expiry, data_expiry, flags, emb
     if not 0 <= within < lctx[LC_CHUNK_RECORDS]:
         st = SLOW_PATH  # another process appended, or the chunk is full (or damaged): sync or map
     else:
-        st = put_locked(
-            ctx,
-            hdr,
-            stripes,
-            stripe,
-            slots,
-            access,
-            ahdr,
-            data_w,
-            data_b,
-            sizes,
-            h,
-            key,
-            value,
-            expiry,
-            data_expiry,
-            flags | J_HELD,
-            0,
-            emb,
-        )
+        # The one compiled table_put, as its stripe's holder (J_HELD).
+        st = table_put(tctx_addr, h, key, value, expiry, data_expiry, flags | J_HELD, NO_VERSION, emb)
     if st == OK:
         n = lctx[LC_IDS_LEN]
         lo = address_to_words(lctx[LC_IDS_LO], n)

@@ -68,6 +68,7 @@ from nt_memory.kernels.arena import (
 from nt_memory.kernels.atomics import (
     address_to_bytes,
     address_to_words,
+    bytes_view,
     cas,
     clock_ns,
     coarse_clock_ns,
@@ -197,6 +198,10 @@ SPINS = 1 << 14  # spin budget before a reader reports BUSY (about a millisecond
 COARSE_SLACK_NS = 20_000_000
 # Rehash when live + tombstones would pass this fraction of the slots (numerator over 4).
 REHASH_AT_QUARTERS = 3
+
+# ``table_put``'s version argument when none applies. Typed int64: a literal 0 would make numba
+# compile a second ``table_put``, specialised for the constant.
+NO_VERSION = np.int64(0)
 
 # table_put / table_delete flags
 J_JOURNAL = 1  # append the write to the journal (inside the stripe lock)
@@ -642,35 +647,49 @@ def _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b
     Returns (status, found, free) after any eviction (which may have removed our own key)."""
     mask = ctx[CTX_NSLOTS_IDX] - 1
     data_bytes = ctx[CTX_ARENA_BYTES_IDX]
-    found, free, free_tomb = _find(slots, mask, h, key, data_w, data_b, data_bytes)
-    if found >= 0:
-        return OK, found, free
-    if hdr[HDR_COUNT_IDX] >= hdr[HDR_MAX_ENTRIES_IDX]:
+    # Twice at most: probe, and probe again after an eviction. A loop, not two copies of the
+    # probe: every copy numba inlines is compile time on the first run.
+    for attempt in range(2):
+        found, free, free_tomb = _find(slots, mask, h, key, data_w, data_b, data_bytes)
+        if found >= 0:
+            return OK, found, free
+        if attempt == 1 or hdr[HDR_COUNT_IDX] < hdr[HDR_MAX_ENTRIES_IDX]:
+            break
         if _evict_one(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, sizes) != OK:
             return FULL, -1, -1
-        found, free, free_tomb = _find(slots, mask, h, key, data_w, data_b, data_bytes)
     filled = hdr[HDR_COUNT_IDX] + hdr[HDR_TOMBS_IDX] + 1
     if found < 0 and not free_tomb and filled * 4 > (mask + 1) * REHASH_AT_QUARTERS:
         return NEEDS_REHASH, -1, -1
     return OK, found, free
 
 
-@jit(inline="always")
-def _put_block(ctx, hdr, stripes, stripe, slots, access, ahdr, data_w, data_b, sizes, h, key, value):
+@jit
+def _put_block(ctx_addr, stripe, h, key, value):
     """Room and a filled block for a value L1 will cache: (status, reference, slot of the key or
-    -1, first free slot or -1). On a status other than OK nothing is allocated."""
-    st, found, free = _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b, sizes, h, key)
-    if st != OK:
-        return st, 0, -1, -1
-    ref, evicted = _alloc_block(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b, sizes, key, value)
-    if ref < 0:
-        return ref, 0, -1, -1
-    if evicted:  # eviction may have removed entries, our own key's among them
+    -1, first free slot or -1). On a status other than OK nothing is allocated.
+
+    Not inlined, and so given the context's address rather than its views: its body (probing,
+    eviction, allocation) is most of a put's code, and numba's inlining of it into each writer
+    (two signatures of ``table_put``, the embedding put) made the first run compile for over a
+    minute. A call with five arguments costs a few instructions; one with the eleven views
+    passed as arrays cost ~100."""
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
+    ref = 0
+    # Room first, then the block; if allocating evicted entries (our own key's among them,
+    # perhaps), room once more. One inlined copy of each step, as in _room_for_new.
+    while True:
         st, found, free = _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b, sizes, h, key)
         if st != OK:
-            arena_free(ahdr, data_w, ref, ctx[CTX_ARENA_BYTES_IDX], sizes)
+            if ref > 0:
+                arena_free(ahdr, data_w, ref, ctx[CTX_ARENA_BYTES_IDX], sizes)
             return st, 0, -1, -1
-    return OK, ref, found, free
+        if ref > 0:
+            return OK, ref, found, free
+        ref, evicted = _alloc_block(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b, sizes, key, value)
+        if ref < 0:
+            return ref, 0, -1, -1
+        if not evicted:
+            return OK, ref, found, free
 
 
 @jit(inline="always")
@@ -716,9 +735,7 @@ def put_locked(
     cache = (flags & J_NO_L1) == 0
     mask = ctx[CTX_NSLOTS_IDX] - 1
     if cache:
-        st, ref, found, free = _put_block(
-            ctx, hdr, stripes, stripe, slots, access, ahdr, data_w, data_b, sizes, h, key, value
-        )
+        st, ref, found, free = _put_block(ctx.ctypes.data, stripe, h, key, value)
         if st != OK:
             return st
     else:
@@ -807,6 +824,15 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb)
     if not held:
         unlock_stripe_word(stripes, stripe)
     return st
+
+
+@jit
+def table_put_bytes(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb):
+    """:func:`table_put` for Python's ``bytes`` arguments: it runs the one ``table_put`` that the
+    C entries (views over addresses) run, instead of a second copy compiled for ``bytes`` (most of
+    the first run's compile time)."""
+    k, v, e = bytes_view(key), bytes_view(value), bytes_view(emb)
+    return table_put(ctx_addr, h, k, v, expiry, data_expiry, flags, version, e)
 
 
 @jit

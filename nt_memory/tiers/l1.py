@@ -115,7 +115,7 @@ from nt_memory.kernels.table import (
     table_live_count,
     table_lock_stripe,
     table_lookup,
-    table_put,
+    table_put_bytes,
     table_stripe_version,
     table_unlock_stripe,
 )
@@ -156,32 +156,39 @@ class _Scratch(threading.local):
         self.buf = _Buffer(nbytes)
 
 
+class _Compiled:
+    """A class attribute holding a kernel's compiled entry point for the given types, compiled (or
+    loaded from numba's cache) on first access, which then replaces this descriptor with it."""
+
+    def __init__(self, dispatcher, *types):
+        self.dispatcher = dispatcher
+        self.types = types
+        self.name = ""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        fn = entry_point(self.dispatcher, *self.types)
+        setattr(owner, self.name, fn)
+        return fn
+
+
 class _Kernels:
-    """The table kernels' compiled entry points, bound on first use (compiling or loading them
-    from numba's cache is the cold-start cost; see the README)."""
+    """The table kernels' compiled entry points for Python's calls, each bound on first use:
+    compiling one is seconds of the first run on a fresh machine (and loading it from numba's
+    cache, milliseconds of every process's first call), so a process pays only for the calls
+    it makes. ``get`` and ``put`` are bound when a handle opens (every handle reads and writes)."""
 
-    get: Any = None
-    contains: Any = None
-    put: Any = None
-    delete: Any = None
-    version: Any = None
-    lock_owners: Any = None
-    lock_stripe: Any = None
-    unlock_stripe: Any = None
-    live_count: Any = None
-
-    @classmethod
-    def load(cls) -> None:
-        if cls.get is None:
-            cls.contains = entry_point(table_contains, INT, INT, BYTES)
-            cls.put = entry_point(table_put, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
-            cls.delete = entry_point(table_delete, INT, INT, BYTES, INT)
-            cls.get = entry_point(table_get, INT, INT, BYTES, INT)
-            cls.version = entry_point(table_stripe_version, INT, INT)
-            cls.lock_owners = entry_point(table_lock_owners, INT, INT)
-            cls.lock_stripe = entry_point(table_lock_stripe, INT, INT)
-            cls.unlock_stripe = entry_point(table_unlock_stripe, INT, INT)
-            cls.live_count = entry_point(table_live_count, INT)
+    get: Any = _Compiled(table_get, INT, INT, BYTES, INT)
+    put: Any = _Compiled(table_put_bytes, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
+    contains: Any = _Compiled(table_contains, INT, INT, BYTES)
+    delete: Any = _Compiled(table_delete, INT, INT, BYTES, INT)
+    version: Any = _Compiled(table_stripe_version, INT, INT)
+    lock_owners: Any = _Compiled(table_lock_owners, INT, INT)
+    lock_stripe: Any = _Compiled(table_lock_stripe, INT, INT)
+    unlock_stripe: Any = _Compiled(table_unlock_stripe, INT, INT)
+    live_count: Any = _Compiled(table_live_count, INT)
 
 
 @jit(inline="always")  # into the caller's code: no call, no refcounting of the three arrays
@@ -433,7 +440,6 @@ class HotCache:
         self._scratch = _Scratch(int(ctx[CTX_OUT_BYTES_IDX]))
         self._prefixes: dict = {}
         self._beat_at = 0
-        _Kernels.load()
         self._k_get = _Kernels.get
         self._k_put = _Kernels.put
         self._bind_get()
@@ -579,7 +585,7 @@ class HotCache:
             on_miss,
             decode,
             python,
-            cabi.L1_GET_MANY.address,
+            cabi.L1_GET_MANY,  # compiled on the first batch
         )
 
     def make_putter(self, l1_ttl_ns: int, flags: int, max_encoded: int, slow):
@@ -598,7 +604,7 @@ class HotCache:
             flags,
             self._ctx,
             slow,
-            cabi.L1_PUT_MANY.address,
+            cabi.L1_PUT_MANY,  # compiled on the first batch
         )
 
     def _python_getter(self, on_miss):
