@@ -237,7 +237,7 @@ def cmd_bench(args, extra: list[str]) -> int:
 def cmd_top(args) -> int:
     from nt_memory.top import run
 
-    return run(args.name, interval=args.interval, once=args.once)
+    return run(args.name, interval=args.interval, once=args.once or args.json, as_json=args.json)
 
 
 def cmd_demo(args) -> int:
@@ -280,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
     sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")
     sp.set_defaults(func=cmd_bench)
-    sp = sub.add_parser("top", help="a live view of a running system")
+    sp = sub.add_parser("top", help="a live view of a running system (q or Ctrl-C quits)")
     sp.add_argument("name")
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     sp.add_argument("--once", action="store_true", help="print one frame and exit (non-interactive)")
+    sp.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit (implies --once)")
     sp.set_defaults(func=cmd_top)
     sp = sub.add_parser("reindex", help="rebuild the embedding log and index from L3 (after a reboot)")
     sp.add_argument("name")

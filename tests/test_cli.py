@@ -209,22 +209,71 @@ def test_bench_vectors_measures_every_process_and_segment(tmp_path):
 
 
 def test_top_renders_a_frame_of_a_live_system(name, tmp_path):
+    """``top --once`` at 80x24 with more topics, locks and proposals than fit: 24 lines at most,
+    none wider than 80, every table's title and header, and a count of the rows left out;
+    ``--json`` gives every row."""
+    import json
+
     from nt_memory import MemoryConfig, MemorySystem, Proposal
 
+    env = dict(os.environ, COLUMNS="80", LINES="24")
+    top = [sys.executable, "-m", "nt_memory.cli", "top", name]
     with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path))) as mem:
         mem.put("a", "b", 1)
-        mem.publish("ticks", {"px": 1})
-        token = mem.acquire_lock("positions")
+        for i in range(12):
+            mem.publish(f"ticks/{i}", {"px": i})
+        tokens = [mem.acquire_lock(f"positions{i}") for i in range(10)]
         mem.consensus.register_voter("agent_1")
-        mem.consensus.submit_proposal(Proposal("agent_1", {"action": "rebalance"}))
-        proc = subprocess.run(
-            [sys.executable, "-m", "nt_memory.cli", "top", name, "--once"], capture_output=True, text=True, timeout=120
-        )
-        mem.release_lock(token)
+        for i in range(6):
+            mem.consensus.submit_proposal(Proposal("agent_1", {"action": "rebalance", "i": i}))
+        proc = subprocess.run(top + ["--once"], capture_output=True, text=True, timeout=120, env=env)
+        as_json = subprocess.run(top + ["--json"], capture_output=True, text=True, timeout=120, env=env)
+        for token in tokens:
+            mem.release_lock(token)
         mem.unlink()
     assert proc.returncode == 0, proc.stderr
-    for part in ("members", "L1", "journal", "topics", "ticks", "locks", "positions", "open proposals"):
-        assert part in proc.stdout
+    lines = proc.stdout.rstrip("\n").splitlines()
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80, proc.stdout
+    assert lines[0].startswith(f"nt-memory top: {name}")
+    for part in ("members", "L1", "journal", "topics", "ticks/0", "locks (10 held", "positions", "open proposals"):
+        assert part in proc.stdout, proc.stdout
+    assert "more (nt-memory inspect" in proc.stdout
+    snap = json.loads(as_json.stdout)
+    assert len(snap["topics"]) == 12 and snap["locks"]["held"] == 10 and len(snap["consensus"]["open"]) == 6
+    assert snap["l1"]["entries"] == 1 and snap["members"][0]["alive"]
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_top_quits_on_q(name):
+    """Interactive ``top`` in a terminal: a frame appears, and ``q`` ends it with code 0."""
+    import select
+    import time
+
+    cache = HotCache.create(name, max_entries=100)
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nt_memory.cli", "top", name, "--interval", "0.2"],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env=dict(os.environ, COLUMNS="80", LINES="24"),
+        )
+        seen = b""
+        deadline = time.monotonic() + 60
+        while b"(q quits)" not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                seen += os.read(leader, 65536)
+        assert b"(q quits)" in seen, seen
+        os.write(leader, b"q")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(leader)
+        os.close(follower)
+        cache.close()
 
 
 def test_top_of_a_missing_system_is_one_line(capsys):
