@@ -230,6 +230,8 @@ def cmd_bench(args, extra: list[str]) -> int:
     import importlib
 
     argv = (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []) + extra
+    if args.plot:
+        argv += ["--plot", args.plot]
     module = importlib.import_module(f"nt_memory.benchmarks.{BENCH_SUITES[args.suite][0]}")
     return module.main(argv)
 
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("suite", nargs="?", default="seed", choices=list(BENCH_SUITES), help="default: seed")
     sp.add_argument("--quick", action="store_true", help="smaller sizes: about half a minute")
     sp.add_argument("--json", default=None, metavar="PATH", help="save the results as JSON")
+    sp.add_argument("--plot", default=None, metavar="PATH", help="save a PNG (seed: each target beside its peers)")
     sp.set_defaults(func=cmd_bench)
     sp = sub.add_parser("top", help="a live view of a running system (q or Ctrl-C quits)")
     sp.add_argument("name")

@@ -163,24 +163,53 @@ def test_reindex_after_reboot(name, tmp_path, capsys):
         mem.unlink()
 
 
-@pytest.mark.multiprocess
-def test_bench_quick_json_has_every_target_row(tmp_path):
+def _bench_quick(tmp_path, run: int, plot: bool) -> tuple[dict, str]:
     import json
 
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "nt_memory.cli", "bench", "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = tmp_path / f"bench{run}.json"
+    cmd = [sys.executable, "-m", "nt_memory.cli", "bench", "--quick", "--json", str(out)]
+    if plot:
+        cmd += ["--plot", str(tmp_path / "bench.png")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    data = json.loads(out.read_text())
-    for row in ("l1_get", "position_lookup_njit", "vector_search", "memory_footprint", "cross_agent_pubsub"):
-        assert data[row]["verdict"] in ("PASS", "MISS")
-        assert data[row]["target"]["value"] > 0
-    assert data["cross_agent_pubsub"]["ours"]["dropped"] == 0
-    assert "l1_get" in proc.stdout.replace(" ", "_").lower() or "L1 cache lookup" in proc.stdout
+    return json.loads(out.read_text()), proc.stdout
+
+
+@pytest.mark.multiprocess
+def test_bench_quick_json_has_every_target_row(tmp_path):
+    """Two quick runs: every seed row has a verdict, its target, and figures measured in that run
+    (they differ between the runs); every peer was measured, or says why not; --plot writes a PNG."""
+    import importlib.util
+    import shutil
+
+    plot = importlib.util.find_spec("matplotlib") is not None
+    first, _ = _bench_quick(tmp_path, 1, plot=False)
+    second, stdout = _bench_quick(tmp_path, 2, plot=plot)
+    rows = ("l1_get", "position_lookup_njit", "vector_search", "memory_footprint", "cross_agent_pubsub")
+    for data in (first, second):
+        for row in rows:
+            assert data[row]["verdict"] in ("PASS", "MISS")
+            assert data[row]["target"]["value"] > 0
+        assert data["cross_agent_pubsub"]["ours"]["dropped"] == 0
+    for row in rows:
+        assert first[row]["ours"] != second[row]["ours"], row
+    redis_here = shutil.which("redis-server") is not None and importlib.util.find_spec("redis") is not None
+    peers = [("l1_get", "redis_get"), ("l1_get", "ultradict_get"), ("cross_agent_pubsub", "redis_pubsub")]
+    for row, peer in peers + [("cross_agent_pubsub", "posix_mq")]:
+        v = second[row][peer]
+        assert isinstance(v, dict) and v["p50"] > 0 or isinstance(v, str) and v.startswith("not measured:"), (peer, v)
+    assert isinstance(second["l1_get"]["redis_get"], dict) == redis_here
+    assert isinstance(second["l1_get"]["put"]["redis_set"], dict) == redis_here
+    # The footprint is what was measured: the fixed part and the per-observation part add up to
+    # the segments and RSS growth found at n.
+    m = second["memory_footprint"]
+    parts = m["parts_bytes"]
+    at_n = sum(v for k, v in parts.items() if k not in ("anon_growth", "fixed")) + parts["anon_growth"]
+    assert abs(parts["fixed"] + m["ours"]["bytes_per_obs"] * m["measured_at"] - at_n) < 1e-6 * at_n + 1
+    assert "L1 cache lookup" in stdout
+    if plot:
+        png = (tmp_path / "bench.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
 @pytest.mark.multiprocess

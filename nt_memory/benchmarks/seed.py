@@ -30,10 +30,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from nt_memory.benchmarks import suite_parser
+from nt_memory.benchmarks.servers import redis_missing, redis_server
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import clock_ns
 from nt_memory.tiers.l1 import l1_lookup
-from nt_memory.timing import SEED_TARGETS, meets, percentiles, time_calls
+from nt_memory.timing import SEED_TARGETS, human, meets, percentiles, time_calls
 
 
 def process_memory(pid: int, lmdb_path: str | None = None) -> dict:
@@ -142,6 +143,13 @@ def row_l1(n_keys: int, calls: int, mgr_calls: int, samples: dict, progress: Pro
             with env.begin() as txn:
                 row["lmdb_get"] = percentiles(time_calls(lambda ns, k: txn.get(ns.encode() + b"\0" + k.encode()), args))
             env.close()
+        row |= _redis_and_ultradict_gets(keys, value, args, calls)
+        put_args = [("agent", keys[i], value) for i in order[: calls // 2]]
+        put: dict = {
+            "ours": percentiles(time_calls(cache.put, put_args)),
+            "dict_setitem": percentiles(time_calls(lambda ns, k, v: d.__setitem__((ns, k), v), put_args)),
+        }
+        row["put"] = put | _redis_sets(put_args)
         with mp.get_context("spawn").Manager() as manager:
             md = manager.dict({f"agent/{k}": value for k in keys[: min(n_keys, 5000)]})
             margs = [(f"agent/{keys[i % min(n_keys, 5000)]}",) for i in order[:mgr_calls]]
@@ -165,6 +173,57 @@ def row_l1(n_keys: int, calls: int, mgr_calls: int, samples: dict, progress: Pro
     finally:
         cache.close()
         cache.unlink()
+
+
+REDIS_CALLS = 20_000  # a Redis round trip is tens of microseconds: this many calls per row
+
+
+def _redis_and_ultradict_gets(keys: list[str], value: bytes, args: list[tuple], calls: int) -> dict:
+    """GET through redis-py from a private redis-server (same keys and order), and UltraDict's
+    get, beside the L1 row; a row the host cannot measure says why."""
+    out: dict = {}
+    with redis_server() as port:
+        if port is None:
+            out["redis_get"] = redis_missing()
+        else:
+            import redis
+
+            r = redis.Redis(port=port)
+            for i in range(0, len(keys), 10_000):
+                r.mset({f"agent/{k}": value for k in keys[i : i + 10_000]})
+            rargs = [(f"{ns}/{k}",) for ns, k in args[:REDIS_CALLS]]
+            time_calls(r.get, rargs[:1000])
+            out["redis_get"] = percentiles(time_calls(r.get, rargs))
+            r.close()
+    try:
+        from UltraDict import UltraDict
+    except ImportError:
+        out["ultradict_get"] = "not measured: UltraDict is missing (pip install 'nt-memory[bench]')"
+        return out
+    ultra = UltraDict(
+        name=f"ud{secrets.token_hex(3)}", create=True, buffer_size=64 * len(keys) * 4, full_dump_size=None
+    )
+    try:
+        ultra.update({f"agent/{k}": value for k in keys})
+        uargs = [(f"{ns}/{k}",) for ns, k in args[: min(calls, 100_000)]]
+        out["ultradict_get"] = percentiles(time_calls(ultra.get, uargs))
+    finally:
+        ultra.unlink()
+    return out
+
+
+def _redis_sets(put_args: list[tuple]) -> dict:
+    with redis_server() as port:
+        if port is None:
+            return {"redis_set": redis_missing()}
+        import redis
+
+        r = redis.Redis(port=port)
+        sargs = [(f"{ns}/{k}", v) for ns, k, v in put_args[:REDIS_CALLS]]
+        time_calls(r.set, sargs[:1000])
+        row = {"redis_set": percentiles(time_calls(r.set, sargs))}
+        r.close()
+        return row
 
 
 def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict:
@@ -197,16 +256,19 @@ def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict
     anon_before = process_memory(os.getpid())["anon_bytes"]
     try:
         task = progress.add_task(f"vectors: {n:,} puts with embeddings", total=n)
-        for i in range(n):
-            mem.put("obs", f"o{i}", {"i": i}, embedding=data[i])
-            if i % 5000 == 0:
-                progress.update(task, completed=i)
+        build = 0.0
+        points = []  # (observations, allocated /dev/shm, anonymous RSS) after each half, index built
+        for lo, hi in ((0, n // 2), (n // 2, n)):
+            for i in range(lo, hi):
+                mem.put("obs", f"o{i}", {"i": i}, embedding=data[i])
+                if i % 5000 == 0:
+                    progress.update(task, completed=i)
+            started = time.perf_counter()
+            mem.l2.sync()
+            build += time.perf_counter() - started
+            shm = shm_bytes(mem.system.name)
+            points.append((hi, sum(shm.values()), process_memory(os.getpid())["anon_bytes"]))
         progress.update(task, completed=n)
-        task = progress.add_task("vectors: building the index", total=None)
-        started = time.perf_counter()
-        mem.l2.sync()
-        build = time.perf_counter() - started
-        progress.update(task, total=1, completed=1)
         lat, hits = [], 0
         for q, t in zip(qs, truth, strict=True):
             t0 = time.perf_counter_ns()
@@ -215,21 +277,23 @@ def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict
             hits += len({int(h.key[1:]) for h in res} & t)
         samples["vector_search_us"] = np.asarray(lat) / 1e3
         # Footprint, measured here: the system's allocated /dev/shm and this process's anonymous
-        # RSS growth (the puts, then the index). Segments whose size does not grow with the data
-        # (journal, root, coordination) are counted once when projecting to a million.
-        shm = shm_bytes(mem.system.name)
-        anon_growth = process_memory(os.getpid())["anon_bytes"] - anon_before
-        growing = shm.get("embed", 0) + shm.get("arena", 0) + shm.get("l1", 0)
-        fixed = sum(shm.values()) - growing
-        per_obs = (growing + anon_growth) / n
+        # RSS, after half the observations and after all of them (each time with the index
+        # built). What the second half added, per observation, is the cost of one more; what the
+        # first half cost beyond that is fixed (segments that do not grow, first allocations).
+        anon_growth = points[1][2] - anon_before
+        per_obs = (points[1][1] - points[0][1] + points[1][2] - points[0][2]) / (points[1][0] - points[0][0])
+        fixed = points[1][1] + anon_growth - per_obs * n
     finally:
         mem.close()
         mem.unlink()
         shutil.rmtree(root, ignore_errors=True)
-    footprint_parts = {k: v for k, v in shm.items()} | {"anon_growth": anon_growth, "fixed_shm": fixed}
+    footprint_parts = {k: v for k, v in shm.items()} | {"anon_growth": anon_growth, "fixed": fixed}
     raw = hnswlib.Index(space="cosine", dim=dim)
     raw.init_index(n, M=DEFAULT_M, ef_construction=EF_CONSTRUCTION)
     raw.add_items(data, np.arange(n))
+    # The raw index's bytes as hnswlib counts them (its saved size: vectors, links, labels). RSS
+    # would not do here: it reuses the heap the system above just freed.
+    raw_bytes = raw.index_file_size()
     raw.set_ef(DEFAULT_EF)
     rlat, rhits = [], 0
     for q, t in zip(qs, truth, strict=True):
@@ -250,7 +314,9 @@ def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict
         "unit": "MiB",
         "measured_at": n,
         "parts_bytes": footprint_parts,
-        "note": "measured at n (allocated /dev/shm + this process's anonymous RSS growth), projected to 1M; "
+        "raw_hnswlib": {"per_1m": raw_bytes / n * 1_000_000 / (1 << 20), "bytes_per_obs": raw_bytes / n},
+        "note": "allocated /dev/shm + this process's anonymous RSS, measured at n/2 and n: the second half's "
+        "cost per observation times 1M, plus what the first half cost beyond it; "
         "nt-memory bench vectors --full measures 1M itself",
     }
     return {"vector_search": vec, "memory_footprint": foot}
@@ -289,6 +355,78 @@ def _paced(send, n):
             pass
 
 
+def _mq_receiver(qname, n, ready, out):
+    import posix_ipc
+
+    mq = posix_ipc.MessageQueue(qname)
+    ready.set()
+    lat = []
+    for _ in range(n):
+        m, _prio = mq.receive()
+        lat.append(time.perf_counter_ns() - int.from_bytes(m[:8], "little"))
+    mq.close()
+    out.put(lat)
+
+
+def _redis_receiver(port, n, ready, out):
+    import redis
+
+    sub = redis.Redis(port=port).pubsub(ignore_subscribe_messages=True)
+    sub.subscribe("bench")
+    ready.set()
+    lat: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(lat) < n and time.monotonic() < deadline:
+        m = sub.get_message(timeout=1.0)
+        if m is not None and m["type"] == "message":
+            lat.append(time.perf_counter_ns() - int.from_bytes(m["data"][:8], "little"))
+    sub.close()
+    out.put(lat)
+
+
+def _peer_pubsub(ctx, target, args, send, n: int) -> list[int]:
+    """Start a receiver process ``target(*args, n, ready, out)``, send ``n`` paced messages through
+    ``send``, and return the receiver's one-way latencies."""
+    ready, out = ctx.Event(), ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, n, ready, out))
+    p.start()
+    try:
+        ready.wait(120)
+        time.sleep(0.3)
+        _paced(send, n)
+        return out.get(timeout=120)
+    finally:
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+
+
+def _peers_pubsub(ctx, n: int) -> dict:
+    """posix_ipc.MessageQueue and Redis pub/sub, paced as ours; rows the host cannot measure say why."""
+    import posix_ipc
+
+    row: dict = {}
+    qname = f"/ntmbench{secrets.token_hex(3)}"
+    mq = posix_ipc.MessageQueue(qname, posix_ipc.O_CREX, max_messages=10, max_message_size=64)
+    try:
+        row["posix_mq"] = percentiles(_peer_pubsub(ctx, _mq_receiver, (qname,), mq.send, n), "us")
+    finally:
+        mq.close()
+        mq.unlink()
+    with redis_server() as port:
+        if port is None:
+            row["redis_pubsub"] = redis_missing()
+        else:
+            import redis
+
+            r = redis.Redis(port=port)
+            row["redis_pubsub"] = percentiles(
+                _peer_pubsub(ctx, _redis_receiver, (port,), lambda b: r.publish("bench", b), n), "us"
+            )
+            r.close()
+    return row
+
+
 def row_pubsub(n: int, samples: dict) -> dict:
     from nt_memory import MemoryConfig, MemorySystem
 
@@ -325,6 +463,7 @@ def row_pubsub(n: int, samples: dict) -> dict:
             "multiprocessing_queue": percentiles(qlat, "us"),
             "subscriber": "sleeping (futex)",
         }
+        | _peers_pubsub(ctx, n)
     }
 
 
@@ -334,8 +473,7 @@ def run(quick: bool) -> tuple[dict, dict]:
         "machine": f"{platform.machine()}, {mp.cpu_count()} cores, Python {platform.python_version()}",
         "quick": quick,
     }
-    redis = shutil.which("redis-server")
-    results["redis"] = "not measured: no redis-server on PATH" if not redis else "not measured: needs redis-py"
+    results["redis"] = redis_missing() or "measured: a private redis-server on a free loopback port"
     with Progress(transient=True) as progress:
         results |= row_l1(
             20_000 if quick else 100_000, 50_000 if quick else 200_000, 1000 if quick else 10_000, samples, progress
@@ -347,6 +485,34 @@ def run(quick: bool) -> tuple[dict, dict]:
         results[row]["target"] = {"stat": stat, "value": target, "unit": unit}
         results[row]["verdict"] = "PASS" if meets(row, value) else "MISS"
     return results, samples
+
+
+# Each row's peers measured in the same run: (result key, label).
+L1_PEERS = [
+    ("dict_get", "dict.get"),
+    ("lmdb_get", "LMDB get"),
+    ("ultradict_get", "UltraDict get"),
+    ("redis_get", "Redis GET"),
+    ("manager_dict_get", "Manager().dict() get"),
+]
+PUT_PEERS = [("dict_setitem", "dict set"), ("redis_set", "Redis SET")]
+PUBSUB_PEERS = [
+    ("posix_mq", "MessageQueue"),
+    ("multiprocessing_queue", "mp.Queue"),
+    ("redis_pubsub", "Redis pub/sub"),
+]
+
+
+def _beside(row: dict, peers: list[tuple[str, str]], unit: str) -> str:
+    """``label p50 / p99`` for each peer of ``row`` that was measured, and why for one that was not."""
+    out = []
+    for key, label in peers:
+        v = row.get(key)
+        if isinstance(v, dict):
+            out.append(f"{label} {human(v['p50'], unit)} / {human(v['p99'], unit)}")
+        elif isinstance(v, str):
+            out.append(f"{label}: {v}")
+    return "p50 / p99: " + "; ".join(out)
 
 
 def render(results: dict) -> Table:
@@ -363,8 +529,15 @@ def render(results: dict) -> Table:
         "< 1 µs p99",
         f"p50 {f(r['l1_get']['ours']['p50'], 'ns')}, p99 {f(r['l1_get']['ours']['p99'], 'ns')}",
         r["l1_get"]["verdict"],
-        f"dict.get p50 {f(r['l1_get']['dict_get']['p50'], 'ns')}; LMDB {f(r['l1_get']['lmdb_get']['p50'], 'ns')}; "
-        f"Manager().dict() {f(r['l1_get']['manager_dict_get']['p50'] / 1e3, 'µs')}",
+        _beside(r["l1_get"], L1_PEERS, "ns"),
+    )
+    put = r["l1_get"]["put"]
+    t.add_row(
+        "L1 put (Python, 32 B bytes)",
+        "(none)",
+        f"p50 {f(put['ours']['p50'], 'ns')}, p99 {f(put['ours']['p99'], 'ns')}",
+        "",
+        _beside(put, PUT_PEERS, "ns"),
     )
     t.add_row(
         "Position lookup (@njit)",
@@ -388,7 +561,7 @@ def render(results: dict) -> Table:
     t.add_row(
         "Memory footprint",
         "< 1 GB / 1M obs",
-        f"{f(m['ours']['per_1m'], 'MiB')} per 1M ({m['ours']['bytes_per_obs']:,.0f} B/obs measured at "
+        f"{f(m['ours']['per_1m'], 'MiB')} per 1M ({m['ours']['bytes_per_obs']:,.0f} B per observation from n/2 to "
         f"{m['measured_at']:,})",
         m["verdict"],
         "at {:,}: embedding log {:,.0f}, arena {:,.0f}, table {:,.0f}, RSS growth {:,.0f} MiB".format(
@@ -405,31 +578,72 @@ def render(results: dict) -> Table:
         "< 5 ms p99",
         f"p50 {f(p['ours']['p50'], 'µs')}, p99 {f(p['ours']['p99'], 'µs')}, dropped {p['ours']['dropped']}",
         p["verdict"],
-        f"multiprocessing.Queue p99 {f(p['multiprocessing_queue']['p99'], 'µs')}",
+        _beside(p, PUBSUB_PEERS, "us"),
     )
     return t
 
 
-def plot(samples: dict, path: str) -> None:
+# (result row, panel title, peers): what each panel of --plot draws.
+PLOT_ROWS = [
+    ("l1_get", "L1 lookup, Python get", L1_PEERS),
+    ("position_lookup_njit", "Position lookup in @njit", [("uniform_over_table", "ours, keys uniform over the table")]),
+    (
+        "vector_search",
+        "Vector search, top 10",
+        [("raw_hnswlib", "raw hnswlib"), ("numpy_brute_force", "numpy brute force")],
+    ),
+    ("memory_footprint", "Memory footprint per 1M observations", [("raw_hnswlib", "raw hnswlib index (its size)")]),
+    ("cross_agent_pubsub", "Cross-agent pub/sub, one way", PUBSUB_PEERS),
+]
+
+
+def plot(results: dict, path: str) -> None:
+    """One panel per seed target: nt-memory and each peer measured in the same run, on a log axis
+    (the target's statistic as a bar, p50 as a dot where it applies), the target as a line, and
+    the verdict in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 3.2))
-    for ax, (k, v) in zip(np.atleast_1d(axes), samples.items(), strict=True):
-        v = np.asarray(v, dtype=np.float64)
-        ax.hist(np.clip(v, None, np.percentile(v, 99.5)), bins=60)
-        ax.set_title(f"{k} (clipped at p99.5)", fontsize=9)
-        ax.set_yscale("log")
-        ax.set_ylabel("calls")
+    fig, axes = plt.subplots(len(PLOT_ROWS), 1, figsize=(11, 2.6 * len(PLOT_ROWS)))
+    for ax, (key, title, peers) in zip(axes, PLOT_ROWS, strict=True):
+        row = results[key]
+        stat, bound, unit = SEED_TARGETS[key]
+        bars = [("nt-memory", row["ours"])] + [(label, row[k]) for k, label in peers if isinstance(row.get(k), dict)]
+        missing = [f"{label}: {row[k]}" for k, label in peers if isinstance(row.get(k), str)]
+        names = [b[0] for b in bars][::-1]
+        values = [b[1][stat] for b in bars][::-1]
+        p50 = [b[1].get("p50") for b in bars][::-1]
+        shown = values + [bound] + [v for v in p50 if v is not None]
+        left, right = min(shown) / 3, max(shown) * 4
+        colors = ["#1f77b4" if n == "nt-memory" else "#9e9e9e" for n in names]
+        # Bars from the left edge (a log axis has no zero), each labelled with its figure.
+        ax.barh(names, [v - left for v in values], left=left, color=colors, label=stat)
+        for y, v in enumerate(values):
+            ax.text(v * 1.08, y, human(v, unit), va="center", fontsize=7)
+        if all(v is not None for v in p50):
+            ax.plot(p50, names, "o", color="black", markersize=4, label="p50")
+        ax.axvline(bound, color="#d62728", linestyle="--", label=f"target: {stat} < {human(bound, unit)}")
+        ax.set_xscale("log")
+        ax.set_xlim(left, right)
+        ax.set_xlabel(unit if unit != "us" else "µs")
+        ours = human(row["ours"][stat], unit)
+        ax.set_title(f"{title}: {row['verdict']} (ours {stat} {ours}, target < {human(bound, unit)})", fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if missing:
+            ax.text(0.0, -0.42, "; ".join(missing), transform=ax.transAxes, fontsize=7, color="#555555")
+    fig.suptitle(f"nt-memory bench: the seed's targets ({results['machine']}), peers measured in the same run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = suite_parser("seed", __doc__, "smaller sizes: about half a minute")
-    ap.add_argument("--plot", default=None, metavar="PATH", help="save latency histograms as PNG (needs matplotlib)")
+    ap.add_argument(
+        "--plot", default=None, metavar="PATH", help="save a PNG: each target beside its peers (needs matplotlib)"
+    )
     args = ap.parse_args(argv)
     console = Console()
     if not console.is_terminal:
@@ -446,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     if args.plot:
-        plot(samples, args.plot)
+        plot(results, args.plot)
     return 0
 
 
