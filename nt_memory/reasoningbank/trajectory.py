@@ -41,7 +41,9 @@ def _embedding(vec) -> list[float] | None:
         return None
     arr = np.asarray(vec)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-        raise InvalidEmbedding(f"an observation embedding must be a 1-D array of floats, got {arr.dtype} {arr.shape}")
+        raise InvalidEmbedding(
+            f"an observation embedding must be a 1-D array of floats (or integers), got {arr.dtype} {arr.shape}"
+        )
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise InvalidEmbedding("an observation embedding has NaN or infinite components")

@@ -98,8 +98,10 @@ def _float32_block(vecs, dim: int, ndim: int, what: str) -> np.ndarray:
         arr = np.asarray(vecs)
     else:
         raise InvalidEmbedding(f"{what} must be a numpy array or a list of floats, got {type(vecs).__name__}")
+    # Integers are numbers too (quantized embeddings, a list like [1, 0, 2]): converted to float32,
+    # which holds every integer up to 2**24 exactly. Booleans, strings, objects are refused.
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-        raise InvalidEmbedding(f"{what} must hold floats, got dtype {arr.dtype}")
+        raise InvalidEmbedding(f"{what} must hold floats (or integers, converted to float32), got dtype {arr.dtype}")
     if arr.ndim != ndim or arr.shape[-1] != dim or arr.shape[0] == 0:
         block = "" if ndim == 1 else f"expected a 2-D (n, {dim}) array; "
         raise InvalidEmbedding(f"{what} has shape {arr.shape}; {block}this system's embedding_dim is {dim}")

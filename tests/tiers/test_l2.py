@@ -161,6 +161,20 @@ def test_vector_put_in_one_process_is_found_in_another(cfg):
         mem.unlink()
 
 
+def test_integer_embeddings_are_converted_to_float32(cfg):
+    """Integer arrays and lists are numbers: stored as float32, exactly (up to 2**24)."""
+    with MemorySystem.open(cfg) as mem:
+        ints = np.arange(64, dtype=np.int64) - 32
+        mem.put("docs", "i64", 1, embedding=ints)
+        mem.put("docs", "u8", 2, embedding=np.arange(64, dtype=np.uint8))
+        mem.put("docs", "list", 3, embedding=[int(x) for x in ints[::-1]])
+        stored = mem.embedding("docs", "i64")
+        assert stored.dtype == np.float32 and np.array_equal(stored, ints.astype(np.float32))
+        assert np.array_equal(mem.embedding("docs", "list"), ints[::-1].astype(np.float32))
+        assert mem.search_similar("docs", np.arange(64, dtype=np.uint8), top_k=1)[0].key == "u8"
+        mem.unlink()
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
