@@ -963,7 +963,9 @@ typedef struct {
     int64_t spin_ns;     /* the longest spin before sleeping */
     int64_t spin_cur_ns; /* this receiver's window now: coordination/pubsub.py, next_spin */
     PyObject *decode;
-    PyObject *keep; /* what keeps the ring mapped (the topic object) */
+    PyObject *keep;  /* what keeps the ring mapped (the topic object) */
+    int64_t *board;  /* this subscription's NEXT, RECEIVED, DROPPED on the subscriber board, or NULL */
+    PyObject *board_keep; /* what keeps the board mapped */
 } Receiver;
 
 /* One receive: the message, None if there is none, NULL on error. Counts exactly as the Python
@@ -981,6 +983,11 @@ static PyObject *receive_once(Receiver *rx) {
         rx->dropped += rx->state[1] - rx->expected;
     rx->expected = rx->state[1] + 1;
     rx->received += 1;
+    if (rx->board != NULL) { /* for observers (nt-memory top): plain stores to our own entry */
+        __atomic_store_n(&rx->board[0], (int64_t)rx->expected, __ATOMIC_RELAXED);
+        __atomic_store_n(&rx->board[1], (int64_t)rx->received, __ATOMIC_RELAXED);
+        __atomic_store_n(&rx->board[2], (int64_t)rx->dropped, __ATOMIC_RELAXED);
+    }
     return value_of(rx->out, (Py_ssize_t)n, rx->decode, NULL);
 }
 
@@ -1089,12 +1096,15 @@ static PyMethodDef Receiver_methods[] = {
 static int Receiver_traverse(Receiver *rx, visitproc visit, void *arg) {
     Py_VISIT(rx->decode);
     Py_VISIT(rx->keep);
+    Py_VISIT(rx->board_keep);
     return 0;
 }
 
 static int Receiver_clear(Receiver *rx) {
+    rx->board = NULL; /* its mapping may go with board_keep */
     Py_CLEAR(rx->decode);
     Py_CLEAR(rx->keep);
+    Py_CLEAR(rx->board_keep);
     return 0;
 }
 
@@ -1118,17 +1128,19 @@ static PyTypeObject ReceiverType = {
     .tp_doc = "A subscriber's cursor on one topic ring (see coordination/pubsub.py).",
 };
 
-/* receiver(hdr, data, cap, cursor, first_msg, out_bytes, receive_addr, spin_ns, decode, keep) */
+/* receiver(hdr, data, cap, cursor, first_msg, out_bytes, receive_addr, spin_ns, decode, keep,
+            board_addr, board_keep): board_addr 0 when the subscription has no board entry */
 static PyObject *make_receiver(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     Receiver *rx;
     int ok = 1;
-    int64_t v[8];
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "receiver() takes 10 arguments");
+    int64_t v[8], board;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "receiver() takes 12 arguments");
         return NULL;
     }
     for (int i = 0; i < 8; i++)
         v[i] = as_i64(args[i], &ok);
+    board = as_i64(args[10], &ok);
     if (!ok)
         return NULL;
     rx = PyObject_GC_New(Receiver, &ReceiverType);
@@ -1146,6 +1158,8 @@ static PyObject *make_receiver(PyObject *m, PyObject *const *args, Py_ssize_t na
     rx->spin_ns = rx->spin_cur_ns = v[7];
     rx->decode = Py_NewRef(args[8]);
     rx->keep = Py_NewRef(args[9]);
+    rx->board = (int64_t *)(intptr_t)board;
+    rx->board_keep = Py_NewRef(args[11]);
     rx->out = PyMem_Malloc((size_t)rx->out_bytes);
     if (rx->out == NULL) {
         Py_DECREF(rx);

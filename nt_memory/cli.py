@@ -91,6 +91,9 @@ def _print_parts(stats: dict[str, dict]) -> None:
     if "topics" in stats:
         for name, t in stats["topics"]["topics"].items():
             print(f"topic: {name}  messages={t['messages']} sleeping={t['sleeping']} ring_bytes={t['ring_bytes']}")
+        for x in stats["topics"]["subscribers"]:
+            counts = f"lag={x['lag']} received={x['received']} dropped={x['dropped']}"
+            print(f"subscriber: {x['topic']}  pid={x['pid']} {counts}")
     if "locks" in stats:
         print(f"locks: {stats['locks']['held']} held of {stats['locks']['named']} named")
     if "consensus" in stats:

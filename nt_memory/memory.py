@@ -887,13 +887,15 @@ class MemorySystem:
         self.journal.flush(timeout)
 
     def stats(self) -> dict:
-        """Counters per tier: ``l1`` (shared), ``journal`` (shared), ``l3`` (this process's view)."""
+        """Counters per tier: ``l1`` (shared), ``journal`` (shared), ``l3`` (this process's view),
+        and ``topics``: each topic's counts and every live subscription's lag (shared)."""
         self._check_open()
         return {
             "l1": self.l1.stats(),
             "journal": self.journal.stats(),
             "l2": self.l2.stats() | self.search.stats(),
             "l3": self.store.stats(),
+            "topics": self.pubsub.stats(),
         }
 
     def verify(self) -> dict[str, list[str]]:

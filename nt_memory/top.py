@@ -6,9 +6,9 @@ receivers asleep), lock holders and open proposals. The frame fits the terminal:
 to its width, and a table with more rows than the height leaves room for says how many it left
 out. ``q`` or Ctrl-C quits; ``--once`` prints one frame (``--json``: the same snapshot as JSON).
 
-Subscriber cursors are private to each subscriber, so per-subscriber lag is not visible from
-outside; ``sub.dropped`` reports it in the subscriber's own process, and the topics table shows
-how many receivers sleep.
+Each subscription writes how far it has read into the subscriber board (shm/coord_layout.py)
+after every receive, so the subscribers table shows each one's lag (messages published to its
+topic that it has not taken yet), received and dropped counts, the furthest behind first.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ class Snapshot:
             js = self.parts["journal"].stats()
             snap["journal"] = {k: js[k] for k in ("backlog_bytes", "appends", "flusher_pid") if k in js}
         if "topics" in self.parts:
-            snap["topics"] = self.parts["topics"].stats()["topics"]
+            st = self.parts["topics"].stats()
+            snap["topics"] = st["topics"]
+            snap["subscribers"] = st["subscribers"]
         if "locks" in self.parts:
             st = self.parts["locks"].stats()
             snap["locks"] = {
@@ -159,6 +161,19 @@ def frame(snap: dict, width: int, height: int, interactive: bool = False) -> str
             for name, t in snap["topics"].items()
         ]
         tables.append(("topics", f"{'topic':<30} {'messages':>12} {'asleep':>8} {'ring bytes':>12}", rows))
+        subs = sorted(snap["subscribers"], key=lambda x: -(x["lag"] or 0))  # the furthest behind first
+        rows = [
+            f"{x['topic'][:30]:<30} {x['pid']:>7} {x['lag'] if x['lag'] is not None else '?':>10} "
+            f"{x['received']:>12,} {x['dropped']:>9,}"
+            for x in subs
+        ]
+        tables.append(
+            (
+                f"subscribers ({len(subs)}; lag: published, not yet received)",
+                f"{'topic':<30} {'pid':>7} {'lag':>10} {'received':>12} {'dropped':>9}",
+                rows,
+            )
+        )
     if "locks" in snap:
         lk = snap["locks"]
         rows = [

@@ -249,8 +249,10 @@ def test_top_renders_a_frame_of_a_live_system(name, tmp_path):
     top = [sys.executable, "-m", "nt_memory.cli", "top", name]
     with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path))) as mem:
         mem.put("a", "b", 1)
+        behind = mem.subscribe("ticks/0")
         for i in range(12):
             mem.publish(f"ticks/{i}", {"px": i})
+        mem.publish("ticks/0", {"px": -1})
         tokens = [mem.acquire_lock(f"positions{i}") for i in range(10)]
         mem.consensus.register_voter("agent_1")
         for i in range(6):
@@ -270,6 +272,8 @@ def test_top_renders_a_frame_of_a_live_system(name, tmp_path):
     snap = json.loads(as_json.stdout)
     assert len(snap["topics"]) == 12 and snap["locks"]["held"] == 10 and len(snap["consensus"]["open"]) == 6
     assert snap["l1"]["entries"] == 1 and snap["members"][0]["alive"]
+    assert [(x["topic"], x["lag"], x["pid"]) for x in snap["subscribers"]] == [("ticks/0", 2, os.getpid())]
+    assert "subscribers (1;" in proc.stdout and behind.received == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")

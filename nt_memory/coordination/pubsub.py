@@ -10,16 +10,26 @@ on a futex and wakes within microseconds of a publish.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from nt_memory.durations import seconds
-from nt_memory.errors import ConfigError, CorruptSegment, SegmentClosed, TierError, ValueTooLarge, raise_status
+from nt_memory.errors import (
+    ConfigError,
+    CorruptSegment,
+    SegmentClosed,
+    SegmentError,
+    TierError,
+    ValueTooLarge,
+    raise_status,
+)
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, entry_point
@@ -99,18 +109,20 @@ def validate_pattern(pattern: object) -> re.Pattern[str]:
 
 
 MAX_TOPICS = 256  # topic names a system holds (each topic's ring is its own part)
+MAX_SUBSCRIBERS = 1024  # subscriptions the board shows at once (more still work, unseen by observers)
 
 
 class _Topic:
     """One topic's ring, mapped in this process. Its capacity comes from the segment's checksummed
     header (validated against the ring's own word once): the kernels never read a shared size."""
 
-    def __init__(self, seg: Segment):
+    def __init__(self, seg: Segment, index: int):
         capacity = seg.params[0]
         lay = C.TopicRingLayout.for_capacity(capacity)
         if capacity < 1024 or capacity % 64 or seg.size != lay.total_bytes:
             raise CorruptSegment(f"segment {seg.shm_name!r}: impossible topic ring capacity {capacity}")
         self.seg = seg
+        self.index = index  # in the topic directory
         self.capacity = capacity
         self.hdr_addr = seg.address + lay.ring_offset
         self.data_addr = seg.address + lay.data_offset
@@ -132,7 +144,7 @@ class PubSub:
     def part_specs(cls, config=None, store=None) -> list[PartSpec]:
         """The Part protocol's specs (shm/parts.py): the topic directory (each topic's ring is a
         part made on the topic's first use)."""
-        tl = C.TopicsLayout.for_count(MAX_TOPICS)
+        tl = C.TopicsLayout.for_count(MAX_TOPICS, MAX_SUBSCRIBERS)
         return [PartSpec("topics", L.KIND_TOPICS, tl.total_bytes, tl.params)]
 
     @classmethod
@@ -142,12 +154,16 @@ class PubSub:
 
     def __init__(self, system: System, topic_bytes: int = DEFAULT_TOPIC_BYTES):
         seg = system.parts["topics"]
-        max_topics = seg.params[0]
-        self.layout = C.TopicsLayout.for_count(max_topics)
+        params = list(seg.params)
+        max_topics, max_subs = (params[0], params[3]) if len(params) >= 5 else (0, 0)
+        self.layout = C.TopicsLayout.for_count(max_topics, max_subs)
+        if max_topics <= 0 or max_subs <= 0 or seg.size != self.layout.total_bytes or params[:5] != self.layout.params:
+            raise CorruptSegment(f"segment {seg.shm_name!r}: its parameters {params} are no topic directory's")
         self.system = system
         self.topic_bytes = topic_bytes
         self.ctl = seg.region(self.layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
         self.entries = seg.region(self.layout.entries_offset, max_topics * C.TOPIC_ENTRY_WORDS * 8, np.int64)
+        self.board = seg.region(self.layout.subs_offset, max_subs * C.SUB_WORDS * 8, np.int64)
         self._topics: dict[bytes, _Topic] = {}
         self._publish = entry_point(ring_publish, INT, INT, INT, INT, BYTES)
         self._receive = ring_receive
@@ -167,7 +183,7 @@ class PubSub:
             idx = self._create(key)
         seg = self.system.attach_segment(f"topic.{idx}", L.KIND_TOPIC)
         try:
-            t = _Topic(seg)
+            t = _Topic(seg, idx)
         except BaseException:
             seg.close()
             raise
@@ -219,23 +235,85 @@ class PubSub:
         return out
 
     # ------------------------------------------------------------------------- the Part protocol
+    # ------------------------------------------------------------------------ subscriber board
+    def claim_board_entry(self, topic_index: int, next_msg: int) -> np.ndarray | None:
+        """Claim a free entry of the subscriber board (or one whose owner died) for a subscription
+        of the topic at ``topic_index`` that takes message ``next_msg`` next; its NEXT, RECEIVED and
+        DROPPED words, for the subscription to store into. None when every entry is taken by a
+        live subscription: the subscription works, unseen by observers."""
+        owner = self.system.owner
+        members = self.system.members
+        base = self.board.ctypes.data
+        for i in range(self.layout.max_subscribers):
+            cur = int(self.board[i * C.SUB_WORDS + C.SUB_OWNER_IDX])
+            if cur != 0 and members.owner_alive(cur):
+                continue
+            if word_cas(base + (i * C.SUB_WORDS + C.SUB_OWNER_IDX) * 8, cur, owner) != cur:
+                continue
+            e = i * C.SUB_WORDS
+            row = np.array([topic_index, next_msg, 0, 0, time.time_ns()], np.int64)
+            store_words(self.board, e + C.SUB_TOPIC_IDX, row)
+            return self.board[e + C.SUB_NEXT_IDX : e + C.SUB_DROPPED_IDX + 1]
+        return None
+
+    def release_board_entry(self, counters: np.ndarray) -> None:
+        """Give back the entry whose counters :meth:`claim_board_entry` returned."""
+        # ``counters`` keeps the mapping alive, so this store is safe even after the system closed.
+        word_cas(counters.ctypes.data - (C.SUB_NEXT_IDX - C.SUB_OWNER_IDX) * 8, self.system.owner, 0)
+
+    def subscribers(self) -> list[dict]:
+        """Every subscription on the board whose process is alive: its topic, pid, how many
+        messages it has received and lost, and its lag (messages published to the topic that it
+        has not taken yet)."""
+        members = self.system.members
+        names = self.topics()
+        out = []
+        for i in range(self.layout.max_subscribers):
+            e = self.board[i * C.SUB_WORDS : (i + 1) * C.SUB_WORDS].copy()  # one snapshot of the entry
+            owner = int(e[C.SUB_OWNER_IDX])
+            topic = int(e[C.SUB_TOPIC_IDX])
+            if owner == 0 or not 0 <= topic < len(names) or not members.owner_alive(owner):
+                continue
+            try:
+                published: int | None = int(self.topic(names[topic]).ring[RING_MSG_COUNT_IDX])
+            except (ConfigError, SegmentError):  # a directory entry a co-tenant damaged: no lag to show
+                published = None
+            out.append(
+                {
+                    "topic": names[topic],
+                    "pid": members.owner_pid(owner),
+                    "received": int(e[C.SUB_RECEIVED_IDX]),
+                    "dropped": int(e[C.SUB_DROPPED_IDX]),
+                    "lag": None if published is None else max(0, published - int(e[C.SUB_NEXT_IDX])),
+                    "since_ns": int(e[C.SUB_SINCE_IDX]),
+                }
+            )
+        return out
+
     def stats(self) -> dict:
-        """Per topic: messages published, bytes appended, receivers asleep, ring bytes. Each
-        receiver's cursor is private to it: its lag is ``sub.dropped`` in its own process."""
+        """Per topic: messages published, bytes appended, receivers asleep, ring bytes (and
+        ``error`` for a topic whose directory entry is damaged); and every live subscription on the
+        subscriber board with its lag."""
         topics = {}
         for name in self.topics():
-            r = self.topic(name).ring
+            try:
+                t = self.topic(name)
+            except (ConfigError, SegmentError) as exc:  # a directory entry a co-tenant damaged
+                topics[name] = {"messages": 0, "append_bytes": 0, "sleeping": 0, "ring_bytes": 0, "error": str(exc)}
+                continue
+            r = t.ring
             topics[name] = {
                 "messages": int(r[RING_MSG_COUNT_IDX]),
                 "append_bytes": int(r[RING_APPEND_BYTES_IDX]),
                 "sleeping": int(r[RING_WAITERS_IDX]),
-                "ring_bytes": self.topic(name).capacity,
+                "ring_bytes": t.capacity,
             }
-        return {"topics": topics, "max_topics": self.layout.max_topics}
+        return {"topics": topics, "max_topics": self.layout.max_topics, "subscribers": self.subscribers()}
 
     def verify(self) -> list[str]:
         """Every topic's ring: positions aligned and in order (LATEST <= TAIL <= TAIL_INTENT), the
-        capacity word its header's. Reads only. ``[]`` when sound."""
+        capacity word its header's; every taken subscriber board entry names a topic and counts
+        nothing negative. Reads only. ``[]`` when sound."""
         count = int(self.ctl[C.CTL_COUNT_IDX])
         if not 0 <= count <= self.layout.max_topics:
             return [f"topic directory counts {count} topics, over its {self.layout.max_topics}"]
@@ -251,6 +329,14 @@ class PubSub:
             ordered = 0 <= latest <= tail <= intent and int(r[RING_MSG_COUNT_IDX]) >= 0
             if not ordered or tail & 15 or latest & 15:
                 problems.append(f"topic {name!r}: positions impossible (latest {latest}, tail {tail}, intent {intent})")
+        for i in range(self.layout.max_subscribers):
+            e = self.board[i * C.SUB_WORDS : (i + 1) * C.SUB_WORDS]
+            if int(e[C.SUB_OWNER_IDX]) == 0:
+                continue
+            topic = int(e[C.SUB_TOPIC_IDX])
+            counts = [int(e[k]) for k in (C.SUB_NEXT_IDX, C.SUB_RECEIVED_IDX, C.SUB_DROPPED_IDX)]
+            if not 0 <= topic < count or min(counts) < 0:
+                problems.append(f"subscriber board entry {i}: topic {topic} of {count}, counts {counts}")
         return problems
 
     # ---------------------------------------------------------------------------------- verbs
@@ -323,6 +409,13 @@ class PubSub:
         self.closed = True
 
 
+def _release_in(pid: int, pubsub: PubSub, counters: np.ndarray) -> None:
+    """A subscription's board entry given back, by the process that claimed it only (a forked
+    child shares the parent's owner word and must not free the parent's entry)."""
+    if os.getpid() == pid:
+        pubsub.release_board_entry(counters)
+
+
 class Subscription:
     """Messages of one topic for one subscriber.
 
@@ -344,6 +437,12 @@ class Subscription:
         self.closed = False
         self._rx = None
         self._spin = self._spin_max = spin_s  # the pure path's window (the C receiver keeps its own)
+        # This subscription's NEXT / RECEIVED / DROPPED words on the subscriber board (None: full),
+        # stored after every receive for observers; given back on close or when collected.
+        self._board = pubsub.claim_board_entry(ring.index, first_msg)
+        self._unboard = (
+            weakref.finalize(self, _release_in, os.getpid(), pubsub, self._board) if self._board is not None else None
+        )
         if fast is not None:
             # The cursor lives in C: one call per receive, and the whole wait (spin, then futex
             # sleep) in C with the GIL released. Its state is guarded by the GIL.
@@ -358,6 +457,8 @@ class Subscription:
                 int(spin_s * 1e9),
                 decode,
                 ring,
+                self._board.ctypes.data if self._board is not None else 0,
+                self._board,  # keeps the board mapped while the receiver stores into it
             )
         else:
             self._out = np.zeros(ring.capacity // 4, np.uint8)
@@ -406,6 +507,8 @@ class Subscription:
                 self._dropped += msg_no - self._expected
             self._expected = msg_no + 1
             self._received += 1
+            if self._board is not None:
+                self._board[:] = (self._expected, self._received, self._dropped)
             return decode(self._outmv[:n])  # a copy, made before another thread reuses the buffer
 
     def recv(self, timeout: Duration | None = None) -> Any:
@@ -490,6 +593,8 @@ class Subscription:
 
     def close(self) -> None:
         self.closed = True
+        if self._unboard is not None:
+            self._unboard()  # once: a finalizer runs at most once
 
     def __enter__(self) -> Subscription:
         return self

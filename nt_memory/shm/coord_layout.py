@@ -5,6 +5,12 @@ own segment ``topic.<i>`` made on first use), ``locks`` (named locks) and ``cons
 
     header | control (8 words: LOCK, COUNT) | MAX_TOPICS entries of 64 bytes:
              STATE (0 free, 1 ready) | CAPACITY | NAME_LEN | NAME (40 bytes)
+           | MAX_SUBSCRIBERS subscriber entries of 64 bytes (the subscriber board):
+             OWNER (its member owner word; 0 free) | TOPIC (directory index) | NEXT (the number
+             of the next message it takes) | RECEIVED | DROPPED | SINCE (wall ns) | 2 spare
+
+A subscriber writes only its own entry, after each receive, so that an observer (``nt-memory top``)
+sees how far behind the topic each one is: the topic's message count minus NEXT.
 
 ``topic.<i>`` segment:: header | ring header (kernels/ring.py) | data (CAPACITY bytes)
 
@@ -31,6 +37,13 @@ TOPIC_NAME_BYTES = 40
 CTL_WORDS = 8
 CTL_LOCK_IDX = 0
 CTL_COUNT_IDX = 1
+SUB_WORDS = 8
+SUB_OWNER_IDX = 0
+SUB_TOPIC_IDX = 1
+SUB_NEXT_IDX = 2  # NEXT, RECEIVED, DROPPED are consecutive: the receiver stores the three at once
+SUB_RECEIVED_IDX = 3
+SUB_DROPPED_IDX = 4
+SUB_SINCE_IDX = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,18 +51,23 @@ class TopicsLayout:
     max_topics: int
     ctl_offset: int
     entries_offset: int
+    max_subscribers: int
+    subs_offset: int
     total_bytes: int
 
     @classmethod
-    def for_count(cls, max_topics: int) -> TopicsLayout:
+    def for_count(cls, max_topics: int, max_subscribers: int) -> TopicsLayout:
         lay = L.Layout()
         lay.add("ctl", CTL_WORDS * 8)
         lay.add("entries", max_topics * TOPIC_ENTRY_WORDS * 8)
-        return cls(max_topics, lay.offset("ctl"), lay.offset("entries"), lay.total_bytes)
+        lay.add("subs", max_subscribers * SUB_WORDS * 8)
+        return cls(
+            max_topics, lay.offset("ctl"), lay.offset("entries"), max_subscribers, lay.offset("subs"), lay.total_bytes
+        )
 
     @property
     def params(self) -> list[int]:
-        return [self.max_topics, self.ctl_offset, self.entries_offset]
+        return [self.max_topics, self.ctl_offset, self.entries_offset, self.max_subscribers, self.subs_offset]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -252,3 +252,14 @@ def paced_publisher(name: str, path: str, topic: str, who: int, n: int, pause_s:
                 time.sleep(pause_s)
     finally:
         mem.close()
+
+
+def partial_reader(name: str, path: str, topic: str, take: int, conn) -> None:
+    """Subscribe, say so, take ``take`` messages once told to, say so, then wait to be killed."""
+    mem = _open(name, path, "partial-reader")
+    sub = mem.subscribe(topic)
+    conn.send("subscribed")
+    conn.recv()
+    got = [sub.recv(timeout=10) for _ in range(take)]
+    conn.send(sum(m is not None for m in got))
+    time.sleep(600)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from nt_memory import Proposal
+from nt_memory.shm import coord_layout as C
 from tests.multiprocess import coord_workers as W
 
 pytestmark = pytest.mark.multiprocess
@@ -123,3 +124,40 @@ def test_concurrent_voters_decide_once(mem):
     assert result.status.name == "APPROVED"
     assert 3 <= result.votes <= 5 and result.approve_weight == result.votes
     assert statuses.count("APPROVED") >= 1
+
+
+def test_subscriber_board_shows_each_subscribers_lag_across_processes(mem):
+    """Each subscription's lag is visible from outside its process (``stats()``, what top and
+    inspect show): two subscribers here and one in another process, each behind by what it has not
+    taken; a closed one leaves the board, and a killed one's entry is dropped and reused."""
+    parent, child = CTX.Pipe()
+    reader = CTX.Process(target=W.partial_reader, args=(mem.config.name, mem.config.storage_path, "ticks", 3, child))
+    reader.start()
+    try:
+        assert parent.poll(120) and parent.recv() == "subscribed"
+        fast, slow = mem.subscribe("ticks"), mem.subscribe("ticks")
+        for i in range(10):
+            mem.publish("ticks", i)
+        assert [fast.try_recv() for _ in range(10)] == list(range(10))
+        assert [slow.try_recv() for _ in range(4)] == [0, 1, 2, 3]
+        parent.send("go")
+        assert parent.poll(60) and parent.recv() == 3
+        rows = {(x["pid"], x["received"]): x for x in mem.stats()["topics"]["subscribers"] if x["topic"] == "ticks"}
+        me = os.getpid()
+        assert rows[(me, 10)]["lag"] == 0 and rows[(me, 4)]["lag"] == 6
+        assert rows[(reader.pid, 3)]["lag"] == 7 and rows[(reader.pid, 3)]["dropped"] == 0
+        assert len(rows) == 3
+        slow.close()
+        assert {(x["pid"], x["received"]) for x in mem.stats()["topics"]["subscribers"]} == {(me, 10), (reader.pid, 3)}
+        os.kill(reader.pid, signal.SIGKILL)
+        reader.join(30)
+        left = mem.stats()["topics"]["subscribers"]
+        assert [(x["pid"], x["lag"]) for x in left] == [(me, 0)]
+        again = [mem.subscribe("ticks") for _ in range(2)]  # the freed and the dead entry are reused
+        owners = mem.pubsub.board[:: C.SUB_WORDS]
+        assert len(mem.stats()["topics"]["subscribers"]) == 3 and list(owners[:3] != 0) == [True] * 3
+        assert not owners[3:].any() and len(again) == 2
+    finally:
+        if reader.is_alive():
+            reader.kill()
+            reader.join(30)

@@ -79,9 +79,14 @@ def _words(name: str, sample: int, rnd: random.Random) -> list[tuple[str, int, s
             out.append((f(topic), toff.ring_offset + idx * 8, f"topic ring word {idx}"))
         for rec in (0, 8, 16, 24):
             out.append((f(topic), toff.data_offset + rec, f"topic data at {rec}"))
-        tpl = C.TopicsLayout.for_count(sysm.parts["topics"].params[0])
+        tparams = sysm.parts["topics"].params
+        tpl = C.TopicsLayout.for_count(tparams[0], tparams[3])
         for w in (0, 1, 8, 9, 10):
             out.append((f("topics"), tpl.ctl_offset + w * 8, f"topics word {w}"))
+        for w in range(C.SUB_SINCE_IDX + 1):  # the subscriber board's first entries, every word
+            for entry in (0, 1):
+                word = entry * C.SUB_WORDS + w
+                out.append((f("topics"), tpl.subs_offset + word * 8, f"subscriber board entry {entry} word {w}"))
         ll = C.LocksLayout.for_count(sysm.parts["locks"].params[0])
         for w in range(6):
             out.append((f("locks"), ll.ctl_offset + w * 8, f"locks control word {w}"))
