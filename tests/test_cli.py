@@ -362,3 +362,32 @@ def test_a_closed_pipe_ends_quietly(name):
     finally:
         cache.close()
         cache.unlink()
+
+
+def test_import_and_ls_load_no_compiled_kernel(name):
+    """``import nt_memory`` imports no submodule until a name is used (PEP 562), and ``ls`` loads
+    no numba-compiled function (the first one a process loads costs about half a second); an
+    observer's L1 view binds its get and put only when asked to read."""
+    code = (
+        "import sys, nt_memory\n"
+        "assert 'numba' not in sys.modules and 'nt_memory.memory' not in sys.modules\n"
+        "from nt_memory import MemorySystem, NtMemoryError\n"
+        "assert MemorySystem.__module__ == 'nt_memory.memory' and 'Hit' in dir(nt_memory)\n"
+        "from nt_memory.cli import main\n"
+        "from numba.core import dispatcher\n"
+        "loads = []\n"
+        "original = dispatcher.Dispatcher.compile\n"
+        "dispatcher.Dispatcher.compile = lambda self, sig: loads.append(self.py_func.__name__) or original(self, sig)\n"
+        "assert main(['ls']) == 0 and loads == [], loads\n"
+        "from nt_memory.memory import observe\n"
+        f"with observe({name!r}) as (_, parts):\n"
+        "    l1 = parts['l1']\n"
+        "    assert '_k_get' not in l1.__dict__ and l1.get('ns', 'k') == b'v' and '_k_get' in l1.__dict__\n"
+    )
+    cache = HotCache.create(name, max_entries=100)
+    try:
+        cache.put("ns", "k", b"v")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        cache.close()

@@ -440,9 +440,21 @@ class HotCache:
         self._scratch = _Scratch(int(ctx[CTX_OUT_BYTES_IDX]))
         self._prefixes: dict = {}
         self._beat_at = 0
+        if system.owner:  # an observer (nt-memory inspect, top) reads counters: it binds on first use
+            self._bind_kernels()
+
+    def _bind_kernels(self) -> None:
+        """Bind the table's get and put (loading them from numba's cache, or compiling them)."""
         self._k_get = _Kernels.get
         self._k_put = _Kernels.put
         self._bind_get()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes not found: an observer's first get or put binds the kernels.
+        if name in ("_k_get", "_k_put", "_get") and "_ctx_addr" in self.__dict__:
+            self._bind_kernels()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _check_headers(self, tl: L1Layout, al: ArenaLayout, sizes: np.ndarray) -> None:
         """Refuse headers that disagree with the checksummed layout params or hold impossible
