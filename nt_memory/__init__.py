@@ -3,37 +3,36 @@
 import importlib
 from typing import TYPE_CHECKING
 
-# The public names, each imported from its module on first use (PEP 562): ``import nt_memory`` and
-# the command line's ``ls``, ``--version`` and errors stay cheap, and ``from nt_memory import
-# MemorySystem`` loads what it needs. The type checker reads the imports below instead.
+from nt_memory.errors import (
+    CapacityError,
+    CodecError,
+    ConfigError,
+    ConsensusError,
+    CorruptSegment,
+    InvalidEmbedding,
+    InvalidKey,
+    LayoutMismatch,
+    LockTimeout,
+    NtMemoryError,
+    SegmentClosed,
+    SegmentError,
+    SegmentExists,
+    SegmentNotFound,
+    SegmentNotOwned,
+    StaleToken,
+    SystemAbandoned,
+    TierError,
+    ValueTooLarge,
+)
+
+# The errors are imported at once (they import nothing). Every other public name is imported from
+# its module on first use (PEP 562): ``import nt_memory`` and the command line's ``ls`` and
+# ``--version`` stay cheap, and ``from nt_memory import MemorySystem`` loads what it needs. The
+# type checker reads the imports below instead.
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["CacheConfig", "MemoryConfig"], "nt_memory.config"),
     **dict.fromkeys(["ConsensusResult", "ConsensusStatus", "Proposal", "Vote"], "nt_memory.coordination.consensus"),
     **dict.fromkeys(["LockToken"], "nt_memory.coordination.locks"),
-    **dict.fromkeys(
-        [
-            "CapacityError",
-            "CodecError",
-            "ConfigError",
-            "ConsensusError",
-            "CorruptSegment",
-            "InvalidEmbedding",
-            "InvalidKey",
-            "LayoutMismatch",
-            "LockTimeout",
-            "NtMemoryError",
-            "SegmentClosed",
-            "SegmentError",
-            "SegmentExists",
-            "SegmentNotFound",
-            "SegmentNotOwned",
-            "StaleToken",
-            "SystemAbandoned",
-            "TierError",
-            "ValueTooLarge",
-        ],
-        "nt_memory.errors",
-    ),
     **dict.fromkeys(["MemorySystem"], "nt_memory.memory"),
     **dict.fromkeys(["MemoryDistiller", "Pattern"], "nt_memory.reasoningbank.distill"),
     **dict.fromkeys(["Trajectory"], "nt_memory.reasoningbank.trajectory"),
@@ -46,27 +45,6 @@ if TYPE_CHECKING:
     from nt_memory.config import CacheConfig, MemoryConfig
     from nt_memory.coordination.consensus import ConsensusResult, ConsensusStatus, Proposal, Vote
     from nt_memory.coordination.locks import LockToken
-    from nt_memory.errors import (
-        CapacityError,
-        CodecError,
-        ConfigError,
-        ConsensusError,
-        CorruptSegment,
-        InvalidEmbedding,
-        InvalidKey,
-        LayoutMismatch,
-        LockTimeout,
-        NtMemoryError,
-        SegmentClosed,
-        SegmentError,
-        SegmentExists,
-        SegmentNotFound,
-        SegmentNotOwned,
-        StaleToken,
-        SystemAbandoned,
-        TierError,
-        ValueTooLarge,
-    )
     from nt_memory.memory import MemorySystem
     from nt_memory.reasoningbank.distill import MemoryDistiller, Pattern
     from nt_memory.reasoningbank.trajectory import Trajectory

@@ -68,6 +68,20 @@ def scan_positions(handle, h, key, out_buf, lat):
     return total
 
 
+def _position_lookup(mem, me) -> tuple:
+    """Store an agent's opening position and make what its tick handler needs to look it up from
+    nopython code: (handle, hash, key, output buffer, one-slot latency array); one call of the
+    handler compiles it, or loads it from the cache."""
+    me.put("position", np.array([0.0, 100.0]))
+    handle = mem.l1.njit_handle()
+    h = mem.l1.key_hash(me.namespace, "position")
+    key = mem.l1.key_array(me.namespace, "position")
+    out_buf = np.zeros(mem.l1.max_value_bytes + 8, np.uint8)
+    one = np.zeros(1, np.int64)
+    tick_handler(handle, h, key, out_buf, 100.0, one)
+    return handle, h, key, out_buf, one
+
+
 def _market(name: str, path: str, seconds: float, rate: int, go) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from nt_memory import MemorySystem
@@ -104,13 +118,7 @@ def _agent(name: str, path: str, agent: int, agents: int, ready, out) -> None:
     mem = MemorySystem.open(_config(name, path), label=f"agent-{agent}")
     try:
         me = mem.namespace(f"agent_{agent}")
-        me.put("position", np.array([0.0, 100.0]))
-        handle = mem.l1.njit_handle()
-        h = mem.l1.key_hash(me.namespace, "position")
-        key = mem.l1.key_array(me.namespace, "position")
-        out_buf = np.zeros(mem.l1.max_value_bytes + 8, np.uint8)
-        one = np.zeros(1, np.int64)
-        tick_handler(handle, h, key, out_buf, 100.0, one)
+        handle, h, key, out_buf, one = _position_lookup(mem, me)
         ticks = mem.subscribe(TICK_TOPIC)
         proposals = mem.subscribe(PROPOSAL_TOPIC)
         ready.put(agent)
@@ -311,16 +319,10 @@ def _warm_up(name: str, path: str) -> None:
     mem = MemorySystem.open(_config(name, path), label="demo-warm-up")
     try:
         me = mem.namespace("agent_0")
-        me.put("position", np.array([0.0, 100.0]))
+        handle, h, key, out_buf, _ = _position_lookup(mem, me)
         me.get("position")
         mem.put("book", "net", 1.0)
         mem.get("book", "net", 0.0)
-        handle = mem.l1.njit_handle()
-        h = mem.l1.key_hash(me.namespace, "position")
-        key = mem.l1.key_array(me.namespace, "position")
-        out_buf = np.zeros(mem.l1.max_value_bytes + 8, np.uint8)
-        one = np.zeros(1, np.int64)
-        tick_handler(handle, h, key, out_buf, 100.0, one)
         scan_positions(handle, h, key, out_buf, np.zeros(4, np.int64))
         sub = mem.subscribe(TICK_TOPIC)
         mem.publish(TICK_TOPIC, {"t": 0, "i": 0, "px": 100.0, "regime": 0})

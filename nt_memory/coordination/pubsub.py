@@ -508,7 +508,7 @@ class Subscription:
             self._expected = msg_no + 1
             self._received += 1
             if self._board is not None:
-                self._board[:] = (self._expected, self._received, self._dropped)
+                store_words(self._board, 0, np.array([self._expected, self._received, self._dropped], np.int64))
             return decode(self._outmv[:n])  # a copy, made before another thread reuses the buffer
 
     def recv(self, timeout: Duration | None = None) -> Any:

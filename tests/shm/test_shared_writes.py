@@ -18,7 +18,7 @@ from nt_memory.kernels.words import add_word, fill_words, float_word, store_word
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "nt_memory"
 ABOVE_KERNELS = sorted(p for p in PACKAGE.rglob("*.py") if "kernels" not in p.parts and "benchmarks" not in p.parts)
-VIEW_ATTRS = {"words", "buf", "entries", "ctl", "slots", "f64", "ring"}
+VIEW_ATTRS = {"words", "buf", "entries", "ctl", "slots", "f64", "ring", "board", "_board"}
 
 
 def _target_name(node: ast.expr) -> str | None:
