@@ -364,10 +364,14 @@ def test_a_closed_pipe_ends_quietly(name):
         cache.unlink()
 
 
-def test_import_and_ls_load_no_compiled_kernel(name):
-    """``import nt_memory`` imports no submodule until a name is used (PEP 562), and ``ls`` loads
-    no numba-compiled function (the first one a process loads costs about half a second); an
-    observer's L1 view binds its get and put only when asked to read."""
+def test_import_ls_and_inspect_load_no_compiled_kernel(name, tmp_path):
+    """``import nt_memory`` imports no submodule until a name is used (PEP 562), and ``ls`` and
+    ``inspect`` load no numba-compiled function (the first one a process loads costs about half a
+    second); an observer's L1 view binds its get and put only when asked to read."""
+    import numpy as np
+
+    from nt_memory import MemoryConfig, MemorySystem
+
     code = (
         "import sys, nt_memory\n"
         "assert 'numba' not in sys.modules and 'nt_memory.memory' not in sys.modules\n"
@@ -378,16 +382,20 @@ def test_import_and_ls_load_no_compiled_kernel(name):
         "loads = []\n"
         "original = dispatcher.Dispatcher.compile\n"
         "dispatcher.Dispatcher.compile = lambda self, sig: loads.append(self.py_func.__name__) or original(self, sig)\n"
-        "assert main(['ls']) == 0 and loads == [], loads\n"
+        f"for argv in (['ls'], ['inspect', {name!r}], ['inspect', {name!r}, '--json']):\n"
+        "    assert main(argv) == 0 and loads == [], (argv, loads)\n"
         "from nt_memory.memory import observe\n"
         f"with observe({name!r}) as (_, parts):\n"
         "    l1 = parts['l1']\n"
         "    assert '_k_get' not in l1.__dict__ and l1.get('ns', 'k') == b'v' and '_k_get' in l1.__dict__\n"
     )
-    cache = HotCache.create(name, max_entries=100)
-    try:
-        cache.put("ns", "k", b"v")
+    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8)) as mem:
+        mem.put("ns", "k", b"v")
+        mem.put("docs", "d", 1, embedding=np.ones(8))
+        mem.subscribe("ticks")
+        mem.publish("ticks", 1)
+        token = mem.acquire_lock("book")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-    finally:
-        cache.close()
+        mem.release_lock(token)
+        mem.unlink()
+    assert done.returncode == 0, done.stderr

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import xxhash
@@ -30,7 +30,7 @@ from nt_memory.durations import duration_ns, seconds
 from nt_memory.errors import CapacityError, ConfigError, LockTimeout, StaleToken, TierError
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import INT, entry_point
+from nt_memory.kernels._jit import INT, Compiled
 from nt_memory.kernels.locktable import (
     CTL_FENCE_LIMIT_IDX,
     FIRST_HASH,
@@ -119,6 +119,10 @@ class Locks:
     the fences' high-water mark; without it (an observer) locks cannot be taken."""
 
     PARTS: tuple[str, ...] = ("locks",)
+    _try: Any = Compiled(lock_try_acquire, INT, INT, INT, INT, INT)
+    _handoff: Any = Compiled(lock_handoff, INT, INT, INT)
+    _release: Any = Compiled(lock_release, INT, INT, INT, INT)
+    _extend: Any = Compiled(lock_extend, INT, INT, INT, INT, INT)
 
     @classmethod
     def part_specs(cls, config, store) -> list[PartSpec]:
@@ -148,16 +152,15 @@ class Locks:
         self.slots_addr = int(self.slots.ctypes.data)
         self._table_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the lock table")
         self._slot_of: dict[str, tuple[int, int]] = {}
-        self._try = entry_point(lock_try_acquire, INT, INT, INT, INT, INT)
-        self._handoff = entry_point(lock_handoff, INT, INT, INT)
-        self._release = entry_point(lock_release, INT, INT, INT, INT)
-        # Compiled (or loaded) here, not on first use: a first extend must not spend its lease compiling.
-        self._extend = entry_point(lock_extend, INT, INT, INT, INT, INT)
+        if system.owner:
+            # Loaded (or compiled) now, not on first use: a first extend must not spend its lease
+            # compiling. An observer (inspect, top) takes no lock and loads none.
+            _ = self._try, self._handoff, self._release, self._extend
         # Uncontended acquire and release in one C call each; everything else takes the Python
         # path (which is the whole algorithm: the C side only tries once and releases).
         self.fast_acquire = self.acquire
         self.fast_release = self.release
-        if fast is not None:
+        if fast is not None and system.owner:  # an observer takes no lock: no C entries to load
             ops = fast.lockops(
                 self.slots_addr,
                 self.ctl_addr,

@@ -32,7 +32,7 @@ from nt_memory.errors import (
 )
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, entry_point
+from nt_memory.kernels._jit import BYTES, INT, Compiled
 from nt_memory.kernels.ring import (
     RING_APPEND_BYTES_IDX,
     RING_CAPACITY_IDX,
@@ -64,7 +64,7 @@ from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
-from nt_memory.shm.segment import Segment
+from nt_memory.shm.segment import Segment, acquire_load
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.codec import decode, encode
@@ -132,13 +132,15 @@ class _Topic:
         self.notify_addr = self.hdr_addr + RING_NOTIFY_IDX * 8
         self.waiters_addr = self.hdr_addr + RING_WAITERS_IDX * 8
         self.spinners_addr = self.hdr_addr + RING_SPINNERS_IDX * 8
-        self.max_message = capacity // 4 - record_bytes(8) - 8
+        # The kernel's own formula, run as Python (a call through numba would load its compiler).
+        self.max_message = capacity // 4 - record_bytes.py_func(8) - 8  # type: ignore[attr-defined]
 
 
 class PubSub:
     """The topics of a system, as seen from this process."""
 
     PARTS: tuple[str, ...] = ("topics",)
+    _publish: Any = Compiled(ring_publish, INT, INT, INT, INT, BYTES)  # the pure path's publish
 
     @classmethod
     def part_specs(cls, config=None, store=None) -> list[PartSpec]:
@@ -165,7 +167,6 @@ class PubSub:
         self.entries = seg.region(self.layout.entries_offset, max_topics * C.TOPIC_ENTRY_WORDS * 8, np.int64)
         self.board = seg.region(self.layout.subs_offset, max_subs * C.SUB_WORDS * 8, np.int64)
         self._topics: dict[bytes, _Topic] = {}
-        self._publish = entry_point(ring_publish, INT, INT, INT, INT, BYTES)
         self._receive = ring_receive
         self._dir_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the topic directory")
         self.count_addr = self.ctl.ctypes.data + C.CTL_COUNT_IDX * 8
@@ -193,7 +194,7 @@ class PubSub:
     def _find(self, key: bytes) -> int:
         for i in range(self.layout.max_topics):
             e = i * C.TOPIC_ENTRY_WORDS
-            if word_load(self.entries.ctypes.data + (e + C.TOPIC_STATE_IDX) * 8) == 1:
+            if acquire_load(self.entries, e + C.TOPIC_STATE_IDX) == 1:
                 n = int(self.entries[e + C.TOPIC_NAME_LEN_IDX])
                 name = self.entries[e + C.TOPIC_NAME_IDX : e + C.TOPIC_NAME_IDX + 5].tobytes()[:n]
                 if name == key:
@@ -223,7 +224,7 @@ class PubSub:
 
     def topic_count(self) -> int:
         """Topics made so far in the system (they are numbered in order of creation)."""
-        return min(max(word_load(self.count_addr), 0), self.layout.max_topics)
+        return min(max(acquire_load(self.ctl, C.CTL_COUNT_IDX), 0), self.layout.max_topics)
 
     def topics(self, first: int = 0) -> list[str]:
         """The names of the system's topics, from the ``first``-made one on."""

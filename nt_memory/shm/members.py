@@ -24,6 +24,7 @@ import numpy as np
 
 from nt_memory.errors import CapacityError
 from nt_memory.kernels.words import store_words, text_words, word_cas, word_load, word_store
+from nt_memory.shm.segment import acquire_load
 
 MEMBER_WORDS = 16
 MEMBER_BYTES = MEMBER_WORDS * 8
@@ -155,7 +156,7 @@ class MemberTable:
         slot = owner_slot(owner)
         if not 0 <= slot < self.capacity:
             return False
-        state = word_load(self._addr(slot, M_STATE_IDX))
+        state = acquire_load(self.words, slot * MEMBER_WORDS + M_STATE_IDX)
         if state != owner_state(owner):
             return False
         return self._slot_alive(slot, state)
@@ -165,7 +166,7 @@ class MemberTable:
         slot = owner_slot(owner)
         if not 0 <= slot < self.capacity:
             return 0
-        if word_load(self._addr(slot, M_STATE_IDX)) != owner_state(owner):
+        if acquire_load(self.words, slot * MEMBER_WORDS + M_STATE_IDX) != owner_state(owner):
             return 0
         return int(self.words[slot * MEMBER_WORDS + M_PID_IDX])
 

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from nt_memory.errors import LockTimeout
-from nt_memory.kernels._jit import INT, entry_point
+from nt_memory.kernels._jit import INT, Compiled
 from nt_memory.kernels.lockword import lockword_acquire, lockword_steal
 from nt_memory.kernels.words import word_cas, word_store
 
@@ -113,8 +113,8 @@ class OwnedLock:
     __slots__ = ("system", "words", "idx", "what", "before_steal", "_addr")
     # The uncontended acquire and the release: compiled entries over the word's address (a
     # dispatch over the numpy array of words took ~1 us of the pair's ~1.3 us).
-    _cas: Any = None
-    _store: Any = None
+    _cas: Any = Compiled(word_cas, INT, INT, INT)
+    _store: Any = Compiled(word_store, INT, INT)
 
     def __init__(self, system, words, idx: int, what: str, before_steal=None):
         self.system = system
@@ -125,9 +125,6 @@ class OwnedLock:
         if not 0 <= idx < len(words):
             raise IndexError(f"lock word {idx} lies outside its {len(words)} words")
         self._addr = words.ctypes.data + idx * 8
-        if OwnedLock._cas is None:
-            OwnedLock._cas = entry_point(word_cas, INT, INT, INT)
-            OwnedLock._store = entry_point(word_store, INT, INT)
 
     def acquire(self, timeout: float | None = None) -> None:
         owner = self.system.owner

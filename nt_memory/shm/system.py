@@ -33,7 +33,6 @@ import fcntl
 import fnmatch
 import json
 import os
-import platform
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -52,12 +51,12 @@ from nt_memory.errors import (
     SystemAbandoned,
 )
 from nt_memory.kernels.ring import RING_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
-from nt_memory.kernels.words import store_word, store_words, text_words, word_load, word_store
+from nt_memory.kernels.words import store_word, store_words, text_words, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.forks import forked_error, guard
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
-from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly
+from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly, acquire_load
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PREFIX = "ntm."
@@ -390,24 +389,11 @@ def _attach_lock(name: str, register: bool, timeout: float):
         os.close(fd)  # releases the lock
 
 
-# On x86-64 an aligned 8-byte load is atomic and no later load passes it (TSO): a plain numpy read
-# of a state word is an acquire load there.
-_TSO = platform.machine().lower() in ("x86_64", "amd64")
-
-
-def _load_state(root: Segment) -> int:
-    """The root's state word, acquire-loaded. On x86-64 a numpy read, which skips numba's
-    dispatcher: its first call in a process loads machine code, half a second of ``nt-memory ls``."""
-    if _TSO:
-        return int(root.words[L.STATE_IDX])
-    return int(word_load(root.address + L.STATE_IDX * 8))
-
-
 def _wait_ready(root: Segment, name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pause = 0.0005
     while True:
-        state = _load_state(root)
+        state = acquire_load(root.words, L.STATE_IDX)
         if state == L.STATE_READY:
             return
         if state != L.STATE_INITIALIZING:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
 from nt_memory.errors import CorruptSegment, TierError, raise_status
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
+from nt_memory.kernels._jit import BYTES, INT, Compiled, jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words
 from nt_memory.kernels.journal import (
     JOURNAL_DELETE,
@@ -62,6 +63,7 @@ from nt_memory.shm.journal_layout import (
 )
 from nt_memory.shm.layout import make_log_id
 from nt_memory.shm.owned import process_runnable
+from nt_memory.shm.segment import acquire_load
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.l3 import ColdStore, pack_kv, required
@@ -100,6 +102,7 @@ class Journal:
     writer's hold on the journal's append lock, after replaying its stripes)."""
 
     PARTS: tuple[str, ...] = ("journal",)
+    _find: Any = Compiled(_find_at, INT, INT, INT, BYTES)  # a key's last record, on an L3 read
 
     @classmethod
     def part_specs(cls, config, store=None) -> list[PartSpec]:
@@ -126,7 +129,6 @@ class Journal:
         self.capacity = lay.capacity
         self.journal_id = lay.journal_id
         self.position_key = f"journal/{lay.journal_id:016x}".encode()
-        self._find = entry_point(_find_at, INT, INT, INT, BYTES)
         self._index = np.zeros((BATCH_RECORDS, 4), np.int64)
         self._view = self.data.data  # a memoryview of the record bytes
         self._drain_lock = threading.Lock()
@@ -145,7 +147,7 @@ class Journal:
 
     # -------------------------------------------------------------------------------- positions
     def _word(self, idx: int) -> int:
-        return word_load(self.ring_addr + idx * 8)
+        return acquire_load(self.ring, idx)
 
     @property
     def head(self) -> int:

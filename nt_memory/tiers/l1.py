@@ -43,7 +43,7 @@ from nt_memory.durations import duration_ns, expiry_ns
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidKey, SegmentError, raise_status
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, entry_point, jit
+from nt_memory.kernels._jit import BYTES, INT, Compiled, jit
 from nt_memory.kernels.arena import (
     ARENA_BUMP_IDX,
     ARENA_CLASS_SIZE_IDX,
@@ -104,6 +104,7 @@ from nt_memory.kernels.table import (
     MEMBER_MISSES_IDX,
     RESERVED_HASHES,
     SLOT_BYTES,
+    SLOT_EXPIRY_IDX,
     SLOT_HASH_IDX,
     SLOT_REF_IDX,
     SLOT_WORDS,
@@ -112,7 +113,6 @@ from nt_memory.kernels.table import (
     table_contains,
     table_delete,
     table_get,
-    table_live_count,
     table_lock_stripe,
     table_lookup,
     table_put_bytes,
@@ -136,6 +136,7 @@ DEFAULT_MAX_KEY_BYTES = 256
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
 DEFAULT_BYTES_PER_ENTRY = 256
 _PREFIX_CACHE_LIMIT = 4096
+LIVE_COUNT_CHUNK = 1 << 20  # slots counted at once by len()
 
 _xxh = xxhash.xxh3_64_intdigest
 
@@ -156,39 +157,20 @@ class _Scratch(threading.local):
         self.buf = _Buffer(nbytes)
 
 
-class _Compiled:
-    """A class attribute holding a kernel's compiled entry point for the given types, compiled (or
-    loaded from numba's cache) on first access, which then replaces this descriptor with it."""
-
-    def __init__(self, dispatcher, *types):
-        self.dispatcher = dispatcher
-        self.types = types
-        self.name = ""
-
-    def __set_name__(self, owner, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj, owner=None):
-        fn = entry_point(self.dispatcher, *self.types)
-        setattr(owner, self.name, fn)
-        return fn
-
-
 class _Kernels:
     """The table kernels' compiled entry points for Python's calls, each bound on first use:
     compiling one is seconds of the first run on a fresh machine (and loading it from numba's
     cache, milliseconds of every process's first call), so a process pays only for the calls
     it makes. ``get`` and ``put`` are bound when a handle opens (every handle reads and writes)."""
 
-    get: Any = _Compiled(table_get, INT, INT, BYTES, INT)
-    put: Any = _Compiled(table_put_bytes, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
-    contains: Any = _Compiled(table_contains, INT, INT, BYTES)
-    delete: Any = _Compiled(table_delete, INT, INT, BYTES, INT)
-    version: Any = _Compiled(table_stripe_version, INT, INT)
-    lock_owners: Any = _Compiled(table_lock_owners, INT, INT)
-    lock_stripe: Any = _Compiled(table_lock_stripe, INT, INT)
-    unlock_stripe: Any = _Compiled(table_unlock_stripe, INT, INT)
-    live_count: Any = _Compiled(table_live_count, INT)
+    get: Any = Compiled(table_get, INT, INT, BYTES, INT)
+    put: Any = Compiled(table_put_bytes, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
+    contains: Any = Compiled(table_contains, INT, INT, BYTES)
+    delete: Any = Compiled(table_delete, INT, INT, BYTES, INT)
+    version: Any = Compiled(table_stripe_version, INT, INT)
+    lock_owners: Any = Compiled(table_lock_owners, INT, INT)
+    lock_stripe: Any = Compiled(table_lock_stripe, INT, INT)
+    unlock_stripe: Any = Compiled(table_unlock_stripe, INT, INT)
 
 
 @jit(inline="always")  # into the caller's code: no call, no refcounting of the three arrays
@@ -389,6 +371,7 @@ class HotCache:
         tl = L1Layout.from_segment(tseg)
         al = ArenaLayout.from_segment(aseg)
         self._hdr = tseg.region(tl.table_offset, TABLE_HDR_BYTES, np.int64)
+        self._slot_words = tseg.region(tl.slots_offset, tl.nslots * SLOT_BYTES, np.int64)  # read only
         self._ahdr = aseg.region(al.arena_offset, ARENA_HDR_WORDS * 8, np.int64)
         sizes = class_sizes(al.max_block_bytes)
         self._layouts = (tl, al, sizes)
@@ -743,12 +726,18 @@ class HotCache:
 
     def __len__(self) -> int:
         """Live entries in the table (an entry whose expiry has passed is not counted, removed or
-        not). One pass over the slots."""
+        not). One pass over the slots, reading only, no lock: a count taken while writers run is a
+        moment's approximation. In numpy, a million slots at a time: an observer (``inspect``)
+        then loads no compiled code."""
         self._check_open()
-        n = _Kernels.live_count(self._ctx_addr)
-        if n < 0:
-            self.raise_for(n, b"", None)
-        return int(n)
+        now = time.time_ns()
+        live = 0
+        for lo in range(0, self._nslots, LIVE_COUNT_CHUNK):
+            part = self._slot_words[lo * SLOT_WORDS : (lo + LIVE_COUNT_CHUNK) * SLOT_WORDS].reshape(-1, SLOT_WORDS)
+            expiry = part[:, SLOT_EXPIRY_IDX]
+            taken = part[:, SLOT_HASH_IDX] >= RESERVED_HASHES
+            live += int(np.count_nonzero(taken & ((expiry == 0) | (expiry > now))))
+        return live
 
     # ------------------------------------------------------------------------------------ writes
     def put(self, ns, key, value, ttl=None) -> None:
@@ -980,7 +969,7 @@ class HotCache:
             hits_addr = int(self._ctx[CTX_TABLE_IDX]) + HDR_RETIRED_HITS_IDX * 8
             word_fetch_add(hits_addr, word_load(stats + MEMBER_HITS_IDX * 8))
             word_fetch_add(hits_addr + 8, word_load(stats + MEMBER_MISSES_IDX * 8))
-        self._hdr = self._ahdr = None  # type: ignore[assignment]  # closed: drop the views
+        self._hdr = self._ahdr = self._slot_words = None  # type: ignore[assignment]  # closed: drop the views
         if self._owns_system:
             self.system.close()
 

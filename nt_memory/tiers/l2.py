@@ -30,16 +30,16 @@ import xxhash
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, NtMemoryError, TierError
 from nt_memory.kernels import cabi
 from nt_memory.kernels import embedput as P
-from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, entry_point
+from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, Compiled, entry_point
 from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, RECORD_HDR_BYTES, all_finite, log_keys, log_write
 from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
 from nt_memory.kernels.status import FULL, OK
-from nt_memory.kernels.words import store_word, word_load, word_store
+from nt_memory.kernels.words import store_word, word_store
 from nt_memory.native import fast
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock
-from nt_memory.shm.segment import Segment
+from nt_memory.shm.segment import Segment, acquire_load
 from nt_memory.shm.system import PartSpec, System
 
 SPACES = ("cosine", "l2", "ip")
@@ -165,15 +165,11 @@ class LatestIds:
     """Each key's latest record id in this process (:mod:`nt_memory.kernels.idmap`): 24 bytes a
     slot, the table doubling at 70% full."""
 
-    _put: Any = None
-    _get: Any = None  # the kernels' compiled entries (no per-call type dispatch), bound once
+    _put: Any = Compiled(idmap_put, INT_ARRAY, INT_ARRAY, INT_ARRAY, INT, INT, INT)
+    _get: Any = Compiled(idmap_get, INT_ARRAY, INT_ARRAY, INT_ARRAY, INT, INT)
 
     def __init__(self, capacity: int = 1024, context: np.ndarray | None = None):
         self._context = context  # a put context (kernels/embedput.py) that names the arrays
-        if LatestIds._get is None:
-            words = INT_ARRAY
-            LatestIds._get = entry_point(idmap_get, words, words, words, INT, INT)
-            LatestIds._put = entry_point(idmap_put, words, words, words, INT, INT, INT)
         self._alloc(capacity)
         self.live = 0
 
@@ -254,7 +250,6 @@ class VectorTier:
         self.layout = E.EmbedLayout.from_segment(seg)
         self.ctl = seg.region(self.layout.ctl_offset, E.CTL_WORDS * 8, np.int64)
         self.ctl_addr = seg.address + self.layout.ctl_offset
-        self._load = entry_point(word_load, INT)  # compiled: ``count`` is read on every append
         # A dead appender's stripes are replayed (``recover``) before its log lock is taken over.
         self._log_lock = OwnedLock(
             system, self.ctl, E.LOCK_IDX, "the embedding log", (lambda _dead: recover()) if recover else None
@@ -337,8 +332,8 @@ class VectorTier:
     def count(self) -> int:
         """Records committed, checked against what the published chunks can hold: a shared word
         is never trusted as a loop bound."""
-        count = self._load(self.ctl_addr + E.COUNT_IDX * 8)
-        nchunks = self._load(self.ctl_addr + E.NCHUNKS_IDX * 8)
+        count = acquire_load(self.ctl, E.COUNT_IDX)
+        nchunks = acquire_load(self.ctl, E.NCHUNKS_IDX)
         if not 0 <= nchunks <= MAX_CHUNKS or not 0 <= count <= nchunks * self.layout.chunk_records:
             raise self._corrupt(f"{count} records in {nchunks} chunks")
         return count
@@ -379,7 +374,7 @@ class VectorTier:
     def released(self) -> int:
         """Records below this id have given their vectors back (:meth:`release`); checked
         against COUNT, as every shared word is."""
-        released = word_load(self.ctl_addr + E.RELEASED_IDX * 8)
+        released = acquire_load(self.ctl, E.RELEASED_IDX)
         if not 0 <= released <= self.count:
             raise self._corrupt(f"vectors released below record {released}")
         return released
@@ -391,7 +386,7 @@ class VectorTier:
                 # Records below COUNT lie in chunks below NCHUNKS (a chunk is published before
                 # any record in it is committed): read COUNT first, then map every published chunk.
                 count = self.count
-                self._chunk(word_load(self.ctl_addr + E.NCHUNKS_IDX * 8) - 1)
+                self._chunk(acquire_load(self.ctl, E.NCHUNKS_IDX) - 1)
                 self._mapped_below = count
         i = bisect.bisect_right(self._first_ids, rid) - 1
         within = rid - self._first_ids[i] if i >= 0 else -1
@@ -788,7 +783,7 @@ class VectorTier:
         with self._ilock:
             # One load of COUNT decides whether to sync (which checks it in full): a search runs
             # cold, where every extra call into compiled code costs microseconds of misses.
-            if self.index is None or self._load(self.ctl_addr + E.COUNT_IDX * 8) != self._indexed_upto:
+            if self.index is None or acquire_load(self.ctl, E.COUNT_IDX) != self._indexed_upto:
                 self.sync()
             total = self._total_live
             flt: Callable[[int], bool] | None = None
