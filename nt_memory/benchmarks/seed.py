@@ -114,7 +114,7 @@ def key_arrays(cache, ns: str, keys: list[str]):
 
 
 # ---------------------------------------------------------------------------------------- rows
-def row_l1(n_keys: int, calls: int, mgr_calls: int, samples: dict, progress: Progress) -> dict:
+def row_l1(n_keys: int, calls: int, mgr_calls: int, progress: Progress) -> dict:
     from nt_memory.tiers.l1 import HotCache
 
     value = b"v" * 32
@@ -131,7 +131,6 @@ def row_l1(n_keys: int, calls: int, mgr_calls: int, samples: dict, progress: Pro
         args = [("agent", keys[i]) for i in order]
         time_calls(cache.get, args[:5000])
         lat = time_calls(cache.get, args)
-        samples["l1_get_ns"] = lat
         d = {("agent", k): value for k in keys}
         row = {"ours": percentiles(lat), "unit": "ns"}
         row["dict_get"] = percentiles(time_calls(lambda ns, k: d.get((ns, k)), args))
@@ -163,7 +162,6 @@ def row_l1(n_keys: int, calls: int, mgr_calls: int, samples: dict, progress: Pro
         hot = (np.arange(calls) % 16).astype(np.int64)
         njit_lookup_timed(handle, hashes, karr, klen, hot[:100], out, lat)
         njit_lookup_timed(handle, hashes, karr, klen, hot, out, lat)
-        samples["njit_lookup_ns"] = lat.copy()
         njit_row = {"ours": percentiles(lat), "unit": "ns", "keys": "16 hot keys (a handler's own positions)"}
         njit_lookup_timed(handle, hashes, karr, klen, order.astype(np.int64), out, lat)
         njit_row["uniform_over_table"] = percentiles(lat)
@@ -226,7 +224,7 @@ def _redis_sets(put_args: list[tuple]) -> dict:
         return row
 
 
-def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict:
+def row_vectors(n: int, queries: int, progress: Progress) -> dict:
     import hnswlib
 
     from nt_memory import CacheConfig, MemoryConfig, MemorySystem
@@ -275,7 +273,6 @@ def row_vectors(n: int, queries: int, samples: dict, progress: Progress) -> dict
             res = mem.search_similar("obs", q, top_k=10)
             lat.append(time.perf_counter_ns() - t0)
             hits += len({int(h.key[1:]) for h in res} & t)
-        samples["vector_search_us"] = np.asarray(lat) / 1e3
         # Footprint, measured here: the system's allocated /dev/shm and this process's anonymous
         # RSS, after half the observations and after all of them (each time with the index
         # built). What the second half added, per observation, is the cost of one more; what the
@@ -427,7 +424,7 @@ def _peers_pubsub(ctx, n: int) -> dict:
     return row
 
 
-def row_pubsub(n: int, samples: dict) -> dict:
+def row_pubsub(n: int) -> dict:
     from nt_memory import MemoryConfig, MemorySystem
 
     ctx = mp.get_context("spawn")
@@ -447,7 +444,6 @@ def row_pubsub(n: int, samples: dict) -> dict:
         mem.close()
         mem.unlink()
         shutil.rmtree(root, ignore_errors=True)
-    samples["pubsub_us"] = np.asarray(lat) / 1e3
     q, out = ctx.Queue(), ctx.Queue()
     p = ctx.Process(target=_queue_receiver, args=(q, n, out))
     p.start()
@@ -467,8 +463,7 @@ def row_pubsub(n: int, samples: dict) -> dict:
     }
 
 
-def run(quick: bool) -> tuple[dict, dict]:
-    samples: dict = {}
+def run(quick: bool) -> dict:
     results: dict = {
         "machine": f"{platform.machine()}, {mp.cpu_count()} cores, Python {platform.python_version()}",
         "quick": quick,
@@ -476,15 +471,15 @@ def run(quick: bool) -> tuple[dict, dict]:
     results["redis"] = redis_missing() or "measured: a private redis-server on a free loopback port"
     with Progress(transient=True) as progress:
         results |= row_l1(
-            20_000 if quick else 100_000, 50_000 if quick else 200_000, 1000 if quick else 10_000, samples, progress
+            20_000 if quick else 100_000, 50_000 if quick else 200_000, 1000 if quick else 10_000, progress
         )
-        results |= row_vectors(10_000 if quick else 100_000, 200 if quick else 500, samples, progress)
-        results |= row_pubsub(2000 if quick else 20_000, samples)
+        results |= row_vectors(10_000 if quick else 100_000, 200 if quick else 500, progress)
+        results |= row_pubsub(2000 if quick else 20_000)
     for row, (stat, target, unit) in SEED_TARGETS.items():
         value = results[row]["ours"][stat]
         results[row]["target"] = {"stat": stat, "value": target, "unit": unit}
         results[row]["verdict"] = "PASS" if meets(row, value) else "MISS"
-    return results, samples
+    return results
 
 
 # Each row's peers measured in the same run: (result key, label).
@@ -654,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("nt-memory: --plot needs matplotlib: pip install 'nt-memory[bench]'", file=sys.stderr)
             return 1
-    results, samples = run(args.quick)
+    results = run(args.quick)
     console.print(render(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -32,7 +32,7 @@ from nt_memory.errors import (
 )
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, Compiled
+from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, Compiled
 from nt_memory.kernels.ring import (
     RING_APPEND_BYTES_IDX,
     RING_CAPACITY_IDX,
@@ -426,6 +426,9 @@ class Subscription:
     them (received + dropped still counts every message exactly once).
     """
 
+    # The pure path's store of its board counters: one compiled call, no per-call type dispatch.
+    _store_counts: Any = Compiled(store_words, INT_ARRAY, INT, INT_ARRAY)
+
     def __init__(self, pubsub: PubSub, topic: str, ring: _Topic, cursor: int, first_msg: int, spin_s: float = SPIN_S):
         self.topic = topic
         self._pubsub = pubsub
@@ -464,6 +467,7 @@ class Subscription:
         else:
             self._out = np.zeros(ring.capacity // 4, np.uint8)
             self._outmv = self._out.data
+            self._counts = np.zeros(3, np.int64)  # private: composed here, stored in one call
 
     @property
     def received(self) -> int:
@@ -509,7 +513,9 @@ class Subscription:
             self._expected = msg_no + 1
             self._received += 1
             if self._board is not None:
-                store_words(self._board, 0, np.array([self._expected, self._received, self._dropped], np.int64))
+                counts = self._counts
+                counts[0], counts[1], counts[2] = self._expected, self._received, self._dropped
+                self._store_counts(self._board, 0, counts)
             return decode(self._outmv[:n])  # a copy, made before another thread reuses the buffer
 
     def recv(self, timeout: Duration | None = None) -> Any:

@@ -131,7 +131,9 @@ class Compiled:
 
     def __get__(self, obj, owner=None):
         fn = entry_point(self.dispatcher, *self.arg_types)
-        setattr(owner, self.name, staticmethod(fn))  # never bound as a method of an instance
+        # A compiled entry is a builtin function: no descriptor, so an instance's lookup finds it
+        # as it is, with no binding step (a staticmethod would add one to every call).
+        setattr(owner, self.name, staticmethod(fn) if hasattr(type(fn), "__get__") else fn)
         return fn
 
 
