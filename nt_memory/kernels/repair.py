@@ -9,10 +9,14 @@ Who may call what:
   appends during the replay, so if the dead owner held the lock its record was published iff TAIL
   passed the intent's JPOS, and if it did not its append had finished (kernels/journal.py,
   ``journal_published``). It also serialises recoverers: a stripe of a dead owner is only ever
-  taken under the append lock. No other code frees a dead owner's journal append lock.
+  taken under the append lock. No other code frees a dead owner's journal append lock. Having
+  replayed a stripe it marks the counters (RECOUNT): the dead writer may have stopped between a
+  slot write and the counter update.
+- :func:`table_recount`: any writer, after a recovery (the Python side's ``HotCache.recover``
+  runs it): holds every stripe, counts the slots and clears the mark.
 - :func:`table_rehash`: any writer; holds every stripe, makes the table sequence odd (readers that
   miss retry) and compacts tombstones in place, one logged move at a time, so it can be resumed
-  after a crash.
+  after a crash. It makes the counters exact too.
 """
 
 import numpy as np
@@ -25,6 +29,7 @@ from nt_memory.kernels.lockword import lockword_steal
 from nt_memory.kernels.ring import RING_LOCK_IDX, ring_lock, ring_unlock
 from nt_memory.kernels.status import BUSY, CLOSED, OK
 from nt_memory.kernels.table import (
+    ALL_STRIPES,
     CTX_ARENA_BYTES_IDX,
     CTX_JOURNAL_IDX,
     CTX_NSLOTS_IDX,
@@ -32,9 +37,12 @@ from nt_memory.kernels.table import (
     CTX_OPEN_IDX,
     CTX_OWNER_IDX,
     EMPTY,
+    EVICT_ATTEMPTS,
     HDR_COUNT_IDX,
+    HDR_MAX_ENTRIES_IDX,
     HDR_MOVE_DST_IDX,
     HDR_MOVE_SRC_IDX,
+    HDR_RECOUNT_IDX,
     HDR_REHASH_ACTIVE_IDX,
     HDR_REHASH_OWNER_IDX,
     HDR_REHASH_P0_IDX,
@@ -57,6 +65,7 @@ from nt_memory.kernels.table import (
     STRIPE_VERSION_IDX,
     STRIPE_WORDS,
     apply_intent,
+    evict_one,
     journal_views,
     lock_stripe_word,
     table_views,
@@ -149,14 +158,25 @@ def _rehash_pass(hdr, slots, access):
                 store_release(hdr, HDR_MOVE_SRC_IDX, 0)
         i = (i + 1) & mask
         store_release(hdr, HDR_REHASH_POS_IDX, i)
+    # The pass holds every stripe: it is the moment to make the counters exact again.
+    _recount(hdr, slots, nslots)
+
+
+@jit
+def _recount(hdr, slots, nslots):
+    """Set COUNT and TOMBS from the slots themselves and clear RECOUNT (caller holds every stripe,
+    so no write is between its slot and its counters; see kernels/table.py)."""
     count = 0
+    tombs = 0
     for k in range(nslots):
-        if slots[k * SLOT_WORDS + SLOT_HASH_IDX] >= RESERVED_HASHES:
+        hh = slots[k * SLOT_WORDS + SLOT_HASH_IDX]
+        if hh >= RESERVED_HASHES:
             count += 1
-    # The pass holds every stripe: it is the moment to make the counters exact again (a writer
-    # killed between its slot write and its counter update leaves them off by one).
+        elif hh != EMPTY:
+            tombs += 1  # a tombstone, or a claim nobody holds (a rehash makes both empty)
     store_release(hdr, HDR_COUNT_IDX, count)
-    store_release(hdr, HDR_TOMBS_IDX, 0)
+    store_release(hdr, HDR_TOMBS_IDX, tombs)
+    store_release(hdr, HDR_RECOUNT_IDX, 0)
 
 
 @jit
@@ -199,13 +219,46 @@ def table_rehash(ctx_addr, force):
         return CLOSED
     owner = ctx[CTX_OWNER_IDX]
     nstripes = ctx[CTX_NSTRIPES_IDX]
-    taken = 0
-    while taken < nstripes and lock_stripe_word(stripes, taken, owner):
-        taken += 1
+    taken = _lock_every_stripe(stripes, nstripes, owner)
     if taken == nstripes:
         nslots = ctx[CTX_NSLOTS_IDX]
         if force or (hdr[HDR_COUNT_IDX] + hdr[HDR_TOMBS_IDX]) * 2 > nslots:
             _start_rehash(hdr, slots, access, owner, nslots)
+    for s in range(taken):
+        unlock_stripe_word(stripes, s)
+    return OK if taken == nstripes else BUSY
+
+
+@jit(inline="always")
+def _lock_every_stripe(stripes, nstripes, owner):
+    """Take the stripes in order (so two callers cannot deadlock), each up to the spin budget:
+    the number taken, from stripe 0 (all of them, or the caller releases those and reports BUSY)."""
+    taken = 0
+    while taken < nstripes and lock_stripe_word(stripes, taken, owner):
+        taken += 1
+    return taken
+
+
+@jit
+def table_recount(ctx_addr):
+    """If a repair marked the counters (RECOUNT), take every stripe, count the slots again and
+    evict what is over max_entries. Returns OK (counted, or nothing to do), BUSY (a stripe stayed
+    held: the mark stays, retry later) or CLOSED."""
+    ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
+    if ctx[CTX_OPEN_IDX] != 1:
+        return CLOSED
+    if load_acquire(hdr, HDR_RECOUNT_IDX) == 0:
+        return OK
+    nstripes = ctx[CTX_NSTRIPES_IDX]
+    taken = _lock_every_stripe(stripes, nstripes, ctx[CTX_OWNER_IDX])
+    if taken == nstripes:
+        _recount(hdr, slots, ctx[CTX_NSLOTS_IDX])
+        # The count may now be over the limit (the dead writer's insert was never counted, so the
+        # table let one more in): evict the excess now rather than at the next insert.
+        for _ in range(EVICT_ATTEMPTS):
+            if hdr[HDR_COUNT_IDX] <= hdr[HDR_MAX_ENTRIES_IDX]:
+                break
+            evict_one(ctx, hdr, stripes, slots, access, ALL_STRIPES, ahdr, data_w, sizes)
     for s in range(taken):
         unlock_stripe_word(stripes, s)
     return OK if taken == nstripes else BUSY
@@ -237,6 +290,10 @@ def table_recover(ctx_addr, dead_owner):
             _replay_intent(ctx, hdr, stripes, s, slots, ahdr, data_w, sizes, dead_held)
             taken[s] = True
     ntaken = taken.sum() + (1 if dead_held else 0)
+    if taken.sum() > 0:
+        # It may have died between a slot write and the counters: count again (table_recount,
+        # once this process holds every stripe, which it must not try while holding the journal).
+        store_release(hdr, HDR_RECOUNT_IDX, 1)
     if taken.sum() > 0 and load_acquire(hdr, HDR_REHASH_ACTIVE_IDX) == 1 and hdr[HDR_REHASH_OWNER_IDX] == dead_owner:
         # A rehash holds every stripe, so we now hold them all.
         hdr[HDR_REHASH_OWNER_IDX] = owner

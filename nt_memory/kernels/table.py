@@ -52,6 +52,12 @@ Table header (int64 words, one 64-byte line per group of words written together)
     line 4  EVICTIONS EXPIRATIONS REHASHES REPAIRS INSERTS UPDATES DELETES
     line 5  REHASH_ACTIVE REHASH_OWNER REHASH_P0 REHASH_POS MOVE_SRC MOVE_DST   (rehash intent)
             RETIRED_HITS RETIRED_MISSES
+    line 6  RECOUNT                   1 = COUNT and TOMBS may be off: a writer died holding a stripe
+
+COUNT and TOMBS are updated after the slot write, outside the intent: a writer killed between the
+two leaves them off by one, and no replay can tell whether its update landed. So recovery marks
+RECOUNT and then, holding every stripe, counts the slots again (kernels/repair.py); a rehash does
+the same.
 """
 
 import numpy as np
@@ -147,6 +153,7 @@ STRIPE_JPOS_IDX = 9
 STRIPE_WORDS = 16  # two 64-byte lines per stripe: writers of different stripes never share a line
 STRIPE_BYTES = STRIPE_WORDS * 8
 MAX_STRIPES = 64
+ALL_STRIPES = -1  # evict_one's caller holds every stripe (a recount)
 
 PHASE_IDLE = 0
 PHASE_PREPARED = 1  # NEW_REF written (SLOT maybe claimed), JPOS maybe reserved: see repair.py
@@ -179,6 +186,7 @@ HDR_MOVE_SRC_IDX = 44
 HDR_MOVE_DST_IDX = 45
 HDR_RETIRED_HITS_IDX = 46  # hits and misses of members that have left (their slots are reused)
 HDR_RETIRED_MISSES_IDX = 47
+HDR_RECOUNT_IDX = 48
 TABLE_HDR_WORDS = 64
 TABLE_HDR_BYTES = TABLE_HDR_WORDS * 8
 
@@ -198,6 +206,9 @@ SPINS = 1 << 14  # spin budget before a reader reports BUSY (about a millisecond
 COARSE_SLACK_NS = 20_000_000
 # Rehash when live + tombstones would pass this fraction of the slots (numerator over 4).
 REHASH_AT_QUARTERS = 3
+# Evictions one insert may make while the table is at max_entries (one, unless a repair found
+# the count short).
+EVICT_ATTEMPTS = 4
 
 # ``table_put``'s version argument when none applies. Typed int64: a literal 0 would make numba
 # compile a second ``table_put``, specialised for the constant.
@@ -563,10 +574,11 @@ def remove_locked(ctx, hdr, stripes, stripe, slots, i, key_hash, ahdr, data_w, s
 
 
 @jit
-def _evict_one(ctx, hdr, stripes, slots, access, own_stripe, ahdr, data_w, sizes):
+def evict_one(ctx, hdr, stripes, slots, access, own_stripe, ahdr, data_w, sizes):
     """CLOCK: advance the shared hand past recently used entries (clearing their bit) and remove the
-    first entry not used since the hand last passed, or an expired one. Caller holds ``own_stripe``;
-    other stripes are only tried, never waited for (no deadlock). Returns OK or FULL."""
+    first entry not used since the hand last passed, or an expired one. Caller holds ``own_stripe``
+    (or every stripe: ALL_STRIPES); other stripes are only tried, never waited for (no deadlock).
+    Returns OK or FULL."""
     mask = ctx[CTX_NSLOTS_IDX] - 1
     nstripes = ctx[CTX_NSTRIPES_IDX]
     owner = ctx[CTX_OWNER_IDX]
@@ -582,13 +594,14 @@ def _evict_one(ctx, hdr, stripes, slots, access, own_stripe, ahdr, data_w, sizes
             access[i] = 0
             continue
         st = stripe_of(hh, nstripes)
-        if st != own_stripe and not try_lock_stripe_word(stripes, st, owner):
+        other = st != own_stripe and own_stripe != ALL_STRIPES
+        if other and not try_lock_stripe_word(stripes, st, owner):
             continue
         found = load_acquire(slots, base + SLOT_HASH_IDX) == hh
         if found:
             remove_locked(ctx, hdr, stripes, st, slots, i, hh, ahdr, data_w, sizes, was_expired, True)
             access[i] = 0
-        if st != own_stripe:
+        if other:
             unlock_stripe_word(stripes, st)
         if found:
             return OK
@@ -603,7 +616,7 @@ def _alloc_block(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b,
     ref = arena_alloc(ahdr, data_w, len(value) + len(key), data_bytes, sizes)
     attempts = 0
     while ref == FULL and attempts < 64:
-        if _evict_one(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, sizes) != OK:
+        if evict_one(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, sizes) != OK:
             break
         attempts += 1
         ref = arena_alloc(ahdr, data_w, len(value) + len(key), data_bytes, sizes)
@@ -647,15 +660,18 @@ def _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b
     Returns (status, found, free) after any eviction (which may have removed our own key)."""
     mask = ctx[CTX_NSLOTS_IDX] - 1
     data_bytes = ctx[CTX_ARENA_BYTES_IDX]
-    # Twice at most: probe, and probe again after an eviction. A loop, not two copies of the
-    # probe: every copy numba inlines is compile time on the first run.
-    for attempt in range(2):
+    # Probe, and probe again after each eviction (which may have removed our own key). A loop,
+    # not copies of the probe: every copy numba inlines is compile time on the first run. Evicting
+    # until the count is below the limit, not just once, brings a table that a repaired count
+    # found over it (a writer killed before counting its insert) back within max_entries; the
+    # bound keeps a hostile COUNT from emptying the table on one put.
+    for attempt in range(EVICT_ATTEMPTS + 1):
         found, free, free_tomb = _find(slots, mask, h, key, data_w, data_b, data_bytes)
         if found >= 0:
             return OK, found, free
-        if attempt == 1 or hdr[HDR_COUNT_IDX] < hdr[HDR_MAX_ENTRIES_IDX]:
+        if attempt == EVICT_ATTEMPTS or hdr[HDR_COUNT_IDX] < hdr[HDR_MAX_ENTRIES_IDX]:
             break
-        if _evict_one(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, sizes) != OK:
+        if evict_one(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, sizes) != OK:
             return FULL, -1, -1
     filled = hdr[HDR_COUNT_IDX] + hdr[HDR_TOMBS_IDX] + 1
     if found < 0 and not free_tomb and filled * 4 > (mask + 1) * REHASH_AT_QUARTERS:

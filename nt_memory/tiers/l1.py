@@ -54,7 +54,7 @@ from nt_memory.kernels.arena import (
     arena_block,
     class_sizes,
 )
-from nt_memory.kernels.repair import table_lock_owners, table_recover, table_rehash
+from nt_memory.kernels.repair import table_lock_owners, table_recount, table_recover, table_rehash
 from nt_memory.kernels.table import (
     CTX_ACCESS_IDX,
     CTX_ARENA_BYTES_IDX,
@@ -92,6 +92,7 @@ from nt_memory.kernels.table import (
     HDR_MAX_VALUE_IDX,
     HDR_NSLOTS_IDX,
     HDR_NSTRIPES_IDX,
+    HDR_RECOUNT_IDX,
     HDR_REHASHES_IDX,
     HDR_REPAIRS_IDX,
     HDR_RETIRED_HITS_IDX,
@@ -880,6 +881,13 @@ class HotCache:
                     if r != S.BUSY:
                         break
                 repaired += max(0, r)
+        if self._hdr[HDR_RECOUNT_IDX]:
+            # A dead writer may have stopped between a slot and its counters (kernels/table.py):
+            # count again, once every stripe is free to take. If one stays held, the mark stays
+            # for the next recovery or rehash.
+            for _ in range(100):
+                if table_recount(self._ctx_addr) != S.BUSY:
+                    break
         return repaired
 
     def _wait_busy(self, wait: BoundedWait) -> None:
