@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from nt_memory.errors import (
     CapacityError,
+    ClusterError,
     CodecError,
     ConfigError,
     ConsensusError,
@@ -30,7 +31,7 @@ from nt_memory.errors import (
 # ``--version`` stay cheap, and ``from nt_memory import MemorySystem`` loads what it needs. The
 # type checker reads the imports below instead.
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["CacheConfig", "MemoryConfig"], "nt_memory.config"),
+    **dict.fromkeys(["CacheConfig", "ClusterConfig", "MemoryConfig"], "nt_memory.config"),
     **dict.fromkeys(["ConsensusResult", "ConsensusStatus", "Proposal", "Vote"], "nt_memory.coordination.consensus"),
     **dict.fromkeys(["LockToken"], "nt_memory.coordination.locks"),
     **dict.fromkeys(["MemorySystem"], "nt_memory.memory"),
@@ -42,7 +43,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from nt_memory.config import CacheConfig, MemoryConfig
+    from nt_memory.config import CacheConfig, ClusterConfig, MemoryConfig
     from nt_memory.coordination.consensus import ConsensusResult, ConsensusStatus, Proposal, Vote
     from nt_memory.coordination.locks import LockToken
     from nt_memory.memory import MemorySystem
@@ -71,6 +72,7 @@ __version__ = "0.1.0"
 __all__ = [
     # the system and its configuration
     "CacheConfig",
+    "ClusterConfig",
     "MemoryConfig",
     "MemorySystem",
     # tiers
@@ -92,6 +94,7 @@ __all__ = [
     "VerdictResult",
     # errors (every one derives from NtMemoryError)
     "CapacityError",
+    "ClusterError",
     "CodecError",
     "ConfigError",
     "ConsensusError",

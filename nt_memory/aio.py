@@ -203,6 +203,10 @@ class AsyncMemorySystem:
             return decode(found)
         return await _thread(mem.read_lower, found, h, kb, default)
 
+    async def get_consistent(self, namespace: str, key: Key, default: Any = None, timeout: float = 10.0) -> Any:
+        """:meth:`MemorySystem.get_consistent` (a round trip to the cluster, in a worker thread)."""
+        return await _thread(self.sync.get_consistent, namespace, key, default, timeout)
+
     async def get_many(self, namespace: str, keys: Iterable[Key], default: Any = None) -> list[Any]:
         """:meth:`MemorySystem.get_many`: the L1 hits inline, the misses in one worker-thread call."""
         mem = self.sync
@@ -308,28 +312,36 @@ class AsyncMemorySystem:
         return AsyncSubscription(self.sync.psubscribe(pattern))
 
     async def acquire_lock(
-        self, name: str, timeout: Duration | None = None, lease: Duration | None = None
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None, scope: str = "local"
     ) -> LockToken:
         """Take the named lock; the wait sleeps in the waker, so the loop keeps running. Raises
-        ``LockTimeout`` after ``timeout``."""
+        ``LockTimeout`` after ``timeout``. ``scope="cluster"``: on every host (a worker thread
+        waits for the cluster)."""
+        if scope != "local":
+            return await _thread(self.sync.acquire_lock, name, timeout, lease, scope)
         return await self.sync.locks.acquire_async(name, timeout, lease)
 
     async def release_lock(self, token: LockToken) -> None:
-        self.sync.release_lock(token)
+        if isinstance(token, LockToken):
+            self.sync.release_lock(token)
+        else:  # a cluster lock's token: a round trip to the cluster
+            await _thread(self.sync.release_lock, token)
 
     async def extend_lock(self, token: LockToken, lease: Duration | None) -> LockToken:
-        return self.sync.extend_lock(token, lease)
+        if isinstance(token, LockToken):
+            return self.sync.extend_lock(token, lease)
+        return await _thread(self.sync.extend_lock, token, lease)
 
     @contextlib.asynccontextmanager
     async def lock(
-        self, name: str, timeout: Duration | None = None, lease: Duration | None = None
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None, scope: str = "local"
     ) -> AsyncIterator[LockToken]:
         """``async with mem.lock("book", timeout=1.0) as token:`` ... (released on the way out)."""
-        token = await self.acquire_lock(name, timeout, lease)
+        token = await self.acquire_lock(name, timeout, lease, scope)
         try:
             yield token
         finally:
-            self.sync.release_lock(token)
+            await self.release_lock(token)
 
     def namespace(self, agent_id: str) -> AsyncNamespaceView:
         """An agent's view (``swarm/<agent_id>``) with coroutine methods."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import warnings
+from typing import Any
 
 from nt_memory.errors import ConfigError
 from nt_memory.shm.system import validate_name
@@ -64,6 +66,54 @@ class CacheConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """Joining hosts through NATS JetStream (the ``cluster`` extra: ``pip install 'nt-memory[cluster]'``).
+
+    ``url``: one ``nats://host:port`` or several (a NATS cluster's seeds). ``bucket``: the
+    JetStream key-value bucket every host of the swarm shares (created with ``replicas`` copies if
+    missing; one already holding another application's keys is refused). ``connect_timeout``
+    bounds the connection at open: an unreachable server raises ``ClusterError`` within it.
+    ``user``/``password``, ``token``, ``credentials`` (a .creds file) and ``tls`` (an
+    ``ssl.SSLContext``) are passed to ``nats-py`` as they are. ``lock_lease``: the lease of a
+    ``scope="cluster"`` lock taken without one (a host that dies loses its locks when it ends).
+    ``host``: this host's name in the bucket (default: the machine's host name and the system's name).
+    """
+
+    url: str | tuple[str, ...] = "nats://127.0.0.1:4222"
+    bucket: str = "nt-memory"
+    replicas: int = 1
+    connect_timeout: float = 2.0
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    credentials: str | None = None
+    tls: Any = None
+    lock_lease: float = 10.0
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        urls = (self.url,) if isinstance(self.url, str) else self.url
+        if not isinstance(urls, tuple | list) or not urls:
+            raise ConfigError(f"cluster url must be a nats:// URL or a tuple of them, got {self.url!r}")
+        for u in urls:
+            if not isinstance(u, str) or not u.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ConfigError(f"cluster url {u!r} must start with nats://, tls://, ws:// or wss://")
+        if not isinstance(self.bucket, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.bucket):
+            raise ConfigError(f"cluster bucket={self.bucket!r} must be 1 to 64 of A-Z a-z 0-9 _ -")
+        _int("replicas", self.replicas, 1, 5)
+        _seconds("connect_timeout", self.connect_timeout, allow_none=False)
+        _seconds("lock_lease", self.lock_lease, allow_none=False)
+        if self.host is not None and (
+            not isinstance(self.host, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.host)
+        ):
+            raise ConfigError(f"cluster host={self.host!r} must be 1 to 64 of A-Z a-z 0-9 _ . -")
+
+    @property
+    def servers(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+
+@dataclasses.dataclass(frozen=True)
 class MemoryConfig:
     """A memory system: its name, where it keeps durable data, and its limits.
 
@@ -107,6 +157,7 @@ class MemoryConfig:
     max_members: int = 256
     group: int | str | None = None
     agentdb_url: str | None = None  # the seed's setting: accepted, with a warning (L2 runs in-process)
+    cluster: ClusterConfig | None = None  # joins hosts through NATS JetStream; None: this host only
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -133,6 +184,8 @@ class MemoryConfig:
         if self.mode not in (0o600, 0o660, 0o640, 0o644, 0o666):
             raise ConfigError(f"mode={self.mode!r} must be one of 0o600, 0o640, 0o644, 0o660, 0o666")
         _int("max_members", self.max_members, 2, 4096)
+        if self.cluster is not None and not isinstance(self.cluster, ClusterConfig):
+            raise ConfigError(f"cluster must be a ClusterConfig or None, got {type(self.cluster).__name__}")
         if self.agentdb_url is not None:
             if not isinstance(self.agentdb_url, str):
                 raise ConfigError(f"agentdb_url must be a str or None, got {type(self.agentdb_url).__name__}")

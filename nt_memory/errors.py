@@ -87,6 +87,11 @@ class TierError(NtMemoryError):
     """A storage tier (hnswlib, LMDB) failed; the original error is the cause."""
 
 
+class ClusterError(TierError):
+    """The cluster tier (NATS JetStream) failed or refused: a server unreachable within its
+    timeout, a bucket holding another application's data; the client's error is the cause."""
+
+
 # What each kernel status a user can meet means (kernels/status.py holds the codes; this map is keyed by
 # their names so that this module stays at the bottom of the layers): the class raised, what happened,
 # and what to do. Every tier raises through :func:`raise_status`, as py-lmdb's ``_error_map`` does.

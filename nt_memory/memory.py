@@ -33,6 +33,7 @@ from nt_memory.coordination.pubsub import PatternSubscription, PubSub, Subscript
 from nt_memory.coordination.search import SearchService
 from nt_memory.durations import duration_ns, expiry_ns
 from nt_memory.errors import (
+    ClusterError,
     ConfigError,
     InvalidEmbedding,
     SegmentClosed,
@@ -236,6 +237,13 @@ class MemorySystem:
         self.l1.recover()  # what members that died left half-done, before this process reads
         self.journal.start()
         guard(self)
+        self.cluster: Any = None
+        if config.cluster is not None:
+            try:
+                self._join_cluster(config)
+            except BaseException:
+                self.close()
+                raise
         if system.root.creator_pid == os.getpid() and self.l2.count == 0 and self.store.count("embeddings") > 0:
             # We created the system over existing data (after a reboot): refill the embedding log.
             # Only the creator does, so processes opening at once do not each append a copy.
@@ -304,6 +312,63 @@ class MemorySystem:
             )
         finally:
             store.close()
+
+    # ---------------------------------------------------------------------------------- cluster
+    def _join_cluster(self, config: MemoryConfig) -> None:
+        """Connect to the cluster (raises ``ClusterError`` if unreachable within its timeout, or if
+        the bucket is another application's) and stand for the bridge role (nt_memory/cluster)."""
+        from nt_memory.cluster.bridge import Bridge
+        from nt_memory.cluster.client import ClusterClient
+        from nt_memory.cluster.locks import ClusterLocks, holder_name
+
+        cfg = config.cluster
+        assert cfg is not None
+        client = ClusterClient(cfg, self.name)
+        self.cluster = client
+        self.cluster_locks = ClusterLocks(client, holder_name(cfg.host, self.name), cfg.lock_lease)
+        self.locks.scoped["cluster"] = self.cluster_locks
+        self.bridge = Bridge(client, self.store, self.locks, self._pending_state, self._apply_remote)
+
+    def _pending_state(self, kb: bytes) -> Any:
+        """The newest state of ``kb`` in the journal (not yet in LMDB), ``...`` if none."""
+        pending = self.journal.find(kb)
+        if pending is None:
+            return ...
+        return None if pending[0] == "delete" else (pending[1], pending[2])
+
+    def _apply_remote(self, kb: bytes, state: tuple[bytes | memoryview, int] | None) -> None:
+        """Write a state another host wrote (from the cluster's bucket) here: an ordinary journaled
+        put or delete of stored key ``kb``, so every local tier has it in order."""
+        h = self.l1.hash_bytes(kb)
+        now = time.time_ns()
+        if state is None or (state[1] and state[1] <= now):
+            self._delete_stored(kb, h)
+            return
+        vb, expiry = bytes(state[0]), state[1]
+        self._store(kb, h, vb, self._l1_expiry(now, expiry), expiry, None, True)
+
+    def get_consistent(self, namespace: str, key: Key, default: Any = None, timeout: float = 10.0) -> Any:
+        """The value of ``(namespace, key)`` at the cluster bucket's latest revision (``get`` is
+        local, hence eventually consistent): this host's own pending writes of the key go out
+        first, then the bucket is read. Needs ``MemoryConfig(cluster=...)``; ``ClusterError`` if the
+        cluster does not answer within ``timeout`` seconds."""
+        self._check_open()
+        bridge = self._bridge()
+        kb = self.l1.key_bytes(namespace, key)
+        if not bridge.wait_published(kb, timeout):
+            raise ClusterError(
+                f"get_consistent: this host's write of {namespace!r}/{key!r} did not reach the cluster within "
+                f"{timeout:g}s (bridge: {bridge.stats()['last_error'] or 'no process holds the role'})"
+            )
+        _rev, state = self.cluster.call(self.cluster.read_value(kb), timeout)
+        if state is None or (state[1] and state[1] <= time.time_ns()):
+            return default
+        return decode(state[0])
+
+    def _bridge(self) -> Any:
+        if self.cluster is None:
+            raise ConfigError(f"system {self.name!r} was opened without MemoryConfig(cluster=ClusterConfig(...))")
+        return self.bridge
 
     # ------------------------------------------------------------------------------------ reads
     def get(self, namespace: str, key: Key, default: Any = None) -> Any:
@@ -548,15 +613,18 @@ class MemorySystem:
         self._check_open()
         sync = _sync(durability, self.durability)
         kb = self.l1.key_bytes(namespace, key)
-        h = self.l1.hash_bytes(kb)
+        self._delete_stored(kb, self.l1.hash_bytes(kb))
+        if sync:
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' delete")
+
+    def _delete_stored(self, kb: bytes, h: int) -> None:
+        """Journal the delete of stored key ``kb`` (and of its embedding, if there are any)."""
         deadline = time.monotonic() + WRITE_TIMEOUT_S
         if not self.l2.count:
             while self.l1.delete_encoded(kb, h, J_JOURNAL) == S.JOURNAL_FULL:
                 self.journal.make_room(deadline)
         else:
             self._delete_with_embedding(kb, h, deadline)
-        if sync:
-            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' delete")
 
     def _delete_with_embedding(self, kb: bytes, h: int, deadline: float) -> None:
         while True:
@@ -743,9 +811,12 @@ class MemorySystem:
         topics made later included: ``sub.recv(timeout)`` returns ``(topic, message)``."""
         return self.pubsub.psubscribe(pattern)
 
-    def acquire_lock(self, name: str, timeout: Duration | None = None, lease: Duration | None = None) -> LockToken:
-        """Take the named lock (see :class:`nt_memory.coordination.locks.Locks`)."""
-        return self.locks.acquire(name, timeout, lease)
+    def acquire_lock(
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None, scope: str = "local"
+    ) -> LockToken:
+        """Take the named lock (see :class:`nt_memory.coordination.locks.Locks`); ``scope="cluster"``
+        takes it on every host of the cluster (nt_memory/cluster/locks.py)."""
+        return self.locks.acquire(name, timeout, lease, scope)
 
     def release_lock(self, token: LockToken) -> None:
         self.locks.release(token)
@@ -756,10 +827,10 @@ class MemorySystem:
         return self.locks.extend(token, lease)
 
     def lock(
-        self, name: str, timeout: Duration | None = None, lease: Duration | None = None
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None, scope: str = "local"
     ) -> contextlib.AbstractContextManager[LockToken]:
-        """``with mem.lock("res", timeout=1.0) as token:`` ..."""
-        return self.locks.lock(name, timeout, lease)
+        """``with mem.lock("res", timeout=1.0) as token:`` ... (``scope="cluster"``: on every host)."""
+        return self.locks.lock(name, timeout, lease, scope)
 
     def namespace(self, agent_id: str) -> NamespaceView:
         """A view of this system restricted to ``swarm/<agent_id>``."""
@@ -890,13 +961,16 @@ class MemorySystem:
         """Counters per tier: ``l1`` (shared), ``journal`` (shared), ``l3`` (this process's view),
         and ``topics``: each topic's counts and every live subscription's lag (shared)."""
         self._check_open()
-        return {
+        out = {
             "l1": self.l1.stats(),
             "journal": self.journal.stats(),
             "l2": self.l2.stats() | self.search.stats(),
             "l3": self.store.stats(),
             "topics": self.pubsub.stats(),
         }
+        if self.cluster is not None:
+            out["cluster"] = self.bridge.stats() | {"locks": self.cluster_locks.stats()}
+        return out
 
     def verify(self) -> dict[str, list[str]]:
         """Check every part's shared words (the Part protocol's ``verify``, as diskcache's
@@ -934,6 +1008,11 @@ class MemorySystem:
         self.closed = True
         self._unbind()
         try:
+            # The bridge first (it writes through the journal), then the connection.
+            for part, verb in (("bridge", "close"), ("cluster", "close")):
+                obj = self.__dict__.get(part)
+                if obj is not None:
+                    getattr(obj, verb)()
             for part, verb in (("journal", "stop"), ("search", "stop"), ("l2", "save")):
                 obj = self.__dict__.get(part)  # absent in a half-built object
                 if obj is not None:

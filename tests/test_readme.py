@@ -31,6 +31,11 @@ def test_the_readme_has_its_examples():
 @pytest.mark.parametrize("i", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_the_readme_block_runs(i, tmp_path):
     code = BLOCKS[i]
+    if "NatsServer" in code:
+        from nt_memory.benchmarks.servers import nats_missing
+
+        if nats_missing():
+            pytest.skip(f"the cluster example needs a NATS server: {nats_missing()}")
     try:
         done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"README block {i} ({code.splitlines()[0]!r}) failed:\n{done.stderr[-3000:]}"

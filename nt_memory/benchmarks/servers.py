@@ -65,3 +65,71 @@ def redis_server(timeout: float = 10.0) -> Iterator[int | None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def nats_missing() -> str | None:
+    """Why a NATS cluster cannot be run here, or None when it can."""
+    if shutil.which("nats-server") is None:
+        return "no nats-server on PATH (apt-get install nats-server)"
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        return "nats-py is missing (pip install 'nt-memory[cluster]')"
+    return None
+
+
+class NatsServer:
+    """A private ``nats-server`` with JetStream on a free loopback port, its storage in ``store_dir``;
+    stopped (or killed) by its pid, and started again on the same port and storage. With
+    ``routes`` (the cluster ports of the other nodes) it is one node of a cluster named ``cluster``."""
+
+    def __init__(self, store_dir: str, name: str = "n1", cluster_port: int = 0, routes: tuple[int, ...] = ()):
+        self.store_dir = store_dir
+        self.name = name
+        self.port = free_port()
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir, "-n", self.name]
+        if self.cluster_port:
+            cmd += ["--cluster_name", "cluster", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            cmd += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
+                    if s.recv(4).startswith(b"INFO"):
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not start on port {self.port} (exit {self.proc.poll()})")
+            time.sleep(0.05)
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server by its pid (SIGTERM, or SIGKILL with ``kill``); its storage stays."""
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

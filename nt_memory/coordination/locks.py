@@ -152,6 +152,9 @@ class Locks:
         self.slots_addr = int(self.slots.ctypes.data)
         self._table_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the lock table")
         self._slot_of: dict[str, tuple[int, int]] = {}
+        # Locks of other scopes ("cluster": nt_memory/cluster/locks.py), set by the memory system
+        # that offers them: acquire(scope=...) and their tokens go there.
+        self.scoped: dict[str, Any] = {}
         if system.owner:
             # Loaded (or compiled) now, not on first use: a first extend must not spend its lease
             # compiling. An observer (inspect, top) takes no lock and loads none.
@@ -260,10 +263,15 @@ class Locks:
                 return fence, slot, h
         return S.BUSY, slot, h
 
-    def acquire(self, name: str, timeout: Duration | None = None, lease: Duration | None = None) -> LockToken:
+    def acquire(
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None, scope: str = "local"
+    ) -> LockToken:
         """Take ``name``; waits up to ``timeout`` (seconds or timedelta; None: forever) and raises
-        ``LockTimeout``. With ``lease`` the lock frees itself when the lease runs out."""
+        ``LockTimeout``. With ``lease`` the lock frees itself when the lease runs out. ``scope``:
+        ``"local"`` (this host's processes) or ``"cluster"`` (every host: needs a cluster)."""
         self.system.check_open("the lock table")
+        if scope != "local":
+            return self._scope(scope).acquire(name, timeout, lease)
         lease_ns = duration_ns(lease, "lease")
         timeout = seconds(timeout, "timeout", allow_zero=True)
         owner = self.system.owner
@@ -381,9 +389,19 @@ class Locks:
             return self._handoff(self._addr(slot), 0, owner) == 0
         return False
 
+    def _scope(self, scope: object) -> Any:
+        remote = self.scoped.get(scope) if isinstance(scope, str) else None
+        if remote is None:
+            if scope == "cluster":
+                raise ConfigError("scope='cluster' needs a system opened with MemoryConfig(cluster=ClusterConfig(...))")
+            raise ConfigError(f"scope={scope!r} must be 'local' or 'cluster'")
+        return remote
+
     def release(self, token: LockToken) -> None:
         """Release; ``StaleToken`` if the token no longer holds the lock."""
         self.system.check_open("the lock table")
+        if not isinstance(token, LockToken) and hasattr(token, "scope"):
+            return self._scope(token.scope).release(token)
         self._check_token(token, "release_lock")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
         r = self._release(self._addr(token.slot), h, token.owner, token.fence)
@@ -399,6 +417,8 @@ class Locks:
         """Give a held lock a new lease (from now; None: no lease). Returns the token (its fence is
         unchanged); ``StaleToken`` if the lock was lost (lease ran out, or taken over)."""
         self.system.check_open("the lock table")
+        if not isinstance(token, LockToken) and hasattr(token, "scope"):
+            return self._scope(token.scope).extend(token, lease)
         self._check_token(token, "extend_lock")
         lease_ns = duration_ns(lease, "lease")
         h = token.key_hash or name_hash(validate_lock_name(token.name))
@@ -413,9 +433,13 @@ class Locks:
             raise StaleToken(f"token for lock {token.name!r} names slot {token.slot}, not one of this system's")
 
     @contextlib.contextmanager
-    def lock(self, name: str, timeout: Duration | None = None, lease: Duration | None = None) -> Iterator[LockToken]:
+    def lock(
+        self, name: str, timeout: Duration | None = None, lease: Duration | None = None, scope: str = "local"
+    ) -> Iterator[LockToken]:
         self.system.check_open("the lock table")
-        token = self.fast_acquire(name, timeout, lease)
+        token = (
+            self.fast_acquire(name, timeout, lease) if scope == "local" else self.acquire(name, timeout, lease, scope)
+        )
         try:
             yield token
         finally:

@@ -13,6 +13,10 @@ store is not readable by another local user.
 
 ``meta`` holds the high-water marks that must survive reboots (:meth:`ColdStore.reserve`: fencing
 numbers, proposal ids) and each journal's drain position (:meth:`ColdStore.apply_journal`).
+
+``outbox`` and ``replica`` serve the cluster bridge (nt_memory/cluster/bridge.py): in a system
+that joined a cluster, the transaction that changes a ``kv`` key also notes it in ``outbox``
+(whichever process drains), so a change waits there, durably, until the bucket has it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ import lmdb
 from nt_memory.errors import ConfigError, TierError
 from nt_memory.shm.forks import guard, keep_forever
 
-DATABASES = ("kv", "trajectories", "patterns", "consensus", "meta", "embeddings")
+DATABASES = ("kv", "trajectories", "patterns", "consensus", "meta", "embeddings", "outbox", "replica")
+# Set in ``meta`` once a system joins a cluster (nt_memory/cluster): from then on every transaction
+# that changes ``kv`` also notes the keys in ``outbox`` (key -> stamp), which the bridge publishes.
+CLUSTER_KEY = b"cluster/bucket"
+OUTBOX_SEQ_KEY = b"cluster/outbox-seq"
 _KV_HEAD = struct.Struct("<BQ")
 KV_HEAD_BYTES = _KV_HEAD.size
 FLAG_COMPRESSED = 1
@@ -152,8 +160,25 @@ class ColdStore:
         """Apply ``(db, key, value or None to delete)`` in order, in one transaction; grows the map
         and retries when it is full. Returns the number of operations."""
         ops = list(ops)
-        self.transact(lambda txn: self._apply(txn, ops))
+
+        def run(txn):
+            self._apply(txn, ops)
+            self._note_outbox(txn, [key for db, key, _ in ops if db == "kv"])
+
+        self.transact(run)
         return len(ops)
+
+    def _note_outbox(self, txn, keys: list[bytes]) -> None:
+        """In a system that joined a cluster: note ``keys`` (changed in ``kv`` by this transaction)
+        in ``outbox`` under a new stamp, for the bridge to publish."""
+        if not keys or txn.get(CLUSTER_KEY, db=self.dbs["meta"]) is None:
+            return
+        raw = txn.get(OUTBOX_SEQ_KEY, db=self.dbs["meta"])
+        stamp = (int.from_bytes(raw, "little") if raw else 0) + 1
+        txn.put(OUTBOX_SEQ_KEY, stamp.to_bytes(8, "little"), db=self.dbs["meta"])
+        value = stamp.to_bytes(8, "big")
+        outbox = txn.cursor(self.dbs["outbox"])
+        outbox.putmulti([(key, value) for key in keys])
 
     def apply_journal(self, journal_key: bytes, records, end: int) -> int:
         """Apply journal records ``[(position, key, packed kv value or None, embedding or None)]``
@@ -188,6 +213,7 @@ class ColdStore:
                 txn.delete(key, db=emb_db)
             _put_runs(kv, kv_run, emb, emb_run)
             txn.put(journal_key, end.to_bytes(8, "little"), db=self.dbs["meta"])
+            self._note_outbox(txn, [key for pos, key, _, _ in records if pos >= done])
             return n
 
         return self.transact(run)

@@ -1,0 +1,295 @@
+"""Two memory systems as two hosts, joined through a real nats-server (JetStream) on a free loopback
+port: replication both ways by revision, cluster locks, consistent reads, faults and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nt_memory import ClusterConfig, ClusterError, LockTimeout, MemoryConfig, MemorySystem, StaleToken
+from nt_memory.benchmarks.servers import NatsServer, free_port, nats_missing
+from nt_memory.shm.system import remove_system
+from tests.conftest import unique_name
+
+pytestmark = pytest.mark.skipif(nats_missing() is not None, reason=f"cluster tests: {nats_missing()}")
+REPLICATION_BOUND_S = 15.0  # generous: the machine is shared; the bench measures the real lag
+
+
+@pytest.fixture
+def server(tmp_path):
+    with NatsServer(str(tmp_path / "nats")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def hosts(server, tmp_path):
+    """Two systems (two "hosts": their own names and storage paths) in one bucket."""
+    opened: list[MemorySystem] = []
+    bucket = unique_name("b")
+
+    def open_host(tag: str, **cluster) -> MemorySystem:
+        name = unique_name(tag)
+        cfg = ClusterConfig(url=server.url, bucket=bucket, **cluster)
+        mem = MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path / name), cluster=cfg))
+        opened.append(mem)
+        return mem
+
+    yield open_host
+    for mem in opened:
+        mem.close()
+        remove_system(mem.name)
+
+
+def eventually(fn, what: str, bound: float = REPLICATION_BOUND_S):
+    deadline = time.monotonic() + bound
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {bound:g}s")
+        time.sleep(0.01)
+
+
+def bridged(mem: MemorySystem) -> bool:
+    return bool(mem.stats()["cluster"]["this_process_bridges"])
+
+
+def test_a_put_on_one_host_is_read_on_the_other(hosts):
+    a, b = hosts("a"), hosts("b")
+    eventually(lambda: bridged(a) and bridged(b), "both bridges running")
+    a.put("desk", "pos", {"qty": 10})
+    assert eventually(lambda: b.get("desk", "pos") == {"qty": 10}, "A's put on B")
+    b.put("desk", "pos", {"qty": 11}, ttl=60)
+    assert eventually(lambda: a.get("desk", "pos") == {"qty": 11}, "B's put on A")
+    assert 0 < a.ttl("desk", "pos") <= 60  # the data's life travelled with it
+    a.delete("desk", "pos")
+    assert eventually(lambda: b.get("desk", "pos", "gone") == "gone", "A's delete on B")
+    s = b.stats()["cluster"]
+    assert s["applied_here"] >= 2 and s["replication_lag_p50_s"] is not None
+    # What a host applied from the bucket does not go back out as a new write (no echo).
+    a.flush()
+    b.flush()
+    eventually(lambda: a.stats()["cluster"]["outbox"] == 0 and b.stats()["cluster"]["outbox"] == 0, "outboxes empty")
+    published = a.stats()["cluster"]["published_here"] + b.stats()["cluster"]["published_here"]
+    assert published == 3
+
+
+def test_concurrent_writes_converge_to_the_highest_revision(hosts):
+    a, b = hosts("a"), hosts("b")
+    eventually(lambda: bridged(a) and bridged(b), "both bridges running")
+
+    def writer(mem, tag):
+        for i in range(200):
+            mem.put("race", "k", f"{tag}{i}")
+            mem.put("race", f"{tag}-{i % 7}", i)
+
+    threads = [threading.Thread(target=writer, args=(m, t)) for m, t in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    a.get_consistent("race", "k")  # each host's last write has gone out...
+    b.get_consistent("race", "k")
+    final = a.get_consistent("race", "k")  # ...so both read the same last revision
+    assert final == b.get_consistent("race", "k") and final in ("a199", "b199")
+    assert eventually(lambda: a.get("race", "k") == final and b.get("race", "k") == final, "both hosts converged")
+    for key in [f"{t}-{i}" for t in "ab" for i in range(7)]:
+        assert eventually(lambda key=key: a.get("race", key) == b.get("race", key) is not None, f"{key} on both")
+
+
+def test_a_consistent_read_sees_this_hosts_write_and_the_bucket(hosts):
+    a, b = hosts("a"), hosts("b")
+    a.put("ns", "k", b"v1")
+    assert a.get_consistent("ns", "k") == b"v1"  # A's own write went out first
+    assert b.get_consistent("ns", "k") == b"v1"  # straight from the bucket, whatever B has yet
+    assert a.get_consistent("ns", "missing", default=7) == 7
+
+
+def test_get_consistent_needs_a_cluster(mem):
+    with pytest.raises(Exception, match="cluster=ClusterConfig"):
+        mem.get_consistent("ns", "k")
+    with pytest.raises(Exception, match="cluster=ClusterConfig"):
+        mem.acquire_lock("x", scope="cluster")
+
+
+def test_cluster_lock_fences_grow_across_hosts_and_a_server_restart(hosts, server):
+    a, b = hosts("a"), hosts("b")
+    fences = []
+    for mem in (a, b, a, b):
+        token = mem.acquire_lock("book", timeout=5, scope="cluster")
+        fences.append(token.fence)
+        mem.release_lock(token)
+    server.stop()
+    server.start()
+    for mem in (b, a):
+        with mem.lock("book", timeout=30, scope="cluster") as token:
+            fences.append(token.fence)
+    assert fences == sorted(fences) and len(set(fences)) == len(fences), fences
+
+
+def test_cluster_lock_excludes_other_hosts_until_its_lease_ends(hosts):
+    a, b = hosts("a"), hosts("b")
+    token = a.acquire_lock("risk", lease=1.0, scope="cluster")
+    with pytest.raises(LockTimeout, match=r"held by .*/" + a.name):
+        b.acquire_lock("risk", timeout=0.2, scope="cluster")
+    token = a.extend_lock(token, 1.0)  # renewed: still A's
+    t0 = time.monotonic()
+    taken = b.acquire_lock("risk", timeout=10, scope="cluster")  # A stops renewing: B gets it at lease end
+    assert time.monotonic() - t0 > 0.5 and taken.fence > token.fence
+    with pytest.raises(StaleToken):
+        a.release_lock(token)
+    b.release_lock(taken)
+    with pytest.raises(StaleToken):
+        b.release_lock(taken)
+
+
+def test_writes_wait_out_a_server_restart(hosts, server):
+    a, b = hosts("a"), hosts("b")
+    eventually(lambda: bridged(a) and bridged(b), "both bridges running")
+    a.put("ns", "before", 1)
+    assert eventually(lambda: b.get("ns", "before") == 1, "a put before the restart")
+    server.stop()
+    for i in range(50):  # acknowledged locally while the server is away
+        a.put("ns", f"during{i}", i)
+    a.flush()
+    assert a.stats()["cluster"]["outbox"] > 0  # waiting, durably, for the bucket
+    server.start()
+    for i in range(50):
+        assert eventually(lambda i=i: b.get("ns", f"during{i}") == i, f"during{i} after the restart")
+    assert eventually(lambda: a.stats()["cluster"]["reconnects"] >= 1, "reconnected")
+
+
+def test_an_unreachable_server_is_a_clear_error_within_its_timeout(tmp_path):
+    name = unique_name()
+    cfg = ClusterConfig(url=f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(
+        ClusterError, match=r"cannot reach the cluster at nats://127\.0\.0\.1:\d+ within connect_timeout=0\.5s"
+    ):
+        MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), cluster=cfg))
+    assert time.monotonic() - t0 < 5
+    remove_system(name)
+
+
+def test_a_bucket_with_foreign_content_is_refused(server, tmp_path):
+    import asyncio
+
+    import nats
+
+    async def foreign():
+        nc = await nats.connect(server.url)
+        kv = await (nc.jetstream()).create_key_value(bucket="theirs")
+        await kv.put("orders.1", b"not ours")
+        await nc.close()
+
+    asyncio.run(foreign())
+    name = unique_name()
+    cfg = ClusterConfig(url=server.url, bucket="theirs")
+    with pytest.raises(ClusterError, match="'theirs' .* is not an nt-memory bucket"):
+        MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), cluster=cfg))
+    remove_system(name)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"url": "http://x"}, "must start with nats://"),
+        ({"url": ()}, "cluster url"),
+        ({"bucket": "a.b"}, "bucket='a.b'"),
+        ({"replicas": 7}, "replicas=7"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+    ],
+)
+def test_bad_cluster_settings(kwargs, match):
+    from nt_memory import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        ClusterConfig(**kwargs)
+
+
+def test_without_a_cluster_nothing_imports_nats(tmp_path):
+    code = (
+        "import sys; from nt_memory import MemorySystem, MemoryConfig; "
+        f"m = MemorySystem.open(MemoryConfig(name={unique_name()!r}, storage_path={str(tmp_path)!r})); "
+        "m.put('a', 'b', 1); m.close(); m.unlink(); assert 'nats' not in sys.modules, 'nats imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=os.environ | {"PYTHONPATH": os.getcwd()})
+
+
+@pytest.mark.multiprocess
+def test_a_stopped_bridge_hands_the_role_to_another_process(server, tmp_path):
+    """SIGSTOP the process that bridges host A: another process of A takes the role at lease end
+    and A's writes keep reaching host B; the stopped one, resumed, finds it lost the role."""
+    import multiprocessing as mp
+    import signal
+
+    from tests.cluster import workers
+
+    ctx = mp.get_context("spawn")
+    bucket = unique_name("b")
+    a_name, b_name = unique_name("a"), unique_name("b")
+    a_path, b_path = str(tmp_path / "a"), str(tmp_path / "b")
+    ready = ctx.Queue()
+    child = ctx.Process(target=workers.bridge_holder, args=(a_name, a_path, server.url, bucket, ready))
+    child.start()
+    a = b = None
+    try:
+        assert ready.get(timeout=120) is True
+        cluster = ClusterConfig(url=server.url, bucket=bucket)
+        a = MemorySystem.open(MemoryConfig(name=a_name, storage_path=a_path, cluster=cluster))
+        b = MemorySystem.open(MemoryConfig(name=b_name, storage_path=b_path, cluster=cluster))
+        assert not bridged(a)
+        a.put("ns", "k", 1)
+        assert eventually(lambda: b.get("ns", "k") == 1, "through the child's bridge")
+        # Stop it between LMDB transactions: one stopped inside a write transaction holds LMDB's
+        # writer mutex, and every writer of the host waits for it (README, Past one host).
+        eventually(lambda: a.stats()["cluster"]["outbox"] == 0, "the child's batch done")
+        time.sleep(0.3)
+        os.kill(child.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        a.put("ns", "k", 2)
+        try:
+            eventually(lambda: b.get("ns", "k") == 2, "through the new bridge")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: A {a.stats()['cluster']}, journal {a.stats()['journal']}") from None
+        took = time.monotonic() - t0
+        assert bridged(a) and took < 10, took
+        os.kill(child.pid, signal.SIGCONT)
+        a.put("ns", "k", 3)
+        assert eventually(lambda: b.get("ns", "k") == 3, "after the old bridge resumed")
+        assert bridged(a)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        child.kill()
+        child.join(10)
+        for mem in (a, b):
+            if mem is not None:
+                mem.close()
+        remove_system(a_name)
+        remove_system(b_name)
+
+
+def test_the_asyncio_facade_reaches_the_cluster(hosts):
+    import asyncio
+
+    from nt_memory.aio import AsyncMemorySystem
+
+    a, b = AsyncMemorySystem(hosts("a")), AsyncMemorySystem(hosts("b"))
+
+    async def main():
+        await a.put("ns", "k", 5)
+        assert await a.get_consistent("ns", "k") == 5  # A's write goes out first
+        assert await b.get_consistent("ns", "k") == 5
+        async with b.lock("res", timeout=5, scope="cluster") as token:
+            with pytest.raises(LockTimeout):
+                await a.acquire_lock("res", timeout=0.1, scope="cluster")
+            token = await b.extend_lock(token, 5)
+        return token.fence
+
+    assert asyncio.run(main()) > 0
