@@ -225,6 +225,7 @@ BENCH_SUITES: dict[str, tuple[str, str]] = {
     "coordination": ("coordination", "pub/sub and locks beside multiprocessing and posix_ipc"),
     "search": ("search", "vector search beside raw hnswlib and brute force (--footprint N)"),
     "reasoningbank": ("reasoningbank", "track throughput, distill time, retrieve latency"),
+    "cluster": ("cluster", "replication lag and cluster locks through nats-server, beside nats-py KV and Redis"),
 }
 
 

@@ -327,7 +327,9 @@ class MemorySystem:
         self.cluster = client
         self.cluster_locks = ClusterLocks(client, holder_name(cfg.host, self.name), cfg.lock_lease)
         self.locks.scoped["cluster"] = self.cluster_locks
-        self.bridge = Bridge(client, self.store, self.locks, self._pending_state, self._apply_remote)
+        self.bridge = Bridge(
+            client, self.store, self.locks, self._pending_state, self._apply_remote, self.journal.drain_count
+        )
 
     def _pending_state(self, kb: bytes) -> Any:
         """The newest state of ``kb`` in the journal (not yet in LMDB), ``...`` if none."""

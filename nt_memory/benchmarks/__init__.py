@@ -13,7 +13,9 @@ pair summarised by :func:`nt_memory.timing.percentiles` (one key scheme: ``p50``
   where timings do not;
 - :mod:`.vectors`: the footprint of N observations with embeddings and their search (issue 12);
 - :mod:`.l1`, :mod:`.memory`, :mod:`.coordination`, :mod:`.search`, :mod:`.reasoningbank`: each
-  tier's tails beside the store it replaces.
+  tier's tails beside the store it replaces;
+- :mod:`.cluster`: replication lag and cluster locks through nats-server, beside nats-py's KV and a
+  Redis lock.
 """
 
 from __future__ import annotations

@@ -133,3 +133,46 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def nats_cluster(store_dir: str, nodes: int = 3, timeout: float = 30.0) -> Iterator[list[NatsServer]]:
+    """``nodes`` nats-servers with JetStream, routed into one cluster on loopback (each with its own
+    storage under ``store_dir``), once JetStream answers with a leader; stopped by pid afterwards."""
+    import asyncio
+    import os
+
+    cluster_ports = [free_port() for _ in range(nodes)]
+    servers = [
+        NatsServer(os.path.join(store_dir, f"n{i}"), f"n{i}", cluster_ports[i], tuple(cluster_ports))
+        for i in range(nodes)
+    ]
+    try:
+        for srv in servers:
+            srv.start()
+        asyncio.run(_wait_for_jetstream([srv.url for srv in servers], timeout))
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+async def _wait_for_jetstream(urls: list[str], timeout: float) -> None:
+    """Until the cluster's JetStream has a meta leader (account info answers)."""
+    import asyncio
+
+    import nats
+
+    nc = await nats.connect(servers=urls, connect_timeout=2)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except Exception:  # noqa: BLE001 - not ready: no leader elected yet
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()

@@ -47,7 +47,9 @@ ROLE_LOCK = "nt-memory/cluster-bridge"
 ROLE_LEASE_S = 2.0  # a bridge that dies or stops loses the role this long after its last renewal
 RENEW_S = 0.5
 OUT_BATCH = 256
-OUT_IDLE_S = (0.002, 0.05)  # the out task's poll interval while nothing waits: from, to
+OUT_POLL_S = 0.001  # the out task looks at the journal's drain counter (a shared word) this often
+OUT_LOOK_S = 0.05  # and at the outbox itself at least this often (a write straight to LMDB)
+OUT_RETRY_S = 0.1  # after a failed publish (the server away)
 _REPLICA = struct.Struct("<qQ")  # revision, digest
 
 State = tuple[bytes | memoryview, int] | None  # (encoded value, data expiry), or None: deleted
@@ -58,7 +60,8 @@ class Bridge:
 
     ``pending(kb)``: the key's newest local state not yet in LMDB (the journal), ``...`` if none.
     ``apply(kb, state)``: write a state from the bucket locally (journaled, as a put or delete).
-    ``locks``: the system's local lock table, whose lease on :data:`ROLE_LOCK` is the role."""
+    ``locks``: the system's local lock table, whose lease on :data:`ROLE_LOCK` is the role.
+    ``drains()``: the journal's drain counter; the out task reads the outbox when it moves."""
 
     def __init__(
         self,
@@ -67,12 +70,14 @@ class Bridge:
         locks: Any,
         pending: Callable[[bytes], Any],
         apply: Callable[[bytes, State], None],
+        drains: Callable[[], int],
     ):
         self.client = client
         self.store = store
         self.locks = locks
         self.pending = pending
         self.apply = apply
+        self.drains = drains
         self.token: Any = None
         self.published = 0
         self.applied = 0
@@ -192,21 +197,22 @@ class Bridge:
 
     # ------------------------------------------------------------------------------------ out
     async def _out(self) -> None:
-        idle = OUT_IDLE_S[0]
         while True:
+            seen = self.drains()
             try:
-                n = await self._publish_batch()
+                if await self._publish_batch():
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a server away: the notes stay, retry
                 self.error = exc
-                n = 0
-                idle = OUT_IDLE_S[1]
-            if n:
-                idle = OUT_IDLE_S[0]
+                await asyncio.sleep(OUT_RETRY_S)
                 continue
-            await asyncio.sleep(idle)
-            idle = min(idle * 2, OUT_IDLE_S[1])
+            # Nothing noted: wait for the journal to drain something (one shared word, polled),
+            # or OUT_LOOK_S (writes too large for the journal go straight to LMDB).
+            deadline = time.monotonic() + OUT_LOOK_S
+            while self.drains() == seen and time.monotonic() < deadline:
+                await asyncio.sleep(OUT_POLL_S)
 
     async def _publish_batch(self) -> int:
         notes = self.store.items("outbox")

@@ -3,9 +3,11 @@
 Acquiring creates ``l.<name>`` only if it is absent (or deleted), or replaces a holder whose lease
 has ended, both conditional on the revision read; the token's fence is the revision of that
 write. Revisions are the bucket's stream sequence, so fences grow across hosts and across server
-restarts. The entry names its holder and a random id the token carries; renewal and release read
-it, check the id and the lease, and write conditional on the revision read, so a holder whose
-lease ran out (replaced or not) gets :class:`StaleToken`. A token never changes (as a local
+restarts. The entry names its holder and a random id the token carries; renewal and release write
+conditional on the revision this process last wrote (else on the one read back, after checking
+the id), and a release leaves a free entry rather than a delete marker, so the next acquire from
+this process is one round trip too. A holder whose lease ran out (replaced or not) gets
+:class:`StaleToken`. A token never changes (as a local
 one). A host that dies keeps its locks until their lease ends (lease ends are compared on wall
 clocks: keep hosts' clocks in sync, as NTP does, to well under a lease).
 """
@@ -24,6 +26,7 @@ from nt_memory.durations import duration_ns, seconds
 from nt_memory.errors import ConfigError, LockTimeout, StaleToken
 
 RETRY_S = (0.002, 0.05)  # a waiter's pause between attempts: from, to
+RELEASED = json.dumps({"holder": "", "until_ns": 0, "id": 0}).encode()  # a free lock's entry
 
 
 class ClusterLockToken(NamedTuple):
@@ -44,6 +47,10 @@ class ClusterLocks:
         self.default_lease_ns = int(default_lease * 1e9)
         self.acquired = 0
         self.contended = 0
+        # Per lock key: (the revision this process last wrote, the holding id it wrote; 0 =
+        # released), so a renewal, a release and a re-acquire from here take one round trip.
+        self._known: dict[str, tuple[int, int]] = {}
+        self._until: dict[int, int] = {}  # holding id -> lease end (wall ns) of this process's tokens
 
     def _key(self, name: str) -> str:
         if not isinstance(name, str) or not name or len(name.encode()) > 1024:
@@ -51,6 +58,7 @@ class ClusterLocks:
         return encode_key(LOCK_KEY_PREFIX, name.encode())
 
     def _body(self, lease_ns: int, holding: int) -> bytes:
+        self._until[holding] = time.time_ns() + lease_ns
         return json.dumps({"holder": self.holder, "until_ns": time.time_ns() + lease_ns, "id": holding}).encode()
 
     def _lease(self, lease) -> int:
@@ -75,29 +83,35 @@ class ClusterLocks:
         deadline = None if wait is None else time.monotonic() + wait
         pause = RETRY_S[0]
         holder = "?"
-        holding = secrets.randbits(63)
-        body = self._body(lease_ns, holding)
+        holding = secrets.randbits(63) | 1
+        known = self._known.get(key)
+        if known is not None and known[1] == 0:
+            # This process released it last: free, unless someone wrote since (one round trip).
+            try:
+                return self._token(
+                    name, key, await kv.update(key, self._body(lease_ns, holding), last=known[0]), holding
+                )
+            except KeyWrongLastSequenceError:
+                pass
         while True:
             try:
-                rev = await kv.create(key, body)
-                return self._token(name, rev, holding)
+                return self._token(name, key, await kv.create(key, self._body(lease_ns, holding)), holding)
             except KeyWrongLastSequenceError:
-                pass  # held (or just taken): look at the holder
+                pass  # held (or released, or just taken): look at the entry
             except APIError as exc:
                 if exc.err_code not in WRONG_LAST_SEQUENCE:
                     raise
             try:
                 entry = await kv.get(key)
             except KeyNotFoundError:
-                continue  # released meanwhile: create again
+                continue  # deleted meanwhile: create again
             holder, until_ns, _ = _holding(entry.value)
-            if until_ns < time.time_ns():
+            if until_ns < time.time_ns():  # released, or its lease is over
                 try:
-                    body = self._body(lease_ns, holding)
-                    rev = await kv.update(key, body, last=entry.revision)
-                    return self._token(name, rev, holding)
+                    rev = await kv.update(key, self._body(lease_ns, holding), last=entry.revision)
+                    return self._token(name, key, rev, holding)
                 except KeyWrongLastSequenceError:
-                    pass  # someone else took it over first
+                    pass  # someone else took it first
             self.contended += 1
             if deadline is not None and time.monotonic() >= deadline:
                 raise LockTimeout(
@@ -108,56 +122,58 @@ class ClusterLocks:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, RETRY_S[1])
 
-    def _token(self, name: str, rev: int, holding: int) -> ClusterLockToken:
+    def _token(self, name: str, key: str, rev: int, holding: int) -> ClusterLockToken:
         self.acquired += 1
+        self._known[key] = (int(rev), holding)
         return ClusterLockToken(name, int(rev), holding, self.holder)
 
-    async def _held_revision(self, token: ClusterLockToken) -> int:
-        """The lock entry's revision if ``token`` still holds it (its id, lease not over), else
-        ``StaleToken``."""
-        from nats.js.errors import KeyNotFoundError
+    async def _rewrite(self, token: ClusterLockToken, body: bytes, holding: int) -> None:
+        """Replace the entry ``token`` holds with ``body`` (a renewal, or the released entry) by
+        compare-and-set: at the revision this process last wrote (one round trip), else at the one
+        read back after checking the token still holds it. ``StaleToken`` if it does not."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+        kv, key = self.client.kv, self._key(token.name)
+        known = self._known.get(key)
+        if known is not None and known[1] == token.id:
+            try:
+                self._known[key] = (int(await kv.update(key, body, last=known[0])), holding)
+                return
+            except KeyWrongLastSequenceError:
+                pass
         try:
-            entry = await self.client.kv.get(self._key(token.name))
+            entry = await kv.get(key)
         except KeyNotFoundError:
             raise self._stale(token) from None
-        _, until_ns, holding = _holding(entry.value)
-        if holding != token.id or until_ns < time.time_ns():
+        _, _, current = _holding(entry.value)
+        if current != token.id:
             raise self._stale(token)
-        return int(entry.revision)
+        try:
+            self._known[key] = (int(await kv.update(key, body, last=entry.revision)), holding)
+        except KeyWrongLastSequenceError:
+            raise self._stale(token) from None
 
     def release(self, token: ClusterLockToken) -> None:
-        """Release; ``StaleToken`` if the token no longer holds the lock (lease ran out and
-        another holder took it, or released already)."""
-        self.client.call(self._release(token), 30.0)
-
-    async def _release(self, token: ClusterLockToken) -> None:
-        from nats.js.errors import APIError
-
-        subject = f"$KV.{self.client.config.bucket}.{self._key(token.name)}"
-        revision = await self._held_revision(token)
-        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
-        try:
-            await self.client.js.publish(subject, b"", headers=headers)
-        except APIError as exc:
-            if exc.err_code in WRONG_LAST_SEQUENCE:
-                raise self._stale(token) from None
-            raise
+        """Release; ``StaleToken`` if the token no longer holds the lock (its lease ran out, or it
+        was released already)."""
+        self._check(token)
+        self.client.call(self._rewrite(token, RELEASED, 0), 30.0)
+        self._until.pop(token.id, None)
 
     def extend(self, token: ClusterLockToken, lease=None) -> ClusterLockToken:
         """Renew the lease from now; returns the token (unchanged); ``StaleToken`` if lost."""
+        self._check(token)
         lease_ns = self._lease(lease)
-        return self.client.call(self._extend(token, lease_ns), 30.0)
-
-    async def _extend(self, token: ClusterLockToken, lease_ns: int) -> ClusterLockToken:
-        from nats.js.errors import KeyWrongLastSequenceError
-
-        revision = await self._held_revision(token)
-        try:
-            await self.client.kv.update(self._key(token.name), self._body(lease_ns, token.id), last=revision)
-        except KeyWrongLastSequenceError:
-            raise self._stale(token) from None
+        self.client.call(self._rewrite(token, self._body(lease_ns, token.id), token.id), 30.0)
+        self._until[token.id] = time.time_ns() + lease_ns
         return token
+
+    def _check(self, token: ClusterLockToken) -> None:
+        """A token whose lease is over is stale, whether or not anyone took the lock since."""
+        until = self._until.get(token.id)
+        if until is None or until < time.time_ns():
+            self._until.pop(token.id, None)
+            raise self._stale(token)
 
     def _stale(self, token: ClusterLockToken) -> StaleToken:
         return StaleToken(

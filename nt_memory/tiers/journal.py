@@ -160,6 +160,11 @@ class Journal:
     def backlog_bytes(self) -> int:
         return self.tail - self.head
 
+    def drain_count(self) -> int:
+        """How many batches have been drained into LMDB (a shared counter: a change means LMDB
+        has new records, which is what the cluster bridge polls for)."""
+        return self._word(DRAINS_IDX)
+
     # ------------------------------------------------------------------------------------ reads
     def _payload(self, off: int):
         """(data expiry, key start, key length, value length) of the payload at byte ``off``."""

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from nt_memory import ClusterConfig, ClusterError, LockTimeout, MemoryConfig, MemorySystem, StaleToken
-from nt_memory.benchmarks.servers import NatsServer, free_port, nats_missing
+from nt_memory.benchmarks.servers import NatsServer, free_port, nats_cluster, nats_missing
 from nt_memory.shm.system import remove_system
 from tests.conftest import unique_name
 
@@ -293,3 +293,35 @@ def test_the_asyncio_facade_reaches_the_cluster(hosts):
         return token.fence
 
     assert asyncio.run(main()) > 0
+
+
+def test_a_three_node_cluster_loses_nothing_when_a_node_dies(tmp_path):
+    """Replicas 3 on three routed nats-servers: SIGKILL one node mid-stream; every acknowledged
+    write reaches the bucket and the other host, with no stall past the election."""
+    with nats_cluster(str(tmp_path / "nats")) as nodes:
+        cfg = ClusterConfig(url=tuple(n.url for n in nodes), bucket=unique_name("b"), replicas=3)
+        opened = []
+        try:
+            for tag in "ab":
+                name = unique_name(tag)
+                opened.append(
+                    MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path / name), cluster=cfg))
+                )
+            a, b = opened
+            for i in range(30):
+                a.put("ns", f"k{i}", i)
+            assert a.get_consistent("ns", "k29") == 29
+            nodes[0].stop(kill=True)
+            t0 = time.monotonic()
+            for i in range(30, 60):
+                a.put("ns", f"k{i}", i)  # acknowledged locally at once, whatever the election
+            assert a.get_consistent("ns", "k59", timeout=30) == 59
+            stalled = time.monotonic() - t0
+            for i in range(60):
+                assert eventually(lambda i=i: b.get("ns", f"k{i}") == i, f"k{i} on B", bound=60)
+                assert b.get_consistent("ns", f"k{i}", timeout=30) == i
+            assert stalled < 30, f"writes waited {stalled:.1f}s for the bucket after the node died"
+        finally:
+            for mem in opened:
+                mem.close()
+                remove_system(mem.name)
