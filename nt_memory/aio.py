@@ -96,11 +96,11 @@ class AsyncConsensus:
     def __init__(self, consensus: Consensus):
         self.sync = consensus
 
-    async def register_voter(self, agent_id: str, weight: float = 1.0) -> None:
-        await _thread(self.sync.register_voter, agent_id, weight)
+    async def register_voter(self, agent_id: str, weight: float = 1.0, scope: str = "local") -> None:
+        await _thread(self.sync.register_voter, agent_id, weight, scope)
 
-    async def submit_proposal(self, proposal: Proposal) -> str:
-        return await _thread(self.sync.submit_proposal, proposal)
+    async def submit_proposal(self, proposal: Proposal, scope: str = "local") -> str:
+        return await _thread(self.sync.submit_proposal, proposal, scope)
 
     async def vote(self, vote: Vote) -> ConsensusResult:
         return await _thread(self.sync.vote, vote)
@@ -109,6 +109,8 @@ class AsyncConsensus:
         return await _thread(self.sync.result, proposal_id)
 
     async def wait(self, proposal_id: str, timeout: Duration | None = None) -> ConsensusResult:
+        if self.sync.scope_of(proposal_id) is not None:
+            return await _thread(self.sync.wait, proposal_id, timeout)  # polls the cluster
         return await self.sync.wait_async(proposal_id, timeout)
 
     async def proposal_ids(self) -> list[str]:

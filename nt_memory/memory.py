@@ -319,6 +319,7 @@ class MemorySystem:
         the bucket is another application's) and stand for the bridge role (nt_memory/cluster)."""
         from nt_memory.cluster.bridge import Bridge
         from nt_memory.cluster.client import ClusterClient
+        from nt_memory.cluster.consensus import ClusterConsensus
         from nt_memory.cluster.locks import ClusterLocks, holder_name
 
         cfg = config.cluster
@@ -327,6 +328,8 @@ class MemorySystem:
         self.cluster = client
         self.cluster_locks = ClusterLocks(client, holder_name(cfg.host, self.name), cfg.lock_lease)
         self.locks.scoped["cluster"] = self.cluster_locks
+        self.cluster_consensus = ClusterConsensus(client)
+        self.consensus.scoped["cluster"] = self.cluster_consensus
         self.bridge = Bridge(
             client, self.store, self.locks, self._pending_state, self._apply_remote, self.journal.drain_count
         )
@@ -971,7 +974,10 @@ class MemorySystem:
             "topics": self.pubsub.stats(),
         }
         if self.cluster is not None:
-            out["cluster"] = self.bridge.stats() | {"locks": self.cluster_locks.stats()}
+            out["cluster"] = self.bridge.stats() | {
+                "locks": self.cluster_locks.stats(),
+                "consensus": self.cluster_consensus.stats(),
+            }
         return out
 
     def verify(self) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ import enum
 import json
 import math
 import time
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -136,13 +137,13 @@ class ConsensusResult:
         return dataclasses.asdict(self) | {"status": self.status.name}
 
 
-def _agent(name, what: str) -> bytes:
+def agent_name(name, what: str) -> bytes:
     if not isinstance(name, str) or not name or len(name.encode()) > 40 or "\0" in name:
         raise ConfigError(f"{what}={name!r} must be a non-empty str of at most 40 UTF-8 bytes")
     return name.encode()
 
 
-def _weight(w, what: str) -> float:
+def check_weight(w, what: str) -> float:
     if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w <= 0:
         raise ConfigError(f"{what}={w!r} must be a finite number > 0")
     return float(w)
@@ -213,6 +214,9 @@ class Consensus:
         self.words = seg.region(consensus_layout().offset("words"), WORDS * 8, np.int64)
         self.f64 = self.words.view(np.float64)
         self.system = system
+        # Consensus of other scopes ("cluster": nt_memory/cluster/consensus.py), set by the memory
+        # system that offers it: submit_proposal(scope=...) and its proposal ids go there.
+        self.scoped: dict[str, Any] = {}
         self.store = store
         self._vbase = VOTERS_BASE
         self._pbase = PROPOSALS_BASE
@@ -304,11 +308,27 @@ class Consensus:
     def _voter_slot(self, raw: bytes, create: bool) -> int:
         return _voter_slot(self.words, raw, create)
 
-    def register_voter(self, agent_id: str, weight: float = 1.0) -> None:
+    def _scope(self, scope: object) -> Any:
+        remote = self.scoped.get(scope) if isinstance(scope, str) else None
+        if remote is None:
+            if scope == "cluster":
+                raise ConfigError("scope='cluster' needs a system opened with MemoryConfig(cluster=ClusterConfig(...))")
+            raise ConfigError(f"scope={scope!r} must be 'local' or 'cluster'")
+        return remote
+
+    def scope_of(self, proposal_id: object) -> Any:
+        """The cluster consensus that owns ``proposal_id`` (a ``cluster-...`` id), or None."""
+        remote = self.scoped.get("cluster")
+        return remote if remote is not None and remote.owns(proposal_id) else None
+
+    def register_voter(self, agent_id: str, weight: float = 1.0, scope: str = "local") -> None:
         """Register (or re-weight) a voter. The total registered weight is what quorums are of.
-        The registration is in L3 before it counts here, so it survives a reboot."""
-        raw = _agent(agent_id, "agent_id")
-        w = _weight(weight, "weight")
+        The registration is in L3 before it counts here, so it survives a reboot. ``scope="cluster"``:
+        a voter of every host's cluster proposals."""
+        if scope != "local":
+            return self._scope(scope).register_voter(agent_id, weight)
+        raw = agent_name(agent_id, "agent_id")
+        w = check_weight(weight, "weight")
         self._lock()
         try:
             i = self._voter_slot(raw, True)
@@ -323,12 +343,15 @@ class Consensus:
         return float(self.f64[C_TOTAL])
 
     # --------------------------------------------------------------------------- proposals
-    def submit_proposal(self, proposal: Proposal) -> str:
+    def submit_proposal(self, proposal: Proposal, scope: str = "local") -> str:
         """Open ``proposal`` for votes; returns its id (never one issued before, reboots included).
-        The proposal is in L3 before its id is returned."""
+        The proposal is in L3 before its id is returned. ``scope="cluster"``: voted on from every
+        host (nt_memory/cluster/consensus.py); its id starts with ``cluster-``."""
+        if scope != "local":
+            return self._scope(scope).submit_proposal(proposal)
         if not isinstance(proposal, Proposal):
             raise ConfigError(f"submit_proposal takes a Proposal, got {type(proposal).__name__}")
-        _agent(proposal.proposer, "proposer")
+        agent_name(proposal.proposer, "proposer")
         q = proposal.quorum
         if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
             raise ConfigError(f"quorum={q!r} must be a fraction in (0, 1]")
@@ -428,7 +451,10 @@ class Consensus:
         returns (and before any other process can see it)."""
         if not isinstance(vote, Vote):
             raise ConfigError(f"vote takes a Vote, got {type(vote).__name__}")
-        raw = _agent(vote.voter, "voter")
+        remote = self.scope_of(vote.proposal_id)
+        if remote is not None:
+            return remote.vote(vote)
+        raw = agent_name(vote.voter, "voter")
         pid, b = self._slot(vote.proposal_id)
         self._lock()
         changed = newly = False
@@ -533,6 +559,9 @@ class Consensus:
 
     def result(self, proposal_id: str) -> ConsensusResult:
         """The proposal's result, from shared memory or, once it has left it, from L3."""
+        remote = self.scope_of(proposal_id)
+        if remote is not None:
+            return remote.result(proposal_id)
         pid, b = self._slot(proposal_id)
         self._lock()
         newly = False
@@ -547,6 +576,9 @@ class Consensus:
     def wait(self, proposal_id: str, timeout: Duration | None = None) -> ConsensusResult:
         """Return as soon as the proposal is decided (or expires); the pending result when
         ``timeout`` (seconds or timedelta) passes first."""
+        remote = self.scope_of(proposal_id)
+        if remote is not None:
+            return remote.wait(proposal_id, timeout)
         timeout = seconds(timeout, "timeout", allow_zero=True)
         return run_sleeps(self._wait_steps(proposal_id, None if timeout is None else time.monotonic() + timeout))
 

@@ -325,3 +325,44 @@ def test_a_three_node_cluster_loses_nothing_when_a_node_dies(tmp_path):
             for mem in opened:
                 mem.close()
                 remove_system(mem.name)
+
+
+def test_a_vote_split_across_hosts_decides_once(hosts):
+    """Voters on two hosts vote at once on a cluster proposal: every vote counts once, the
+    decision is taken once, and both hosts read the same decided result ever after."""
+    from nt_memory import ConsensusError, ConsensusStatus, Proposal, Vote
+
+    a, b = hosts("a"), hosts("b")
+    voters = [f"v{i}" for i in range(12)]
+    for v in voters:
+        a.consensus.register_voter(v, 1.0, scope="cluster")
+    assert b.consensus.scope_of("cluster-0") is not None
+    pid = a.consensus.submit_proposal(Proposal("a", {"rebalance": 1}, quorum=0.75), scope="cluster")
+    assert pid.startswith("cluster-")
+    results: list = []
+
+    def voting(mem, mine):
+        for v in mine:
+            results.append(mem.consensus.vote(Vote(pid, v, approve=True)))
+
+    threads = [
+        threading.Thread(target=voting, args=(a, voters[0::2])),
+        threading.Thread(target=voting, args=(b, voters[1::2])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    decided = [r for r in results if r.decided]
+    first = min(decided, key=lambda r: r.votes)
+    assert first.status == ConsensusStatus.APPROVED and first.votes == 9 and first.approve_weight == 9
+    assert all(r == first for r in decided)  # a decided result never changes
+    assert a.consensus.result(pid) == b.consensus.result(pid) == first
+    assert b.consensus.wait(pid, timeout=1) == first
+    with pytest.raises(ConsensusError, match="not registered"):
+        b.consensus.vote(Vote(pid, "nobody", approve=False))
+    pid2 = b.consensus.submit_proposal(Proposal("b", None, quorum=0.5), scope="cluster")
+    a.consensus.vote(Vote(pid2, "v0", approve=False))
+    with pytest.raises(ConsensusError, match="already voted"):
+        b.consensus.vote(Vote(pid2, "v0", approve=True))
+    assert b.stats()["cluster"]["consensus"]["votes_counted_here"] >= 6
