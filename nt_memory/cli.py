@@ -247,8 +247,10 @@ def cmd_top(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from nt_memory.demo import run
+    from nt_memory.demo import run, run_cluster
 
+    if args.cluster:
+        return run_cluster(agents=args.agents, seconds=args.seconds, keep=args.keep, path=args.path)
     return run(agents=args.agents, seconds=args.seconds, name=args.name, keep=args.keep, path=args.path)
 
 
@@ -304,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default=None, help="system name (default: random)")
     sp.add_argument("--keep", action="store_true", help="leave the system (and its data) for inspect")
     sp.add_argument("--path", default=None, help="storage_path for LMDB (default: a temporary directory)")
+    sp.add_argument(
+        "--cluster", action="store_true", help="two hosts (two systems) joined through a private nats-server"
+    )
     sp.set_defaults(func=cmd_demo)
     return p
 

@@ -37,10 +37,16 @@ DECIDE_EVERY = 40
 SAMPLE = 100_000
 
 
-def _config(name: str, path: str):
+def _config(name: str, path: str, cluster=None):
     from nt_memory import CacheConfig, MemoryConfig
 
-    return MemoryConfig(name=name, storage_path=path, embedding_dim=DIM, cache_config=CacheConfig(max_entries=100_000))
+    return MemoryConfig(
+        name=name,
+        storage_path=path,
+        embedding_dim=DIM,
+        cache_config=CacheConfig(max_entries=100_000),
+        cluster=cluster,
+    )
 
 
 @jit
@@ -82,11 +88,11 @@ def _position_lookup(mem, me) -> tuple:
     return handle, h, key, out_buf, one
 
 
-def _market(name: str, path: str, seconds: float, rate: int, go) -> None:
+def _market(name: str, path: str, seconds: float, rate: int, go, cluster=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from nt_memory import MemorySystem
 
-    mem = MemorySystem.open(_config(name, path), label="market")
+    mem = MemorySystem.open(_config(name, path, cluster), label="market")
     try:
         go.wait(120)
         rng = np.random.default_rng(42)
@@ -574,3 +580,222 @@ def _collect_restarts(ctx, name, path, agent_ids) -> list[dict]:
     for p in procs:
         p.join(10)
     return rows
+
+
+# ------------------------------------------------------------------------------ --cluster
+BOOK_LOCK = "book"
+PROPOSAL_KEY = ("swarm", "proposal")
+
+
+def _cluster_agent(name: str, path: str, cluster, host: str, agent: int, ready, out) -> None:
+    """An agent of one "host" of the cluster demo: the tick handler's lookups stay local (L1); the
+    shared book is updated under a cluster lock and read and confirmed at the bucket; votes go to
+    cluster proposals whose id another host wrote into a replicated key."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from nt_memory import MemorySystem, Vote
+
+    mem = MemorySystem.open(_config(name, path, cluster), label=f"{host}-agent-{agent}")
+    try:
+        me = mem.namespace(f"agent_{agent}")
+        handle, h, key, out_buf, one = _position_lookup(mem, me)
+        ticks = mem.subscribe(TICK_TOPIC)
+        ready.put(agent)
+        rng = np.random.default_rng(agent)
+        lookup_ns = np.zeros(SAMPLE, np.int64)
+        lock_us: list[float] = []
+        section_us: list[float] = []
+        n = votes = decided = 0
+        net = 0.0
+        voted: set[str] = set()
+        while True:
+            msg = ticks.recv(timeout=10)
+            if msg is None or msg.get("end"):
+                break
+            tick_handler(handle, h, key, out_buf, msg["px"], one)
+            lookup_ns[n % SAMPLE] = one[0]
+            n += 1
+            if n % (DECIDE_EVERY * 4) == 0:
+                qty = 1.0 if rng.random() < 0.6 else -1.0
+                t0 = time.perf_counter_ns()
+                with mem.lock(BOOK_LOCK, timeout=30, scope="cluster"):
+                    t1 = time.perf_counter_ns()
+                    book = mem.get_consistent("book", "net", 0.0)  # the last holder's write, on any host
+                    mem.put("book", "net", book + qty)
+                    mem.get_consistent("book", "net")  # out to the bucket before the lock goes
+                    section_us.append((time.perf_counter_ns() - t1) / 1e3)
+                lock_us.append((t1 - t0) / 1e3)
+                net += qty
+                pos = me.get("position")
+                me.put("position", np.array([pos[0] + qty, msg["px"]]))
+                pid = mem.get(*PROPOSAL_KEY)  # written on host A, replicated here
+                if pid and pid not in voted:
+                    voted.add(pid)
+                    r = mem.consensus.vote(Vote(pid, f"{host}_agent_{agent}", bool(rng.random() < 0.8)))
+                    votes += 1
+                    decided += r.decided
+        me.put("final", {"qty": float(me.get("position")[0]), "ticks": n})
+        out.put(
+            {
+                "host": host,
+                "agent": agent,
+                "ticks": n,
+                "net": net,
+                "lookup_ns": lookup_ns[: min(n, SAMPLE)],
+                "lock_us": np.asarray(lock_us),
+                "section_us": np.asarray(section_us),
+                "votes": votes,
+            }
+        )
+    finally:
+        mem.close()
+
+
+def _proposer(mem, stop: threading.Event, every: float, proposed: list) -> None:
+    """Host A's proposer: a cluster proposal every ``every`` seconds, its id in a replicated key."""
+    from nt_memory import Proposal
+
+    while not stop.wait(every):
+        pid = mem.consensus.submit_proposal(Proposal("host_a", {"action": "rebalance"}, quorum=0.5), scope="cluster")
+        mem.put(*PROPOSAL_KEY, pid)
+        proposed.append(pid)
+
+
+def run_cluster(agents: int = 4, seconds: float = 6.0, keep: bool = False, path: str | None = None, rate=1000) -> int:
+    """``nt-memory demo --cluster``: the swarm as two "hosts" (two systems, each with its own name,
+    storage path, market feed and agents) joined through one private nats-server."""
+    import shutil
+    import tempfile
+
+    from nt_memory import ClusterConfig, MemorySystem
+    from nt_memory.benchmarks.servers import NatsServer, nats_missing
+
+    missing = nats_missing()
+    if missing:
+        print(f"error: demo --cluster needs a NATS server: {missing}")
+        return 1
+    steps = _Steps()
+    tmp = None
+    if path is None:
+        tmp = path = tempfile.mkdtemp(prefix="nt-memory-cluster-demo-")
+    tag = secrets.token_hex(3)
+    hosts = {"host_a": f"demoa{tag}", "host_b": f"demob{tag}"}
+    per_host = max(1, agents // 2)
+    cores = _cores()
+    print(f"hosts: {', '.join(f'{h}={n}' for h, n in hosts.items())}")
+    print(f"storage_path: {path}")
+    print(f"machine: {cores} cores; {2 * per_host + 3} processes share them ({per_host} agents and a market per host)")
+    with steps.phase("loading kernels") as note, _counting_compiles(steps, note) as compiled:
+        scratch = tempfile.mkdtemp(prefix="nt-memory-demo-warm-")
+        try:
+            _warm_up(f"demow{tag}", scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        note["done"] = f"compiled {len(compiled)} kernels, now cached" if compiled else "all from the cache"
+    server = NatsServer(os.path.join(path, "nats")).start()
+    steps.say(f"nats-server (JetStream) on {server.url}, pid {server.proc.pid if server.proc else '?'}")
+    cluster = ClusterConfig(url=server.url, bucket=f"demo{tag}")
+    ctx = mp.get_context("spawn")
+    results, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    mems: dict[str, MemorySystem] = {}
+    procs: list = []
+    stop = threading.Event()
+    proposed: list[str] = []
+    rows: list[dict] = []
+    try:
+        for host, name in hosts.items():
+            mems[host] = MemorySystem.open(_config(name, os.path.join(path, host), cluster), label=f"{host}-demo")
+        for host in hosts:
+            for a in range(per_host):
+                mems["host_a"].consensus.register_voter(f"{host}_agent_{a}", 1.0, scope="cluster")
+        with steps.phase(f"starting {per_host} agents and a market on each host") as note:
+            for host, name in hosts.items():
+                hpath = os.path.join(path, host)
+                procs += [
+                    ctx.Process(target=_cluster_agent, args=(name, hpath, cluster, host, a, ready, results))
+                    for a in range(per_host)
+                ]
+                procs.append(ctx.Process(target=_market, args=(name, hpath, seconds, rate, go, cluster)))
+            for p in procs:
+                p.start()
+            for n in range(1, 2 * per_host + 1):
+                ready.get(timeout=180)
+                note["now"] = f"{n}/{2 * per_host} attached"
+        go.set()
+        proposer = threading.Thread(target=_proposer, args=(mems["host_a"], stop, 1.0, proposed), daemon=True)
+        proposer.start()
+        with steps.phase(
+            f"market: {rate} ticks/s on each host for {seconds:g}s; the book under a cluster lock"
+        ) as note:
+            rows = _collect(results, 2 * per_host, procs, seconds + 180)
+            note["done"] = f"{len(rows)}/{2 * per_host} agents reported"
+        stop.set()
+        proposer.join(10)
+        for p in procs:
+            p.join(10)
+        ma, mb = mems["host_a"], mems["host_b"]
+        with steps.phase("checking both hosts agree") as note:
+            expected = sum(r["net"] for r in rows)
+            book_a, book_b = ma.get_consistent("book", "net", 0.0), mb.get_consistent("book", "net", 0.0)
+            deadline = time.monotonic() + 30
+            finals = 0
+            while time.monotonic() < deadline:
+                finals = sum(
+                    other.namespace(f"agent_{r['agent']}").get("final") is not None
+                    for r in rows
+                    for other in [mems["host_b" if r["host"] == "host_a" else "host_a"]]
+                )
+                if finals == len(rows) and ma.get("book", "net", 0.0) == mb.get("book", "net", 0.0) == book_a:
+                    break
+                time.sleep(0.05)
+            note["done"] = f"book {book_a:g} on A, {book_b:g} on B, {expected:g} expected"
+        decided = sum(ma.consensus.result(pid).decided for pid in proposed)
+        stats_a, stats_b = ma.stats()["cluster"], mb.stats()["cluster"]
+    except KeyboardInterrupt:
+        print("interrupted: cleaning up")
+        return 130
+    finally:
+        stop.set()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for mem in mems.values():
+            mem.close()
+            if not keep:
+                mem.unlink()
+        server.stop()
+        if tmp and not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not rows:
+        print("error: no agent reported")
+        return 1
+
+    def joined(field: str) -> np.ndarray:
+        return np.concatenate([r[field] for r in rows])
+
+    for r in sorted(rows, key=lambda r: (r["host"], r["agent"])):
+        print(f"{r['host']}_agent_{r['agent']}: ticks={r['ticks']} book_changes={len(r['lock_us'])} votes={r['votes']}")
+    tick = percentiles(joined("lookup_ns"))
+    lock, section = percentiles(joined("lock_us") * 1e3, "us"), percentiles(joined("section_us") * 1e3, "us")
+    print(f"agents_finished: {len(rows)}/{2 * per_host}")
+    print(_judged("njit_lookup_in_tick_p99_ns", tick["p99"], "ns", "position_lookup_njit", "local L1, as on one host"))
+    print(_judged("cluster_lock_wait_p50_us", lock["p50"], "us", None, f"{2 * per_host} agents on 2 hosts, one lock"))
+    print(_judged("cluster_lock_wait_p99_us", lock["p99"], "us"))
+    print(_judged("book_update_p50_us", section["p50"], "us", None, "consistent read, put, confirmed at the bucket"))
+    for host, st in (("host_a", stats_a), ("host_b", stats_b)):
+        lag50, lag99 = st["replication_lag_p50_s"], st["replication_lag_p99_s"]
+        if lag50 is not None:
+            print(
+                _judged(f"{host}_replication_lag_p50_us", lag50 * 1e6, "us", None, "another host's put, applied here")
+            )
+            print(_judged(f"{host}_replication_lag_p99_us", lag99 * 1e6, "us"))
+    ok_book = book_a == book_b == expected
+    print(
+        f"book_net: {book_a:g} on host_a, {book_b:g} on host_b, {expected:g} from the agents' own counts"
+        f" ({'consistent' if ok_book else 'INCONSISTENT'})"
+    )
+    print(f"final_positions_replicated: {finals}/{len(rows)}")
+    print(f"cluster_proposals_decided: {decided}/{len(proposed)}")
+    print(f"total_s: {time.perf_counter() - steps.t0:.1f}")
+    print(f"kept: {', '.join(hosts.values())}" if keep else "cleaned: yes")
+    return 0 if ok_book and finals == len(rows) else 1

@@ -366,3 +366,19 @@ def test_a_vote_split_across_hosts_decides_once(hosts):
     with pytest.raises(ConsensusError, match="already voted"):
         b.consensus.vote(Vote(pid2, "v0", approve=True))
     assert b.stats()["cluster"]["consensus"]["votes_counted_here"] >= 6
+
+
+@pytest.mark.multiprocess
+def test_the_cluster_demo_runs_two_hosts_and_cleans_up():
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_memory.cli", "demo", "--cluster", "--agents", "2", "--seconds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    for line in ("agents_finished: 2/2", "final_positions_replicated: 2/2", "(consistent)", "cleaned: yes"):
+        assert line in out, out
+    names = [part.split("=")[1] for part in out.split("hosts: ")[1].splitlines()[0].split(", ")]
+    assert len(names) == 2 and not [f for f in os.listdir("/dev/shm") if any(f".{n}." in f for n in names)]
