@@ -213,13 +213,27 @@ class ClusterClient:
             raise ClusterError(f"bucket {self.config.bucket!r}: key {key!r} holds a value nt-memory did not write")
         return int(entry.revision), state
 
-    def close(self) -> None:
-        if self.nc is not None and not self.loop.is_closed():
+    async def _shutdown(self) -> None:
+        """Close the connection, then end every task still on the loop (a watch's reader, say)
+        here, before the loop closes, rather than in a garbage collection later."""
+        if self.nc is not None:
             try:
-                self.call(self.nc.close(), 5.0)
+                await self.nc.close()
             except Exception:  # noqa: BLE001 - closing: the server may be gone already
                 pass
             self.nc = None
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.loop.shutdown_asyncgens()
+
+    def close(self) -> None:
+        if not self.loop.is_closed() and self._thread.is_alive():
+            try:
+                self.call(self._shutdown(), 10.0)
+            except Exception:  # noqa: BLE001 - closing
+                pass
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)

@@ -382,3 +382,66 @@ def test_the_cluster_demo_runs_two_hosts_and_cleans_up():
         assert line in out, out
     names = [part.split("=")[1] for part in out.split("hosts: ")[1].splitlines()[0].split(", ")]
     assert len(names) == 2 and not [f for f in os.listdir("/dev/shm") if any(f".{n}." in f for n in names)]
+
+
+def test_writes_made_while_the_server_is_away_survive_a_reboot(server, tmp_path):
+    """Acknowledged while the server is down, then the host reboots (shared memory wiped, reopened
+    from storage_path): the outbox in LMDB still holds them, and they reach the bucket once the
+    server is back."""
+    bucket = unique_name("b")
+    name, path = unique_name("a"), str(tmp_path / "a")
+    cfg = MemoryConfig(name=name, storage_path=path, cluster=ClusterConfig(url=server.url, bucket=bucket))
+    mem = MemorySystem.open(cfg)
+    try:
+        eventually(lambda: bridged(mem), "bridge running")
+        server.stop()
+        for i in range(20):
+            mem.put("ns", f"k{i}", i)
+        mem.flush()
+        assert mem.stats()["cluster"]["outbox"] == 20
+    finally:
+        mem.close()
+        remove_system(name)  # the reboot: shared memory gone, LMDB stays
+    server.start()
+    mem = MemorySystem.open(cfg)
+    other = None
+    try:
+        eventually(lambda: mem.stats()["cluster"]["outbox"] == 0, "the outbox published after the reboot")
+        other_name = unique_name("b")
+        other_cfg = MemoryConfig(
+            name=other_name, storage_path=str(tmp_path / "b"), cluster=ClusterConfig(url=server.url, bucket=bucket)
+        )
+        other = MemorySystem.open(other_cfg)
+        for i in range(20):
+            assert eventually(lambda i=i: other.get("ns", f"k{i}") == i, f"k{i} on the other host")
+    finally:
+        for m in (mem, other):
+            if m is not None:
+                m.close()
+                remove_system(m.name)
+
+
+def test_values_nt_memory_did_not_write_are_skipped_not_applied(hosts, server):
+    import asyncio
+
+    import nats
+
+    a = hosts("a")
+    eventually(lambda: bridged(a), "bridge running")
+    bucket = a.config.cluster.bucket
+    from nt_memory.cluster.client import VALUE_KEY_PREFIX, encode_key
+
+    async def hostile():
+        nc = await nats.connect(server.url)
+        kv = await nc.jetstream().key_value(bucket)
+        await kv.put(encode_key(VALUE_KEY_PREFIX, b"ns\0k"), b"not an nt-memory value")
+        await kv.put(VALUE_KEY_PREFIX + "%%%", b"NTM1 bad key", validate_keys=False)  # not base64: ignored
+        await nc.close()
+
+    a.put("ns", "k", 1)
+    assert a.get_consistent("ns", "k") == 1
+    asyncio.run(hostile())
+    assert eventually(lambda: a.stats()["cluster"]["foreign_values"] >= 1, "the foreign value seen")
+    assert a.get("ns", "k") == 1  # kept, not misread
+    with pytest.raises(ClusterError, match="did not write"):
+        a.get_consistent("ns", "k")
