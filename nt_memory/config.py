@@ -77,6 +77,8 @@ class ClusterConfig:
     ``ssl.SSLContext``) are passed to ``nats-py`` as they are. ``lock_lease``: the lease of a
     ``scope="cluster"`` lock taken without one (a host that dies loses its locks when it ends).
     ``host``: this host's name in the bucket (default: the machine's host name and the system's name).
+    ``topics``: topic prefixes (``("swarm/",)``) whose messages every host's subscribers see; a
+    topic outside them stays on its host. Give every process of a system the same settings.
     """
 
     url: str | tuple[str, ...] = "nats://127.0.0.1:4222"
@@ -90,6 +92,7 @@ class ClusterConfig:
     tls: Any = None
     lock_lease: float = 10.0
     host: str | None = None
+    topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         urls = (self.url,) if isinstance(self.url, str) else self.url
@@ -103,10 +106,19 @@ class ClusterConfig:
         _int("replicas", self.replicas, 1, 5)
         _seconds("connect_timeout", self.connect_timeout, allow_none=False)
         _seconds("lock_lease", self.lock_lease, allow_none=False)
+        if isinstance(self.topics, str) or not isinstance(self.topics, tuple | list):
+            raise ConfigError(f"cluster topics={self.topics!r} must be a tuple of topic prefixes, like ('swarm/',)")
+        for prefix in self.topics:
+            if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_\-./]{1,40}", prefix):
+                raise ConfigError(f"cluster topic prefix {prefix!r} must be 1 to 40 of A-Z a-z 0-9 _ - . /")
         if self.host is not None and (
             not isinstance(self.host, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.host)
         ):
             raise ConfigError(f"cluster host={self.host!r} must be 1 to 64 of A-Z a-z 0-9 _ . -")
+
+    def bridges(self, topic: str) -> bool:
+        """Is ``topic`` one every host's subscribers see?"""
+        return topic.startswith(tuple(self.topics))
 
     @property
     def servers(self) -> list[str]:

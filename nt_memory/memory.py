@@ -318,7 +318,7 @@ class MemorySystem:
         """Connect to the cluster (raises ``ClusterError`` if unreachable within its timeout, or if
         the bucket is another application's) and stand for the bridge role (nt_memory/cluster)."""
         from nt_memory.cluster.bridge import Bridge
-        from nt_memory.cluster.client import ClusterClient
+        from nt_memory.cluster.client import ClusterClient, encode_key
         from nt_memory.cluster.consensus import ClusterConsensus
         from nt_memory.cluster.locks import ClusterLocks, holder_name
 
@@ -330,8 +330,16 @@ class MemorySystem:
         self.locks.scoped["cluster"] = self.cluster_locks
         self.cluster_consensus = ClusterConsensus(client)
         self.consensus.scoped["cluster"] = self.cluster_consensus
+        host = f"{cfg.host or os.uname().nodename}/{self.name}"
         self.bridge = Bridge(
-            client, self.store, self.locks, self._pending_state, self._apply_remote, self.journal.drain_count
+            client,
+            self.store,
+            self.locks,
+            self._pending_state,
+            self._apply_remote,
+            self.journal.drain_count,
+            self.pubsub,
+            encode_key("", host.encode()),
         )
 
     def _pending_state(self, kb: bytes) -> Any:

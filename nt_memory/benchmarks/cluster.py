@@ -4,7 +4,9 @@ beside the peers a user would reach for, measured in the same run:
 - replication lag: a put on host A until host B's ``get`` returns it (B polls its L1), beside a
   direct nats-py KV put followed by a get of the same key (the round trip the bridge builds on);
 - a cluster lock's acquire+release (``scope="cluster"``), beside a Redis lock (``SET NX PX`` and a
-  compare-and-delete script) on a private redis-server, and beside a local lock.
+  compare-and-delete script) on a private redis-server, and beside a local lock;
+- a bridged topic's one-way latency (publish on A until B's subscriber has it), beside a direct
+  nats-py JetStream publish received by an ordered push consumer.
 
     nt-memory bench cluster [--quick] [--n 500] [--json PATH]
 """
@@ -38,6 +40,44 @@ def _lag(a, b, n: int) -> list[int]:
             time.sleep(20e-6)
         out.append(time.perf_counter_ns() - t0)
     return out
+
+
+def _bridged(a, b, n: int) -> list[int]:
+    """ns from A's publish on a bridged topic until B's subscriber returns it (one at a time)."""
+    sub = b.subscribe("bench/ticks")
+    time.sleep(0.3)  # B's bridge follows the stream
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        a.publish("bench/ticks", i)
+        if sub.recv(timeout=10) != i:
+            raise RuntimeError(f"bridged message {i} did not reach host B in order within 10 s")
+        out.append(time.perf_counter_ns() - t0)
+    return out
+
+
+def _nats_stream(url: str, n: int) -> dict:
+    """Direct nats-py: a JetStream publish until an ordered push consumer of the stream has it."""
+
+    async def run():
+        import nats
+
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(name="peer-bench", subjects=["peer.bench"])
+        sub = await js.subscribe("peer.bench", ordered_consumer=True)
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            await js.publish("peer.bench", str(i).encode())
+            msg = await sub.next_msg(timeout=10)
+            if msg.data != str(i).encode():
+                raise RuntimeError("the peer stream delivered out of order")
+            out.append(time.perf_counter_ns() - t0)
+        await nc.close()
+        return out
+
+    return percentiles(asyncio.run(run()), "us")
 
 
 def _cluster_lock(mem, n: int, scope: str) -> list[int]:
@@ -98,7 +138,7 @@ def measure(n: int) -> dict:
     tmp = tempfile.mkdtemp(prefix="ntm-bench-cluster-")
     try:
         with NatsServer(f"{tmp}/nats") as server:
-            cfg = ClusterConfig(url=server.url, bucket="bench")
+            cfg = ClusterConfig(url=server.url, bucket="bench", topics=("bench/",))
             tag = secrets.token_hex(3)
             a = MemorySystem.open(MemoryConfig(name=f"bca{tag}", storage_path=f"{tmp}/a", cluster=cfg))
             b = MemorySystem.open(MemoryConfig(name=f"bcb{tag}", storage_path=f"{tmp}/b", cluster=cfg))
@@ -113,6 +153,8 @@ def measure(n: int) -> dict:
                 _cluster_lock(a, 10, "cluster")
                 results["cluster_lock"] = percentiles(_cluster_lock(a, n, "cluster"), "us")
                 results["local_lock"] = percentiles(_cluster_lock(a, n, "local"), "us")
+                _bridged(a, b, 20)
+                results["bridged_pubsub"] = percentiles(_bridged(a, b, n), "us")
                 results["bridge_lag"] = {
                     k: b.stats()["cluster"][k] for k in ("replication_lag_p50_s", "replication_lag_p99_s")
                 }
@@ -121,6 +163,7 @@ def measure(n: int) -> dict:
                     mem.close()
                     mem.unlink()
             results["nats_kv"] = _nats_kv(server.url, n)
+            results["nats_stream"] = _nats_stream(server.url, n)
         with redis_server() as port:
             results["redis_lock"] = _redis_lock(port, n) if port else None
     finally:
@@ -130,8 +173,12 @@ def measure(n: int) -> dict:
 
 def _row(label: str, p: dict | None) -> str:
     if p is None:
-        return f"  {label:44} not measured (redis-server or redis-py missing)"
-    return f"  {label:44} p50 {p['p50']:9.1f} us   p99 {p['p99']:9.1f} us"
+        return f"  {label:52} not measured (redis-server or redis-py missing)"
+    return f"  {label:52} p50 {p['p50']:9.1f} us   p99 {p['p99']:9.1f} us"
+
+
+def _ratio(label: str, ours: dict, peer: dict) -> str:
+    return f"  {label}: p50 {ours['p50'] / peer['p50']:.2f}x, p99 {ours['p99'] / peer['p99']:.2f}x"
 
 
 def report(r: dict) -> str:
@@ -143,16 +190,12 @@ def report(r: dict) -> str:
     lines.append(_row("cluster lock acquire+release", r["cluster_lock"]))
     lines.append(_row("  peer: Redis SET NX PX + compare-and-delete", r["redis_lock"]))
     lines.append(_row("  local lock acquire+release (same handle)", r["local_lock"]))
-    lag, kv = r["replication_lag"], r["nats_kv"]["put_get"]
-    lines.append(
-        f"  replication lag / nats-py put+get: p50 {lag['p50'] / kv['p50']:.2f}x, p99 {lag['p99'] / kv['p99']:.2f}x"
-    )
+    lines.append(_ratio("replication lag / nats-py put+get", r["replication_lag"], r["nats_kv"]["put_get"]))
     if r["redis_lock"]:
-        lock, red = r["cluster_lock"], r["redis_lock"]
-        lines.append(
-            f"  cluster lock / Redis lock: p50 {lock['p50'] / red['p50']:.2f}x, p99 {lock['p99'] / red['p99']:.2f}x"
-        )
-    lines.append("  bridged pub/sub: not measured (topics are not bridged yet)")
+        lines.append(_ratio("cluster lock / Redis lock", r["cluster_lock"], r["redis_lock"]))
+    lines.append(_row("bridged pub/sub, one way (publish on A -> recv on B)", r["bridged_pubsub"]))
+    lines.append(_row("  peer: nats-py JetStream publish -> ordered consumer", r["nats_stream"]))
+    lines.append(_ratio("bridged pub/sub / nats-py stream", r["bridged_pubsub"], r["nats_stream"]))
     return "\n".join(lines)
 
 

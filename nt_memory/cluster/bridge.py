@@ -18,6 +18,18 @@ process takes it over. The holder runs two tasks:
 A value applied from the bucket comes back through the local journal into ``outbox``; its digest
 equals the one ``replica`` noted, so it is not published again. Local reads are eventually
 consistent: a write on another host is visible here after the replication lag (``stats()``).
+
+Topics under ``ClusterConfig.topics`` are bridged through a JetStream stream (``NTM-<bucket>-T``,
+one subject per host and topic, so each host's messages keep their order). Two more tasks:
+
+- **topics out**: a reader of each bridged topic's ring sends this host's messages (kind MSG) in
+  ring order, each with a message id JetStream deduplicates (host, ring epoch, message number),
+  and moves the ring's FORWARD_POS past it once acknowledged: a bridge that takes over resumes
+  there, and what the old one sent twice is dropped by the stream.
+- **topics in**: a consumer of the stream injects other hosts' messages into the local rings
+  (kind REMOTE, so they are not sent back) with their stream sequence noted in the ring under the
+  same lock (REMOTE_SEQ); a bridge that takes over resumes after it. Local subscribers see every
+  host's messages, and a lapped one counts what it lost as for local ones.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ OUT_BATCH = 256
 OUT_POLL_S = 0.001  # the out task looks at the journal's drain counter (a shared word) this often
 OUT_LOOK_S = 0.05  # and at the outbox itself at least this often (a write straight to LMDB)
 OUT_RETRY_S = 0.1  # after a failed publish (the server away)
+TOPICS_LOOK_S = 0.25  # how often the topics-out task looks for new bridged topics
 _REPLICA = struct.Struct("<qQ")  # revision, digest
 
 State = tuple[bytes | memoryview, int] | None  # (encoded value, data expiry), or None: deleted
@@ -71,6 +84,8 @@ class Bridge:
         pending: Callable[[bytes], Any],
         apply: Callable[[bytes, State], None],
         drains: Callable[[], int],
+        pubsub: Any = None,
+        host_id: str = "",
     ):
         self.client = client
         self.store = store
@@ -78,6 +93,10 @@ class Bridge:
         self.pending = pending
         self.apply = apply
         self.drains = drains
+        self.pubsub = pubsub
+        self.host_id = host_id
+        self.messages_out = 0
+        self.messages_in = 0
         self.token: Any = None
         self.published = 0
         self.applied = 0
@@ -129,6 +148,8 @@ class Bridge:
         self.takeovers += 1
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._out()), loop.create_task(self._in())]
+        if self.pubsub is not None and self.client.config.topics:
+            self._tasks += [loop.create_task(self._topics_out()), loop.create_task(self._topics_in())]
 
     async def _drop_role(self) -> None:
         for task in self._tasks:
@@ -312,6 +333,73 @@ class Bridge:
             if len(self._unsaved) >= OUT_BATCH:
                 self._save_replicas()
 
+    # --------------------------------------------------------------------------------- topics
+    async def _topics_out(self) -> None:
+        readers: dict[str, Any] = {}
+        looked = 0.0
+        while True:
+            try:
+                await self.client.topic_stream()
+                while True:
+                    if time.monotonic() - looked > TOPICS_LOOK_S:  # topics made since
+                        looked = time.monotonic()
+                        for name in self.pubsub.topics():
+                            if name not in readers and self.client.config.bridges(name):
+                                readers[name] = self.pubsub.bridge_reader(name)
+                    sent = 0
+                    for name, reader in readers.items():
+                        while (m := reader.next()) is not None:
+                            msg_no, payload = m
+                            await self.client.publish_message(self.host_id, name, reader.epoch, msg_no, payload)
+                            reader.done()
+                            sent += 1
+                    self.messages_out += sent
+                    if not sent:
+                        await asyncio.sleep(OUT_POLL_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the server away: resume from the rings' places
+                self.error = exc
+                readers = {}
+                looked = 0.0
+                await asyncio.sleep(OUT_RETRY_S)
+
+    async def _topics_in(self) -> None:
+        while True:
+            sub = None
+            try:
+                await self.client.topic_stream()
+                seqs = [self.pubsub.remote_seq(n) for n in self.pubsub.topics() if self.client.config.bridges(n)]
+                seqs = [s for s in seqs if s > 0]
+                sub = await self.client.follow_messages(min(seqs) + 1 if seqs else 0)
+                reconnects = self.client.reconnects
+                while True:
+                    try:
+                        msg = await sub.next_msg(timeout=0.5)
+                    except Exception:  # noqa: BLE001 - nats' TimeoutError: nothing new
+                        if self.client.reconnects != reconnects:
+                            raise ConnectionResetError("reconnected: following again") from None
+                        continue
+                    origin, topic = self.client.message_origin(msg.subject)
+                    if origin is None or origin == self.host_id or not self.client.config.bridges(topic):
+                        continue
+                    seq = int(msg.metadata.sequence.stream)
+                    if seq <= self.pubsub.remote_seq(topic):
+                        continue  # injected before a takeover
+                    self.pubsub.inject(topic, msg.data, seq)
+                    self.messages_in += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - follow again from the rings' REMOTE_SEQ
+                self.error = exc
+                await asyncio.sleep(0.2)
+            finally:
+                if sub is not None:
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:  # noqa: BLE001
+                        pass
+
     # ---------------------------------------------------------------------------------- reads
     def wait_published(self, kb: bytes, timeout: float) -> bool:
         """Wait until no local write of ``kb`` is waiting to go out (True), or ``timeout`` passes."""
@@ -340,6 +428,9 @@ class Bridge:
             "skipped_for_local_writes": self.skipped_local,
             "echoes": self.echoes,
             "foreign_values": self.foreign,
+            "topics": list(self.client.config.topics),
+            "messages_out_here": self.messages_out,
+            "messages_in_here": self.messages_in,
             "replication_lag_p50_s": pct(0.5),
             "replication_lag_p99_s": pct(0.99),
             "last_error": repr(self.error) if self.error else None,

@@ -228,6 +228,64 @@ class ClusterClient:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.loop.shutdown_asyncgens()
 
+    # ------------------------------------------------------------------------------- messages
+    @property
+    def stream_name(self) -> str:
+        return f"NTM-{self.config.bucket}-T"
+
+    async def topic_stream(self) -> None:
+        """The stream bridged topics travel on (created once, with ``replicas`` copies; messages
+        kept an hour, duplicates within two minutes dropped)."""
+        if getattr(self, "_stream_ready", False):
+            return
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self.js.stream_info(self.stream_name)
+        except NotFoundError:
+            await self.js.add_stream(
+                StreamConfig(
+                    name=self.stream_name,
+                    subjects=[f"ntm.{self.config.bucket}.t.>"],
+                    storage=StorageType.FILE,
+                    num_replicas=self.config.replicas,
+                    max_age=3600.0,
+                    duplicate_window=120.0,
+                )
+            )
+        self._stream_ready = True
+
+    def _subject(self, host_id: str, topic: str) -> str:
+        return f"ntm.{self.config.bucket}.t.{host_id}.{encode_key('', topic.encode())}"
+
+    def message_origin(self, subject: str) -> tuple[str | None, str]:
+        """(host id, topic) of a bridged message's subject; (None, "") if it is not one."""
+        parts = subject.split(".")
+        raw = decode_key("", parts[4]) if len(parts) == 5 else None
+        if raw is None:
+            return None, ""
+        try:
+            return parts[3], raw.decode()
+        except UnicodeDecodeError:
+            return None, ""
+
+    async def publish_message(self, host_id: str, topic: str, epoch: int, msg_no: int, payload: bytes) -> None:
+        """Send one of this host's messages (deduplicated by the stream on its id)."""
+        msg_id = f"{host_id}.{epoch}.{encode_key('', topic.encode())}.{msg_no}"
+        await self.js.publish(self._subject(host_id, topic), payload, headers={"Nats-Msg-Id": msg_id})
+
+    async def follow_messages(self, start_seq: int):
+        """An ordered consumer of every bridged message, from stream sequence ``start_seq`` (0:
+        only new ones)."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        if start_seq > 0:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
+        else:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+        return await self.js.subscribe(f"ntm.{self.config.bucket}.t.>", ordered_consumer=True, config=config)
+
     def close(self) -> None:
         if not self.loop.is_closed() and self._thread.is_alive():
             try:

@@ -32,22 +32,28 @@ from nt_memory.errors import (
 )
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, Compiled
+from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, U8_ARRAY, Compiled
 from nt_memory.kernels.ring import (
+    KIND_MSG,
     RING_APPEND_BYTES_IDX,
     RING_CAPACITY_IDX,
+    RING_FORWARD_NO_IDX,
+    RING_FORWARD_POS_IDX,
     RING_HDR_BYTES,
     RING_LATEST_IDX,
     RING_LOCK_IDX,
     RING_MSG_COUNT_IDX,
     RING_NOTIFY_IDX,
+    RING_REMOTE_SEQ_IDX,
     RING_SPINNERS_IDX,
     RING_TAIL_IDX,
     RING_TAIL_INTENT_IDX,
     RING_WAITERS_IDX,
     record_bytes,
+    ring_inject,
     ring_publish,
     ring_receive,
+    ring_receive_any,
     ring_recover,
     ring_snapshot,
 )
@@ -141,6 +147,7 @@ class PubSub:
 
     PARTS: tuple[str, ...] = ("topics",)
     _publish: Any = Compiled(ring_publish, INT, INT, INT, INT, BYTES)  # the pure path's publish
+    _inject: Any = Compiled(ring_inject, INT, INT, INT, INT, BYTES, INT)  # the cluster bridge's
 
     @classmethod
     def part_specs(cls, config=None, store=None) -> list[PartSpec]:
@@ -370,6 +377,35 @@ class PubSub:
                 raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
             wait = self._wait_append(t, topic, wait)
 
+    # ------------------------------------------------------------------- the cluster bridge
+    def inject(self, topic: str, payload: bytes, remote_seq: int) -> int:
+        """Publish an encoded message that another host published (the cluster bridge only):
+        subscribers see it as any other; the bridge's reader (:meth:`bridge_reader`) skips it;
+        ``remote_seq`` (its cluster stream sequence) is noted in the ring under the same lock."""
+        self.system.check_open("pub/sub")
+        t = self.topic(topic)
+        if len(payload) > t.max_message:
+            raise ValueTooLarge(
+                f"a bridged message of {len(payload):,} bytes is over topic {topic!r}'s {t.max_message:,}"
+            )
+        wait = None
+        while True:
+            r = self._inject(t.hdr_addr, t.data_addr, t.capacity, self.system.owner, payload, remote_seq)
+            if r >= 0:
+                if r & 1:
+                    futex_wake(t.notify_addr)
+                return r >> 1
+            if r != S.BUSY:
+                raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
+            wait = self._wait_append(t, topic, wait)
+
+    def remote_seq(self, topic: str) -> int:
+        """The cluster stream sequence of the last message injected into ``topic`` (0: none)."""
+        return acquire_load(self.topic(topic).ring, RING_REMOTE_SEQ_IDX)
+
+    def bridge_reader(self, topic: str) -> BridgeReader:
+        return BridgeReader(self.topic(topic))
+
     def _wait_append(self, t: _Topic, topic: str, wait: BoundedWait | None) -> BoundedWait:
         """The ring's append lock stayed held: take it from a dead publisher (its half-written
         record was never published), or wait for a live one up to the stall bound."""
@@ -408,6 +444,44 @@ class PubSub:
             t.seg.close()
         self._topics.clear()
         self.closed = True
+
+
+class BridgeReader:
+    """The cluster bridge's reader of one topic: this host's own messages, in order, from where
+    the last bridge stopped (FORWARD_POS / FORWARD_NO in the ring, which :meth:`done` advances once
+    the cluster has a message, so a bridge that takes over resumes there)."""
+
+    _receive: Any = Compiled(ring_receive_any, INT, INT, INT, INT, U8_ARRAY)
+
+    def __init__(self, t: _Topic):
+        self.t = t
+        self.epoch = t.seg.created_ns
+        self.cursor = acquire_load(t.ring, RING_FORWARD_POS_IDX)
+        self.expected = acquire_load(t.ring, RING_FORWARD_NO_IDX)
+        self.out = np.zeros(t.max_message + 16, np.uint8)
+        self.lost = 0  # this host's messages the ring overwrote before they went out (lapped)
+
+    def next(self) -> tuple[int, bytes] | None:
+        """The next message of this host (message number, encoded bytes), or None for now."""
+        while True:
+            n, nxt, msg_no, kind = self._receive(
+                self.t.hdr_addr, self.t.data_addr, self.t.capacity, self.cursor, self.out
+            )
+            if n == S.NOT_FOUND:
+                return None
+            if n < 0:
+                raise_status(S.NAMES.get(n, str(n)), "a bridged topic's ring")
+            if msg_no > self.expected:
+                self.lost += msg_no - self.expected  # lapped: some of them may have been injected
+            self.cursor, self.expected = nxt, msg_no + 1
+            if kind == KIND_MSG:
+                return msg_no, self.out[:n].tobytes()
+            self.done()  # an injected one: nothing to send, but the place moves on
+
+    def done(self) -> None:
+        """The messages read so far are out: a bridge that takes over starts after them."""
+        store_word(self.t.ring, RING_FORWARD_POS_IDX, self.cursor)
+        store_word(self.t.ring, RING_FORWARD_NO_IDX, self.expected)
 
 
 def _release_in(pid: int, pubsub: PubSub, counters: np.ndarray) -> None:

@@ -15,6 +15,10 @@ Ring header (int64 words, one 64-byte line per group written together)::
     line 1  LOCK                     appenders' lock word (owner word, 0 = free)
     line 2  TAIL                     end of the last committed record (release-stored)
     line 3  HEAD                     consumed up to here (queue mode)
+            REMOTE_SEQ FORWARD_POS FORWARD_NO   broadcast mode, for the cluster bridge
+                                     (nt_memory/cluster): the stream sequence of the last message
+                                     it injected; where its reader of this host's messages stands
+                                     and the number of the message there
     line 4  APPENDS APPEND_BYTES     statistics
     line 5  CONSUMER_LOCK            who consumes (queue mode: the flusher), an owner word
     line 6  TAIL_INTENT LATEST MSG_COUNT   broadcast mode: where the appender is about to write
@@ -64,6 +68,9 @@ RING_CAPACITY_IDX = 0
 RING_LOCK_IDX = 8
 RING_TAIL_IDX = 16
 RING_HEAD_IDX = 24
+RING_REMOTE_SEQ_IDX = 25
+RING_FORWARD_POS_IDX = 26
+RING_FORWARD_NO_IDX = 27
 RING_APPENDS_IDX = 32
 RING_APPEND_BYTES_IDX = 33
 RING_CONSUMER_LOCK_IDX = 40
@@ -77,6 +84,8 @@ RING_HDR_WORDS = 64
 RING_HDR_BYTES = RING_HDR_WORDS * 8
 
 RECORD_HDR_BYTES = 16
+KIND_MSG = 1  # a message published on this host
+KIND_REMOTE = 2  # a message from another host, injected by the cluster bridge
 KIND_PAD = 0xFF
 KIND_CORRUPT = 0xFE  # reported by ring_record_at for a record whose length runs past the ring
 
@@ -182,6 +191,20 @@ def ring_publish(hdr_addr, data_addr, cap, owner, msg):
     receivers. Returns ``message number << 1 | 1 if receivers sleep`` (>= 0: wake them if the low
     bit is set), or BUSY / VALUE_TOO_LARGE / CORRUPT. The record's payload is its message number
     (8 bytes) then ``msg``."""
+    return ring_publish_kind(hdr_addr, data_addr, cap, owner, msg, KIND_MSG, 0)
+
+
+@jit
+def ring_inject(hdr_addr, data_addr, cap, owner, msg, remote_seq):
+    """:func:`ring_publish` for the cluster bridge: a message from another host (kind REMOTE, so
+    the bridge does not send it back out), noting the stream sequence it came with (REMOTE_SEQ)
+    under the same lock, after the record is published, so a bridge that takes over resumes after
+    it."""
+    return ring_publish_kind(hdr_addr, data_addr, cap, owner, msg, KIND_REMOTE, remote_seq)
+
+
+@jit(inline="always")
+def ring_publish_kind(hdr_addr, data_addr, cap, owner, msg, kind, remote_seq):
     hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
     data_w = address_to_words(data_addr, cap >> 3)
     data_b = address_to_bytes(data_addr, cap)
@@ -200,7 +223,7 @@ def ring_publish(hdr_addr, data_addr, cap, owner, msg):
     # Receivers check this after copying: anything within CAP of it may be overwritten now.
     store_release(hdr, RING_TAIL_INTENT_IDX, end)
     fence_release()
-    pos = ring_reserve(hdr, data_w, cap, n, 1, False)
+    pos = ring_reserve(hdr, data_w, cap, n, kind, False)
     msg_no = hdr[RING_MSG_COUNT_IDX]
     poff = (pos % cap) + RECORD_HDR_BYTES
     data_w[poff >> 3] = msg_no
@@ -208,6 +231,8 @@ def ring_publish(hdr_addr, data_addr, cap, owner, msg):
     ring_commit(hdr, data_w, cap, pos, n)
     store_release(hdr, RING_LATEST_IDX, pos)
     store_release(hdr, RING_MSG_COUNT_IDX, msg_no + 1)
+    if remote_seq > 0:
+        store_release(hdr, RING_REMOTE_SEQ_IDX, remote_seq)
     lockword_release(hdr, RING_LOCK_IDX)
     fetch_add(hdr, RING_NOTIFY_IDX, 1)
     return (msg_no << 1) | (1 if load_acquire(hdr, RING_WAITERS_IDX) > 0 else 0)
@@ -233,13 +258,26 @@ def ring_receive(hdr_addr, data_addr, cap, cursor, out):
     Returns (length or NOT_FOUND / OUT_TOO_SMALL, next cursor, message number); the message is
     copied into ``out``. A receiver that was lapped resumes at the newest record: the gap in
     message numbers is what it lost."""
+    n, nxt, msg_no, _kind = ring_receive_kind(hdr_addr, data_addr, cap, cursor, out)
+    return n, nxt, msg_no
+
+
+@jit
+def ring_receive_any(hdr_addr, data_addr, cap, cursor, out):
+    """:func:`ring_receive` that also says the message's kind (KIND_MSG or KIND_REMOTE): the
+    cluster bridge's reader, which sends out only this host's messages."""
+    return ring_receive_kind(hdr_addr, data_addr, cap, cursor, out)
+
+
+@jit(inline="always")
+def ring_receive_kind(hdr_addr, data_addr, cap, cursor, out):
     hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
     data_w = address_to_words(data_addr, cap >> 3)
     data_b = address_to_bytes(data_addr, cap)
     for _ in range(64):
         tail = load_acquire(hdr, RING_TAIL_IDX)
         if cursor >= tail:
-            return NOT_FOUND, cursor, -1
+            return NOT_FOUND, cursor, -1, 0
         if tail - cursor > cap or load_acquire(hdr, RING_TAIL_INTENT_IDX) - cap > cursor:
             cursor = load_acquire(hdr, RING_LATEST_IDX)  # lapped: skip to the newest
             continue
@@ -265,8 +303,8 @@ def ring_receive(hdr_addr, data_addr, cap, cursor, out):
         if load_acquire(hdr, RING_TAIL_INTENT_IDX) - cap > cursor:
             cursor = load_acquire(hdr, RING_LATEST_IDX)  # overwritten while we copied
             continue
-        return result, nxt, msg_no
-    return NOT_FOUND, cursor, -1
+        return result, nxt, msg_no, kind
+    return NOT_FOUND, cursor, -1, 0
 
 
 def ring_init(hdr, capacity):

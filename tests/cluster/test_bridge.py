@@ -225,7 +225,8 @@ def test_without_a_cluster_nothing_imports_nats(tmp_path):
 @pytest.mark.multiprocess
 def test_a_stopped_bridge_hands_the_role_to_another_process(server, tmp_path):
     """SIGSTOP the process that bridges host A: another process of A takes the role at lease end
-    and A's writes keep reaching host B; the stopped one, resumed, finds it lost the role."""
+    and A's writes and bridged messages keep reaching host B, each message once and in order; the
+    stopped one, resumed, finds it lost the role."""
     import multiprocessing as mp
     import signal
 
@@ -241,10 +242,15 @@ def test_a_stopped_bridge_hands_the_role_to_another_process(server, tmp_path):
     a = b = None
     try:
         assert ready.get(timeout=120) is True
-        cluster = ClusterConfig(url=server.url, bucket=bucket)
+        cluster = ClusterConfig(url=server.url, bucket=bucket, topics=("swarm/",))
         a = MemorySystem.open(MemoryConfig(name=a_name, storage_path=a_path, cluster=cluster))
         b = MemorySystem.open(MemoryConfig(name=b_name, storage_path=b_path, cluster=cluster))
         assert not bridged(a)
+        sub = b.subscribe("swarm/t")
+        eventually(lambda: bridged(b), "B's bridge")
+        time.sleep(0.3)
+        for i in range(10):
+            a.publish("swarm/t", i)
         a.put("ns", "k", 1)
         assert eventually(lambda: b.get("ns", "k") == 1, "through the child's bridge")
         # Stop it between LMDB transactions: one stopped inside a write transaction holds LMDB's
@@ -253,6 +259,8 @@ def test_a_stopped_bridge_hands_the_role_to_another_process(server, tmp_path):
         time.sleep(0.3)
         os.kill(child.pid, signal.SIGSTOP)
         t0 = time.monotonic()
+        for i in range(10, 20):
+            a.publish("swarm/t", i)
         a.put("ns", "k", 2)
         try:
             eventually(lambda: b.get("ns", "k") == 2, "through the new bridge")
@@ -261,9 +269,13 @@ def test_a_stopped_bridge_hands_the_role_to_another_process(server, tmp_path):
         took = time.monotonic() - t0
         assert bridged(a) and took < 10, took
         os.kill(child.pid, signal.SIGCONT)
+        for i in range(20, 30):
+            a.publish("swarm/t", i)
         a.put("ns", "k", 3)
         assert eventually(lambda: b.get("ns", "k") == 3, "after the old bridge resumed")
         assert bridged(a)
+        got = [sub.recv(timeout=REPLICATION_BOUND_S) for _ in range(30)]
+        assert got == list(range(30)) and sub.recv(timeout=0.5) is None and sub.dropped == 0
     finally:
         os.kill(child.pid, signal.SIGCONT)
         child.kill()
@@ -445,3 +457,29 @@ def test_values_nt_memory_did_not_write_are_skipped_not_applied(hosts, server):
     assert a.get("ns", "k") == 1  # kept, not misread
     with pytest.raises(ClusterError, match="did not write"):
         a.get_consistent("ns", "k")
+
+
+def test_a_bridged_topic_reaches_every_host_in_order_with_exact_counts(hosts):
+    a, b = hosts("a", topics=("swarm/",)), hosts("b", topics=("swarm/",))
+    eventually(lambda: bridged(a) and bridged(b), "both bridges running")
+    subs = {"a": a.subscribe("swarm/orders"), "b": b.subscribe("swarm/orders")}
+    local = {"a": a.subscribe("desk/private"), "b": b.subscribe("desk/private")}
+    time.sleep(0.3)  # both bridges follow the stream
+    n = 150
+    for i in range(n):
+        a.publish("swarm/orders", {"from": "a", "i": i})
+        b.publish("swarm/orders", {"from": "b", "i": i})
+        a.publish("desk/private", i)  # not under a bridged prefix: stays on A
+    for host, sub in subs.items():
+        seen = []
+        while len(seen) < 2 * n:
+            m = sub.recv(timeout=REPLICATION_BOUND_S)
+            assert m is not None, f"host {host}: {len(seen)} of {2 * n} messages"
+            seen.append(m)
+        for origin in "ab":  # each publisher's messages in its order, every one once
+            assert [m["i"] for m in seen if m["from"] == origin] == list(range(n)), (host, origin)
+        assert sub.received + sub.dropped == 2 * n and sub.dropped == 0
+    assert local["a"].received == 0 and [local["a"].recv(timeout=1) for _ in range(n)] == list(range(n))
+    assert local["b"].recv(timeout=0.3) is None  # B never sees A's private topic
+    s = a.stats()["cluster"]
+    assert s["messages_out_here"] == n and s["messages_in_here"] == n
