@@ -667,7 +667,7 @@ def run_cluster(agents: int = 4, seconds: float = 6.0, keep: bool = False, path:
     import tempfile
 
     from nt_memory import ClusterConfig, MemorySystem
-    from nt_memory.benchmarks.servers import NatsServer, nats_missing
+    from nt_memory.servers import NatsServer, nats_missing
 
     missing = nats_missing()
     if missing:

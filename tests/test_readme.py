@@ -32,7 +32,7 @@ def test_the_readme_has_its_examples():
 def test_the_readme_block_runs(i, tmp_path):
     code = BLOCKS[i]
     if "NatsServer" in code:
-        from nt_memory.benchmarks.servers import nats_missing
+        from nt_memory.servers import nats_missing
 
         if nats_missing():
             pytest.skip(f"the cluster example needs a NATS server: {nats_missing()}")

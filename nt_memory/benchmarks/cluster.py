@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from nt_memory.benchmarks import finish, suite_parser
-from nt_memory.benchmarks.servers import NatsServer, nats_missing, redis_server
+from nt_memory.servers import NatsServer, nats_missing, redis_server
 from nt_memory.timing import percentiles
 
 RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"

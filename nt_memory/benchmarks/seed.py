@@ -30,9 +30,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from nt_memory.benchmarks import suite_parser
-from nt_memory.benchmarks.servers import redis_missing, redis_server
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import clock_ns
+from nt_memory.servers import redis_missing, redis_server
 from nt_memory.tiers.l1 import l1_lookup
 from nt_memory.timing import SEED_TARGETS, human, meets, percentiles, time_calls
 

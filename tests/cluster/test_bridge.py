@@ -12,7 +12,7 @@ import time
 import pytest
 
 from nt_memory import ClusterConfig, ClusterError, LockTimeout, MemoryConfig, MemorySystem, StaleToken
-from nt_memory.benchmarks.servers import NatsServer, free_port, nats_cluster, nats_missing
+from nt_memory.servers import NatsServer, free_port, nats_cluster, nats_missing
 from nt_memory.shm.system import remove_system
 from tests.conftest import unique_name
 

@@ -1,10 +1,14 @@
-"""Peer servers the benchmarks start for themselves: a private ``redis-server`` on a free loopback
-port, with no persistence, stopped by its pid when the run ends.
+"""Servers nt-memory starts for itself, each on a free loopback port and stopped by its pid: a
+private ``redis-server`` (no persistence) for the benchmarks' Redis rows, and ``nats-server`` with
+JetStream (one node, or a routed cluster of them) for the cluster tests, the cluster bench and
+``nt-memory demo --cluster``.
 
     with redis_server() as port:          # None when redis-server or redis-py is missing
         ...
+    with NatsServer("./nats-store") as server:
+        ... server.url ...
 
-Where it is missing, :func:`redis_missing` says what to install.
+Where one is missing, :func:`redis_missing` / :func:`nats_missing` say what to install.
 """
 
 from __future__ import annotations
