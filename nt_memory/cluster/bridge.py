@@ -52,6 +52,7 @@ from nt_memory.cluster.client import (
     digest,
     unpack_value,
 )
+from nt_memory.coordination.pubsub import wait_for_any
 from nt_memory.errors import NtMemoryError, StaleToken
 from nt_memory.tiers.l3 import CLUSTER_KEY, ColdStore
 
@@ -355,7 +356,11 @@ class Bridge:
                             sent += 1
                     self.messages_out += sent
                     if not sent:
-                        await asyncio.sleep(OUT_POLL_S)
+                        # Sleep as a subscriber of the bridged topics (in a worker thread, with
+                        # the GIL released), so the next message goes out as soon as it lands.
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, wait_for_any, list(readers.values()), TOPICS_LOOK_S
+                        ) if readers else await asyncio.sleep(TOPICS_LOOK_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the server away: resume from the rings' places

@@ -72,7 +72,7 @@ from nt_memory.shm import layout as L
 from nt_memory.shm.owned import BoundedWait, OwnedLock
 from nt_memory.shm.segment import Segment, acquire_load
 from nt_memory.shm.system import PartSpec, System
-from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
+from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wait_any, futex_wake, run_sleeps
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.values import Duration, Value
 
@@ -482,6 +482,24 @@ class BridgeReader:
         """The messages read so far are out: a bridge that takes over starts after them."""
         store_word(self.t.ring, RING_FORWARD_POS_IDX, self.cursor)
         store_word(self.t.ring, RING_FORWARD_NO_IDX, self.expected)
+
+    def pending(self) -> bool:
+        return acquire_load(self.t.ring, RING_TAIL_IDX) > self.cursor
+
+
+def wait_for_any(readers: list[BridgeReader], timeout: float) -> None:
+    """Sleep until one of ``readers``' topics has a message past its reader, or ``timeout``: as a
+    sleeping subscriber (counted in WAITERS, so publishers wake it), for the cluster bridge's
+    thread, so a bridged message goes out as soon as it is published."""
+    for r in readers:
+        word_fetch_add(r.t.waiters_addr, 1)
+    try:
+        seen = [(r.t.notify_addr, word_load(r.t.notify_addr)) for r in readers]
+        if not any(r.pending() for r in readers):
+            futex_wait_any(seen, timeout)
+    finally:
+        for r in readers:
+            word_fetch_add(r.t.waiters_addr, -1)
 
 
 def _release_in(pid: int, pubsub: PubSub, counters: np.ndarray) -> None:
