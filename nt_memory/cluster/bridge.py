@@ -25,7 +25,9 @@ one subject per host and topic, so each host's messages keep their order). Two m
 - **topics out**: a reader of each bridged topic's ring sends this host's messages (kind MSG) in
   ring order, each with a message id JetStream deduplicates (host, ring epoch, message number),
   and moves the ring's FORWARD_POS past it once acknowledged: a bridge that takes over resumes
-  there, and what the old one sent twice is dropped by the stream.
+  there, and what the old one sent twice is dropped by the stream. A reader that was lapped
+  knows from the messages' local numbers how many of this host's it lost, and sends that count
+  (a gap) first: the other hosts' rings number them, so their subscribers count them dropped.
 - **topics in**: a consumer of the stream injects other hosts' messages into the local rings
   (kind REMOTE, so they are not sent back) with their stream sequence noted in the ring under the
   same lock (REMOTE_SEQ); a bridge that takes over resumes after it. Local subscribers see every
@@ -39,7 +41,7 @@ import itertools
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nt_memory.cluster.client import (
@@ -64,6 +66,7 @@ OUT_POLL_S = 0.001  # the out task looks at the journal's drain counter (a share
 OUT_LOOK_S = 0.05  # and at the outbox itself at least this often (a write straight to LMDB)
 OUT_RETRY_S = 0.1  # after a failed publish (the server away)
 TOPICS_LOOK_S = 0.25  # how often the topics-out task looks for new bridged topics
+TOPICS_BATCH = 128  # messages of one topic in flight at once
 _REPLICA = struct.Struct("<qQ")  # revision, digest
 
 State = tuple[bytes | memoryview, int] | None  # (encoded value, data expiry), or None: deleted
@@ -98,6 +101,7 @@ class Bridge:
         self.host_id = host_id
         self.messages_out = 0
         self.messages_in = 0
+        self.messages_lost = 0  # this host's messages overwritten before they went out
         self.token: Any = None
         self.published = 0
         self.applied = 0
@@ -111,6 +115,7 @@ class Bridge:
         # Entries seen since the last write of ``replica`` (written in batches: a transaction
         # per entry would be an fsync per entry); read before LMDB by :meth:`replica`.
         self._unsaved: dict[bytes, tuple[int, int]] = {}
+        self._serial = asyncio.Lock()  # publishing a batch and applying an entry never interleave
         self._stop = asyncio.Event()
         store.write([("meta", CLUSTER_KEY, client.config.bucket.encode())])  # from now on kv changes go out
         self._main = client.spawn(self._run())
@@ -244,17 +249,21 @@ class Bridge:
             notes.close()  # type: ignore[attr-defined]  # a generator: ends its read transaction
         if not batch:
             return 0
-        for kb, _stamp in batch:
-            state = self.stored_state(kb)
-            dig = digest(state)
-            if dig == self.replica(kb)[1]:
-                self.echoes += 1
-                continue
-            rev = await self.client.publish_value(kb, state)
-            if rev > self.replica(kb)[0]:  # (the watch may have seen it come back already)
-                self._unsaved[kb] = (rev, dig)
-            self.published += 1
-        self._save_replicas()  # before the notes go: a restart must not publish them again
+        # Serialised with the watch's applying: a remote entry applied while a publish is in
+        # flight would otherwise be taken for a local write after it and published back, over
+        # a newer revision.
+        async with self._serial:
+            for kb, _stamp in batch:
+                state = self.stored_state(kb)
+                dig = digest(state)
+                if dig == self.replica(kb)[1]:
+                    self.echoes += 1
+                    continue
+                rev = await self.client.publish_value(kb, state)
+                if rev > self.replica(kb)[0]:  # (the watch may have seen it come back already)
+                    self._unsaved[kb] = (rev, dig)
+                self.published += 1
+            self._save_replicas()  # before the notes go: a restart must not publish them again
         db = self.store.dbs["outbox"]
 
         def run(txn):
@@ -300,39 +309,45 @@ class Bridge:
             if entry is None:
                 self._save_replicas()  # idle: note what was seen so far
                 continue
-            kb = decode_key(VALUE_KEY_PREFIX, entry.key)
-            if kb is None:
-                continue
-            rev = int(entry.revision)
-            if entry.operation in (KV_DELETE, KV_PURGE):
-                state = None
-            else:
-                state = unpack_value(entry.value)
-                if state is None:
-                    self.foreign += 1
-                    continue
-            known_rev, known_dig = self.replica(kb)
-            if rev <= known_rev:
-                continue
-            dig = digest(state)
-            waiting = self._waiting_digest(kb) if dig != known_dig else None
-            if waiting == dig:
-                pass  # this host's own write, back from the bucket before its publish returned
-            elif dig != known_dig:
-                if waiting is not None and waiting != known_dig:
-                    # The local write goes out next, over this entry; noting the entry as
-                    # unapplied keeps that so even if the local state returns to what the
-                    # bucket had before (its digest then matches no note: it is published).
-                    self.skipped_local += 1
-                    self._unsaved[kb] = (rev, UNAPPLIED)
-                    continue
-                self.apply(kb, state)
-                self.applied += 1
-                if entry.created is not None:
-                    self.lags.append(max(0.0, time.time() - entry.created.timestamp()))
-            self._unsaved[kb] = (rev, dig)
+            async with self._serial:
+                self._apply_entry(entry)
             if len(self._unsaved) >= OUT_BATCH:
                 self._save_replicas()
+
+    def _apply_entry(self, entry) -> None:
+        """One bucket entry: applied here if its revision is newer than the last seen for its key
+        and no local write of the key waits to go out (caller holds ``_serial``)."""
+        kb = decode_key(VALUE_KEY_PREFIX, entry.key)
+        if kb is None:
+            return
+        rev = int(entry.revision)
+        if entry.operation in (KV_DELETE, KV_PURGE):
+            state = None
+        else:
+            state = unpack_value(entry.value)
+            if state is None:
+                self.foreign += 1
+                return
+        known_rev, known_dig = self.replica(kb)
+        if rev <= known_rev:
+            return
+        dig = digest(state)
+        waiting = self._waiting_digest(kb) if dig != known_dig else None
+        if waiting == dig:
+            pass  # this host's own write, back from the bucket before its publish returned
+        elif dig != known_dig:
+            if waiting is not None and waiting != known_dig:
+                # The local write goes out next, over this entry; noting the entry as
+                # unapplied keeps that so even if the local state returns to what the
+                # bucket had before (its digest then matches no note: it is published).
+                self.skipped_local += 1
+                self._unsaved[kb] = (rev, UNAPPLIED)
+                return
+            self.apply(kb, state)
+            self.applied += 1
+            if entry.created is not None:
+                self.lags.append(max(0.0, time.time() - entry.created.timestamp()))
+        self._unsaved[kb] = (rev, dig)
 
     # --------------------------------------------------------------------------------- topics
     async def _topics_out(self) -> None:
@@ -349,11 +364,7 @@ class Bridge:
                                 readers[name] = self.pubsub.bridge_reader(name)
                     sent = 0
                     for name, reader in readers.items():
-                        while (m := reader.next()) is not None:
-                            msg_no, payload = m
-                            await self.client.publish_message(self.host_id, name, reader.epoch, msg_no, payload)
-                            reader.done()
-                            sent += 1
+                        sent += await self._send_batch(name, reader)
                     self.messages_out += sent
                     if not sent:
                         # Sleep as a subscriber of the bridged topics (in a worker thread, with
@@ -368,6 +379,24 @@ class Bridge:
                 readers = {}
                 looked = 0.0
                 await asyncio.sleep(OUT_RETRY_S)
+
+    async def _send_batch(self, name: str, reader) -> int:
+        """Send up to TOPICS_BATCH of this host's messages of one topic, in flight together (one
+        connection keeps their order; JetStream drops a repeat by its id, so a batch that fails
+        is simply sent again), then move the ring's place past them. Returns the messages sent."""
+        sends: list[Coroutine[Any, Any, None]] = []
+        messages = 0
+        while messages < TOPICS_BATCH and (m := reader.next()) is not None:
+            msg_no, lost, payload = m
+            if lost:  # lapped: the other hosts' subscribers count these as dropped
+                sends.append(self.client.publish_gap(self.host_id, name, reader.epoch, msg_no, lost))
+                self.messages_lost += lost
+            sends.append(self.client.publish_message(self.host_id, name, reader.epoch, msg_no, payload))
+            messages += 1
+        if sends:
+            await asyncio.gather(*sends)
+            reader.done()
+        return messages
 
     async def _topics_in(self) -> None:
         while True:
@@ -391,6 +420,10 @@ class Bridge:
                     seq = int(msg.metadata.sequence.stream)
                     if seq <= self.pubsub.remote_seq(topic):
                         continue  # injected before a takeover
+                    gap = self.client.gap_of(msg)
+                    if gap:
+                        self.pubsub.skip(topic, gap, seq)
+                        continue
                     self.pubsub.inject(topic, msg.data, seq)
                     self.messages_in += 1
             except asyncio.CancelledError:
@@ -436,6 +469,7 @@ class Bridge:
             "topics": list(self.client.config.topics),
             "messages_out_here": self.messages_out,
             "messages_in_here": self.messages_in,
+            "messages_lost_here": self.messages_lost,
             "replication_lag_p50_s": pct(0.5),
             "replication_lag_p99_s": pct(0.99),
             "last_error": repr(self.error) if self.error else None,

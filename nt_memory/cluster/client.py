@@ -38,6 +38,7 @@ _EXPIRY = struct.Struct("<q")
 KV_OPERATION = "KV-Operation"  # JetStream's key-value headers: a delete is a message with no body
 KV_DELETE = "DEL"
 KV_PURGE = "PURGE"
+GAP = "Ntm-Gap"  # a bridged topic's message saying how many of its host's messages were lost
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream's API error codes for a failed compare-and-set
 DELETED = 0  # the digest of "no value" (a real state's digest is odd)
 UNAPPLIED = 2  # the digest noted for an entry left unapplied (a local write goes out over it)
@@ -274,6 +275,20 @@ class ClusterClient:
         """Send one of this host's messages (deduplicated by the stream on its id)."""
         msg_id = f"{host_id}.{epoch}.{encode_key('', topic.encode())}.{msg_no}"
         await self.js.publish(self._subject(host_id, topic), payload, headers={"Nats-Msg-Id": msg_id})
+
+    async def publish_gap(self, host_id: str, topic: str, epoch: int, msg_no: int, lost: int) -> None:
+        """Say that ``lost`` of this host's messages before ``msg_no`` will never come."""
+        msg_id = f"{host_id}.{epoch}.{encode_key('', topic.encode())}.{msg_no}.gap"
+        await self.js.publish(self._subject(host_id, topic), b"", headers={"Nats-Msg-Id": msg_id, GAP: str(lost)})
+
+    @staticmethod
+    def gap_of(msg) -> int:
+        """How many messages a gap message says were lost (0: an ordinary message)."""
+        raw = (msg.headers or {}).get(GAP)
+        try:
+            return max(0, int(raw)) if raw is not None else 0
+        except ValueError:
+            return 0
 
     async def follow_messages(self, start_seq: int):
         """An ordered consumer of every bridged message, from stream sequence ``start_seq`` (0:

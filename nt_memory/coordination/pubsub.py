@@ -35,8 +35,10 @@ from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, U8_ARRAY, Compiled
 from nt_memory.kernels.ring import (
     KIND_MSG,
+    LOCAL_SEQ_MASK,
     RING_APPEND_BYTES_IDX,
     RING_CAPACITY_IDX,
+    RING_FORWARD_LOCAL_IDX,
     RING_FORWARD_NO_IDX,
     RING_FORWARD_POS_IDX,
     RING_HDR_BYTES,
@@ -55,6 +57,7 @@ from nt_memory.kernels.ring import (
     ring_receive,
     ring_receive_any,
     ring_recover,
+    ring_skip,
     ring_snapshot,
 )
 from nt_memory.kernels.words import (
@@ -148,6 +151,7 @@ class PubSub:
     PARTS: tuple[str, ...] = ("topics",)
     _publish: Any = Compiled(ring_publish, INT, INT, INT, INT, BYTES)  # the pure path's publish
     _inject: Any = Compiled(ring_inject, INT, INT, INT, INT, BYTES, INT)  # the cluster bridge's
+    _skip: Any = Compiled(ring_skip, INT, INT, INT, INT)
 
     @classmethod
     def part_specs(cls, config=None, store=None) -> list[PartSpec]:
@@ -399,6 +403,15 @@ class PubSub:
                 raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
             wait = self._wait_append(t, topic, wait)
 
+    def skip(self, topic: str, count: int, remote_seq: int) -> None:
+        """Number ``count`` messages another host lost before they left it (the cluster bridge
+        only): every subscriber of ``topic`` counts them as dropped."""
+        self.system.check_open("pub/sub")
+        t = self.topic(topic)
+        wait = None
+        while self._skip(t.hdr_addr, self.system.owner, count, remote_seq) == S.BUSY:
+            wait = self._wait_append(t, topic, wait)
+
     def remote_seq(self, topic: str) -> int:
         """The cluster stream sequence of the last message injected into ``topic`` (0: none)."""
         return acquire_load(self.topic(topic).ring, RING_REMOTE_SEQ_IDX)
@@ -448,8 +461,9 @@ class PubSub:
 
 class BridgeReader:
     """The cluster bridge's reader of one topic: this host's own messages, in order, from where
-    the last bridge stopped (FORWARD_POS / FORWARD_NO in the ring, which :meth:`done` advances once
-    the cluster has a message, so a bridge that takes over resumes there)."""
+    the last bridge stopped (FORWARD_POS / FORWARD_NO / FORWARD_LOCAL in the ring, which
+    :meth:`done` advances once the cluster has a message, so a bridge that takes over resumes
+    there). Lapped, it knows how many of this host's messages it lost from their local numbers."""
 
     _receive: Any = Compiled(ring_receive_any, INT, INT, INT, INT, U8_ARRAY)
 
@@ -458,30 +472,34 @@ class BridgeReader:
         self.epoch = t.seg.created_ns
         self.cursor = acquire_load(t.ring, RING_FORWARD_POS_IDX)
         self.expected = acquire_load(t.ring, RING_FORWARD_NO_IDX)
+        self.expected_local = acquire_load(t.ring, RING_FORWARD_LOCAL_IDX)
         self.out = np.zeros(t.max_message + 16, np.uint8)
         self.lost = 0  # this host's messages the ring overwrote before they went out (lapped)
 
-    def next(self) -> tuple[int, bytes] | None:
-        """The next message of this host (message number, encoded bytes), or None for now."""
+    def next(self) -> tuple[int, int, bytes] | None:
+        """The next message of this host: (message number, how many of this host's messages
+        before it were lost, encoded bytes); None for now."""
+        t = self.t
         while True:
-            n, nxt, msg_no, kind = self._receive(
-                self.t.hdr_addr, self.t.data_addr, self.t.capacity, self.cursor, self.out
-            )
+            n, nxt, msg_no, tag = self._receive(t.hdr_addr, t.data_addr, t.capacity, self.cursor, self.out)
             if n == S.NOT_FOUND:
                 return None
             if n < 0:
                 raise_status(S.NAMES.get(n, str(n)), "a bridged topic's ring")
-            if msg_no > self.expected:
-                self.lost += msg_no - self.expected  # lapped: some of them may have been injected
             self.cursor, self.expected = nxt, msg_no + 1
-            if kind == KIND_MSG:
-                return msg_no, self.out[:n].tobytes()
+            if tag & 0xFF == KIND_MSG:
+                local = tag >> 8
+                lost = (local - self.expected_local) & LOCAL_SEQ_MASK
+                self.expected_local = (local + 1) & LOCAL_SEQ_MASK
+                self.lost += lost
+                return msg_no, lost, self.out[:n].tobytes()
             self.done()  # an injected one: nothing to send, but the place moves on
 
     def done(self) -> None:
         """The messages read so far are out: a bridge that takes over starts after them."""
         store_word(self.t.ring, RING_FORWARD_POS_IDX, self.cursor)
         store_word(self.t.ring, RING_FORWARD_NO_IDX, self.expected)
+        store_word(self.t.ring, RING_FORWARD_LOCAL_IDX, self.expected_local)
 
     def pending(self) -> bool:
         return acquire_load(self.t.ring, RING_TAIL_IDX) > self.cursor

@@ -15,10 +15,12 @@ Ring header (int64 words, one 64-byte line per group written together)::
     line 1  LOCK                     appenders' lock word (owner word, 0 = free)
     line 2  TAIL                     end of the last committed record (release-stored)
     line 3  HEAD                     consumed up to here (queue mode)
-            REMOTE_SEQ FORWARD_POS FORWARD_NO   broadcast mode, for the cluster bridge
-                                     (nt_memory/cluster): the stream sequence of the last message
-                                     it injected; where its reader of this host's messages stands
-                                     and the number of the message there
+            REMOTE_SEQ FORWARD_POS FORWARD_NO LOCAL_COUNT FORWARD_LOCAL   broadcast mode, for the
+                                     cluster bridge (nt_memory/cluster): the stream sequence of
+                                     the last message it injected; where its reader of this host's
+                                     messages stands and the number of the message there; this
+                                     host's messages published (each one's number among them is in
+                                     its META); the next of those the reader expects
     line 4  APPENDS APPEND_BYTES     statistics
     line 5  CONSUMER_LOCK            who consumes (queue mode: the flusher), an owner word
     line 6  TAIL_INTENT LATEST MSG_COUNT   broadcast mode: where the appender is about to write
@@ -46,7 +48,10 @@ capacity that is a multiple of 64, the 16-byte header of a PAD record always fit
 
     word 0  POS      the record's position; written last (release) so a reader can tell a record
                      of this lap from a stale one
-    word 1  META     payload length (low 32 bits) | kind << 32; kind PAD means "skip to the end"
+    word 1  META     payload length (low 32 bits) | kind << 32 | local number << 40; kind PAD means
+                     "skip to the end"; a pub/sub message of kind MSG carries its number among
+                     this host's messages (mod 2**24), so the cluster bridge's reader, lapped,
+                     knows how many of those it lost
     +16     payload, padded to 16 bytes
 """
 
@@ -71,6 +76,9 @@ RING_HEAD_IDX = 24
 RING_REMOTE_SEQ_IDX = 25
 RING_FORWARD_POS_IDX = 26
 RING_FORWARD_NO_IDX = 27
+RING_LOCAL_COUNT_IDX = 28
+RING_FORWARD_LOCAL_IDX = 29
+LOCAL_SEQ_MASK = 0xFFFFFF  # META's bits 40-63: a MSG record's number among this host's messages
 RING_APPENDS_IDX = 32
 RING_APPEND_BYTES_IDX = 33
 RING_CONSUMER_LOCK_IDX = 40
@@ -223,7 +231,12 @@ def ring_publish_kind(hdr_addr, data_addr, cap, owner, msg, kind, remote_seq):
     # Receivers check this after copying: anything within CAP of it may be overwritten now.
     store_release(hdr, RING_TAIL_INTENT_IDX, end)
     fence_release()
-    pos = ring_reserve(hdr, data_w, cap, n, kind, False)
+    tag = kind
+    if kind == KIND_MSG:
+        local = hdr[RING_LOCAL_COUNT_IDX]
+        hdr[RING_LOCAL_COUNT_IDX] = local + 1
+        tag = kind | ((local & LOCAL_SEQ_MASK) << 8)
+    pos = ring_reserve(hdr, data_w, cap, n, tag, False)
     msg_no = hdr[RING_MSG_COUNT_IDX]
     poff = (pos % cap) + RECORD_HDR_BYTES
     data_w[poff >> 3] = msg_no
@@ -264,9 +277,25 @@ def ring_receive(hdr_addr, data_addr, cap, cursor, out):
 
 @jit
 def ring_receive_any(hdr_addr, data_addr, cap, cursor, out):
-    """:func:`ring_receive` that also says the message's kind (KIND_MSG or KIND_REMOTE): the
-    cluster bridge's reader, which sends out only this host's messages."""
+    """:func:`ring_receive` that also says the message's kind (KIND_MSG or KIND_REMOTE) and, for
+    KIND_MSG, its number among this host's messages: ``kind | local number << 8``. The cluster
+    bridge's reader, which sends out only this host's messages and counts those it lost."""
     return ring_receive_kind(hdr_addr, data_addr, cap, cursor, out)
+
+
+@jit
+def ring_skip(hdr_addr, owner, count, remote_seq):
+    """Number ``count`` messages that will never arrive (another host's, lost before they left it):
+    every receiver counts them as dropped at its next message. Notes ``remote_seq`` as
+    :func:`ring_inject` does. OK or BUSY."""
+    hdr = address_to_words(hdr_addr, RING_HDR_WORDS)
+    if not lockword_acquire(hdr, RING_LOCK_IDX, owner):
+        return BUSY
+    store_release(hdr, RING_MSG_COUNT_IDX, hdr[RING_MSG_COUNT_IDX] + count)
+    if remote_seq > 0:
+        store_release(hdr, RING_REMOTE_SEQ_IDX, remote_seq)
+    lockword_release(hdr, RING_LOCK_IDX)
+    return OK
 
 
 @jit(inline="always")
@@ -293,6 +322,7 @@ def ring_receive_kind(hdr_addr, data_addr, cap, cursor, out):
             cursor = load_acquire(hdr, RING_LATEST_IDX)
             continue
         msg_no = data_w[poff >> 3]
+        tag = (data_w[((cursor % cap) >> 3) + 1] >> 32) & 0xFFFFFFFF  # kind | local number << 8
         mlen = n - 8
         if mlen > len(out):
             result = OUT_TOO_SMALL
@@ -303,7 +333,7 @@ def ring_receive_kind(hdr_addr, data_addr, cap, cursor, out):
         if load_acquire(hdr, RING_TAIL_INTENT_IDX) - cap > cursor:
             cursor = load_acquire(hdr, RING_LATEST_IDX)  # overwritten while we copied
             continue
-        return result, nxt, msg_no, kind
+        return result, nxt, msg_no, tag
     return NOT_FOUND, cursor, -1, 0
 
 
