@@ -37,6 +37,7 @@ from nt_memory.kernels.ring import (
     KIND_MSG,
     LOCAL_SEQ_MASK,
     RING_APPEND_BYTES_IDX,
+    RING_BRIDGE_WAITERS_IDX,
     RING_CAPACITY_IDX,
     RING_FORWARD_LOCAL_IDX,
     RING_FORWARD_NO_IDX,
@@ -473,6 +474,9 @@ class BridgeReader:
         self.cursor = acquire_load(t.ring, RING_FORWARD_POS_IDX)
         self.expected = acquire_load(t.ring, RING_FORWARD_NO_IDX)
         self.expected_local = acquire_load(t.ring, RING_FORWARD_LOCAL_IDX)
+        self.bridge_waiters_addr = t.hdr_addr + RING_BRIDGE_WAITERS_IDX * 8
+        # Only the role's holder sleeps there: whatever a bridge killed asleep left goes.
+        store_word(t.ring, RING_BRIDGE_WAITERS_IDX, 0)
         self.out = np.zeros(t.max_message + 16, np.uint8)
         self.lost = 0  # this host's messages the ring overwrote before they went out (lapped)
 
@@ -506,18 +510,19 @@ class BridgeReader:
 
 
 def wait_for_any(readers: list[BridgeReader], timeout: float) -> None:
-    """Sleep until one of ``readers``' topics has a message past its reader, or ``timeout``: as a
-    sleeping subscriber (counted in WAITERS, so publishers wake it), for the cluster bridge's
-    thread, so a bridged message goes out as soon as it is published."""
+    """Sleep until one of ``readers``' topics has a message past its reader, or ``timeout``, for
+    the cluster bridge's thread, so a bridged message goes out as soon as it is published. Counted
+    in BRIDGE_WAITERS, not WAITERS: publishers wake it, and the topic's own receivers keep their
+    spin window (they spin only while no other receiver sleeps)."""
     for r in readers:
-        word_fetch_add(r.t.waiters_addr, 1)
+        word_fetch_add(r.bridge_waiters_addr, 1)
     try:
         seen = [(r.t.notify_addr, word_load(r.t.notify_addr)) for r in readers]
         if not any(r.pending() for r in readers):
             futex_wait_any(seen, timeout)
     finally:
         for r in readers:
-            word_fetch_add(r.t.waiters_addr, -1)
+            word_fetch_add(r.bridge_waiters_addr, -1)
 
 
 def _release_in(pid: int, pubsub: PubSub, counters: np.ndarray) -> None:

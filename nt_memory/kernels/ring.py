@@ -20,7 +20,8 @@ Ring header (int64 words, one 64-byte line per group written together)::
                                      the last message it injected; where its reader of this host's
                                      messages stands and the number of the message there; this
                                      host's messages published (each one's number among them is in
-                                     its META); the next of those the reader expects
+                                     its META); the next of those the reader expects;
+            BRIDGE_WAITERS           the bridge's reader asleep on NOTIFY (woken like WAITERS)
     line 4  APPENDS APPEND_BYTES     statistics
     line 5  CONSUMER_LOCK            who consumes (queue mode: the flusher), an owner word
     line 6  TAIL_INTENT LATEST MSG_COUNT   broadcast mode: where the appender is about to write
@@ -78,6 +79,8 @@ RING_FORWARD_POS_IDX = 26
 RING_FORWARD_NO_IDX = 27
 RING_LOCAL_COUNT_IDX = 28
 RING_FORWARD_LOCAL_IDX = 29
+RING_BRIDGE_WAITERS_IDX = 30  # the cluster bridge asleep on NOTIFY: woken, but not counted as a
+# receiver in WAITERS (a receiver spins before it sleeps only while no other receiver sleeps)
 LOCAL_SEQ_MASK = 0xFFFFFF  # META's bits 40-63: a MSG record's number among this host's messages
 RING_APPENDS_IDX = 32
 RING_APPEND_BYTES_IDX = 33
@@ -248,7 +251,8 @@ def ring_publish_kind(hdr_addr, data_addr, cap, owner, msg, kind, remote_seq):
         store_release(hdr, RING_REMOTE_SEQ_IDX, remote_seq)
     lockword_release(hdr, RING_LOCK_IDX)
     fetch_add(hdr, RING_NOTIFY_IDX, 1)
-    return (msg_no << 1) | (1 if load_acquire(hdr, RING_WAITERS_IDX) > 0 else 0)
+    sleeping = load_acquire(hdr, RING_WAITERS_IDX) > 0 or load_acquire(hdr, RING_BRIDGE_WAITERS_IDX) > 0
+    return (msg_no << 1) | (1 if sleeping else 0)
 
 
 @jit
