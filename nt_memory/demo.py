@@ -354,6 +354,20 @@ def _warm_up(name: str, path: str) -> None:
         mem.unlink()
 
 
+def _load_kernels(steps: _Steps, scratch_name: str) -> None:
+    """The "loading kernels" phase: :func:`_warm_up` on a scratch system, saying what compiled."""
+    import shutil
+    import tempfile
+
+    with steps.phase("loading kernels") as note, _counting_compiles(steps, note) as compiled:
+        scratch = tempfile.mkdtemp(prefix="nt-memory-demo-warm-")
+        try:
+            _warm_up(scratch_name, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        note["done"] = f"compiled {len(compiled)} kernels, now cached" if compiled else "all from the cache"
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -398,13 +412,7 @@ def run(agents=4, seconds=6.0, name=None, keep=False, path=None, live=True, rate
     print(f"storage_path: {path}")
     print(f"machine: {cores} cores; {processes} processes share them ({agents} agents, the market, this one)")
     t0 = time.perf_counter()
-    with steps.phase("loading kernels") as note, _counting_compiles(steps, note) as compiled:
-        scratch = tempfile.mkdtemp(prefix="nt-memory-demo-warm-")
-        try:
-            _warm_up(f"{name}w", scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        note["done"] = f"compiled {len(compiled)} kernels, now cached" if compiled else "all from the cache"
+    _load_kernels(steps, f"{name}w")
     mem = MemorySystem.open(_config(name, path), label="demo")
     for a in range(agents):
         mem.consensus.register_voter(f"agent_{a}", 1.0)
@@ -684,13 +692,7 @@ def run_cluster(agents: int = 4, seconds: float = 6.0, keep: bool = False, path:
     print(f"hosts: {', '.join(f'{h}={n}' for h, n in hosts.items())}")
     print(f"storage_path: {path}")
     print(f"machine: {cores} cores; {2 * per_host + 3} processes share them ({per_host} agents and a market per host)")
-    with steps.phase("loading kernels") as note, _counting_compiles(steps, note) as compiled:
-        scratch = tempfile.mkdtemp(prefix="nt-memory-demo-warm-")
-        try:
-            _warm_up(f"demow{tag}", scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        note["done"] = f"compiled {len(compiled)} kernels, now cached" if compiled else "all from the cache"
+    _load_kernels(steps, f"demow{tag}")
     server = NatsServer(os.path.join(path, "nats")).start()
     steps.say(f"nats-server (JetStream) on {server.url}, pid {server.proc.pid if server.proc else '?'}")
     cluster = ClusterConfig(url=server.url, bucket=f"demo{tag}")

@@ -27,6 +27,8 @@ from nt_memory.coordination.consensus import (
     Vote,
     agent_name,
     check_weight,
+    checked_proposal,
+    decision,
 )
 from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, ConsensusError
@@ -110,18 +112,12 @@ class ClusterConsensus:
     # ----------------------------------------------------------------------------- proposals
     def submit_proposal(self, proposal: Proposal) -> str:
         """Open ``proposal`` for votes from every host; returns its id (``cluster-...``)."""
-        if not isinstance(proposal, Proposal):
-            raise ConfigError(f"submit_proposal takes a Proposal, got {type(proposal).__name__}")
-        agent_name(proposal.proposer, "proposer")
-        q = proposal.quorum
-        if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
-            raise ConfigError(f"quorum={q!r} must be a fraction in (0, 1]")
-        timeout = seconds(proposal.timeout, "timeout")
+        q, deadline_ns = checked_proposal(proposal)
         entry = {
             "proposer": proposal.proposer,
             "data": proposal.data,
-            "quorum": float(q),
-            "deadline_ns": time.time_ns() + int(timeout * 1e9) if timeout is not None else 0,
+            "quorum": q,
+            "deadline_ns": deadline_ns,
             "votes": {},
             "decision": None,
         }
@@ -228,16 +224,8 @@ def _tally(entry: dict, total: float) -> dict:
 def _decide(proposal_id: str, entry: dict, total: float) -> dict | None:
     """The decision the entry's tallies (or its deadline) make now, or None while it is open."""
     t = _tally(entry, total)
-    need = entry["quorum"] * total
-    if total > 0 and t["approve"] >= need - EPSILON:
-        status = ConsensusStatus.APPROVED
-    elif total > 0 and total - t["reject"] < need - EPSILON:
-        status = ConsensusStatus.REJECTED
-    elif entry["deadline_ns"] and time.time_ns() >= entry["deadline_ns"]:
-        status = ConsensusStatus.EXPIRED
-    else:
-        return None
-    return t | {"status": status.name}
+    status = decision(t["approve"], t["reject"], total, entry["quorum"], entry["deadline_ns"])
+    return None if status == ConsensusStatus.PENDING else t | {"status": status.name}
 
 
 def _result(proposal_id: str, t: dict) -> ConsensusResult:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from nt_memory.coordination.locks import remote_scope
 from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, ConsensusError, CorruptSegment
 from nt_memory.kernels.words import (
@@ -147,6 +148,31 @@ def check_weight(w, what: str) -> float:
     if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w <= 0:
         raise ConfigError(f"{what}={w!r} must be a finite number > 0")
     return float(w)
+
+
+def checked_proposal(proposal: object) -> tuple[float, int]:
+    """(quorum, deadline in wall ns or 0) of a proposal being submitted, or its ConfigError."""
+    if not isinstance(proposal, Proposal):
+        raise ConfigError(f"submit_proposal takes a Proposal, got {type(proposal).__name__}")
+    agent_name(proposal.proposer, "proposer")
+    q = proposal.quorum
+    if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
+        raise ConfigError(f"quorum={q!r} must be a fraction in (0, 1]")
+    timeout = seconds(proposal.timeout, "timeout")
+    return float(q), time.time_ns() + int(timeout * 1e9) if timeout is not None else 0
+
+
+def decision(approve: float, reject: float, total: float, quorum: float, deadline_ns: int) -> ConsensusStatus:
+    """The rules, for every scope: Approved once the approving weight reaches ``quorum`` x
+    ``total``, Rejected once it can no longer, Expired at the deadline, else Pending."""
+    need = quorum * total
+    if total > 0 and approve >= need - EPSILON:
+        return ConsensusStatus.APPROVED
+    if total > 0 and total - reject < need - EPSILON:
+        return ConsensusStatus.REJECTED
+    if deadline_ns and time.time_ns() >= deadline_ns:
+        return ConsensusStatus.EXPIRED
+    return ConsensusStatus.PENDING
 
 
 def init_consensus(seg, store: ColdStore) -> None:
@@ -309,12 +335,7 @@ class Consensus:
         return _voter_slot(self.words, raw, create)
 
     def _scope(self, scope: object) -> Any:
-        remote = self.scoped.get(scope) if isinstance(scope, str) else None
-        if remote is None:
-            if scope == "cluster":
-                raise ConfigError("scope='cluster' needs a system opened with MemoryConfig(cluster=ClusterConfig(...))")
-            raise ConfigError(f"scope={scope!r} must be 'local' or 'cluster'")
-        return remote
+        return remote_scope(self.scoped, scope)
 
     def scope_of(self, proposal_id: object) -> Any:
         """The cluster consensus that owns ``proposal_id`` (a ``cluster-...`` id), or None."""
@@ -349,14 +370,7 @@ class Consensus:
         host (nt_memory/cluster/consensus.py); its id starts with ``cluster-``."""
         if scope != "local":
             return self._scope(scope).submit_proposal(proposal)
-        if not isinstance(proposal, Proposal):
-            raise ConfigError(f"submit_proposal takes a Proposal, got {type(proposal).__name__}")
-        agent_name(proposal.proposer, "proposer")
-        q = proposal.quorum
-        if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
-            raise ConfigError(f"quorum={q!r} must be a fraction in (0, 1]")
-        timeout = seconds(proposal.timeout, "timeout")
-        deadline = time.time_ns() + int(timeout * 1e9) if timeout is not None else 0
+        q, deadline = checked_proposal(proposal)
         try:
             blob = json.dumps({"proposer": proposal.proposer, "data": proposal.data, "quorum": q})
         except (TypeError, ValueError) as exc:
@@ -409,14 +423,7 @@ class Consensus:
         total = float(self.f64[C_TOTAL])
         q = float(self.f64[b + P_QUORUM])
         approve, reject = float(self.f64[b + P_APPROVE]), float(self.f64[b + P_REJECT])
-        need = q * total
-        deadline = int(self.words[b + P_DEADLINE])
-        if total > 0 and approve >= need - EPSILON:
-            status = ConsensusStatus.APPROVED
-        elif total > 0 and total - reject < need - EPSILON:
-            status = ConsensusStatus.REJECTED
-        elif deadline and time.time_ns() >= deadline:
-            status = ConsensusStatus.EXPIRED
+        status = decision(approve, reject, total, q, int(self.words[b + P_DEADLINE]))
         result = self._result_of(pid, b, status, total)
         if status == ConsensusStatus.PENDING:
             return result, False

@@ -88,6 +88,17 @@ class LockToken(NamedTuple):
     key_hash: int = 0
 
 
+def remote_scope(scoped: dict[str, Any], scope: object) -> Any:
+    """The object serving ``scope`` (``"cluster"``) that a memory system put in a part's
+    ``scoped`` map (Locks, Consensus), or a ConfigError saying what is missing."""
+    remote = scoped.get(scope) if isinstance(scope, str) else None
+    if remote is None:
+        if scope == "cluster":
+            raise ConfigError("scope='cluster' needs a system opened with MemoryConfig(cluster=ClusterConfig(...))")
+        raise ConfigError(f"scope={scope!r} must be 'local' or 'cluster'")
+    return remote
+
+
 def validate_lock_name(name: object) -> bytes:
     if not isinstance(name, str) or not name or len(name.encode()) > LK_NAME_BYTES or "\0" in name:
         raise ConfigError(f"lock name {name!r} must be a non-empty str of at most {LK_NAME_BYTES} UTF-8 bytes")
@@ -390,12 +401,7 @@ class Locks:
         return False
 
     def _scope(self, scope: object) -> Any:
-        remote = self.scoped.get(scope) if isinstance(scope, str) else None
-        if remote is None:
-            if scope == "cluster":
-                raise ConfigError("scope='cluster' needs a system opened with MemoryConfig(cluster=ClusterConfig(...))")
-            raise ConfigError(f"scope={scope!r} must be 'local' or 'cluster'")
-        return remote
+        return remote_scope(self.scoped, scope)
 
     def release(self, token: LockToken) -> None:
         """Release; ``StaleToken`` if the token no longer holds the lock."""

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -361,9 +361,7 @@ class PubSub:
         t = self.topic(topic)
         payload = encode(msg)
         if len(payload) > t.max_message:
-            raise ValueTooLarge(
-                f"message is {len(payload):,} bytes encoded; topic {topic!r} takes at most {t.max_message:,}"
-            )
+            self._too_large(topic, t, payload)
         wait = None
         while True:
             if fast is not None:  # one C call: the kernel, then the futex wake if anyone sleeps
@@ -378,9 +376,19 @@ class PubSub:
                     if r & 1:
                         futex_wake(t.notify_addr)
                     return r >> 1
-            if r != S.BUSY:
-                raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
-            wait = self._wait_append(t, topic, wait)
+            wait = self._not_appended(t, topic, r, wait)
+
+    def _too_large(self, topic: str, t: _Topic, payload: bytes) -> NoReturn:
+        raise ValueTooLarge(
+            f"message is {len(payload):,} bytes encoded; topic {topic!r} takes at most {t.max_message:,}"
+        )
+
+    def _not_appended(self, t: _Topic, topic: str, r: int, wait: BoundedWait | None) -> BoundedWait:
+        """After an append that returned status ``r``: raise for anything but BUSY; for BUSY,
+        wait out (or repair) the holder of the append lock and return the wait to pass next."""
+        if r != S.BUSY:
+            raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
+        return self._wait_append(t, topic, wait)
 
     # ------------------------------------------------------------------- the cluster bridge
     def inject(self, topic: str, payload: bytes, remote_seq: int) -> int:
@@ -390,9 +398,7 @@ class PubSub:
         self.system.check_open("pub/sub")
         t = self.topic(topic)
         if len(payload) > t.max_message:
-            raise ValueTooLarge(
-                f"a bridged message of {len(payload):,} bytes is over topic {topic!r}'s {t.max_message:,}"
-            )
+            self._too_large(topic, t, payload)
         wait = None
         while True:
             r = self._inject(t.hdr_addr, t.data_addr, t.capacity, self.system.owner, payload, remote_seq)
@@ -400,9 +406,7 @@ class PubSub:
                 if r & 1:
                     futex_wake(t.notify_addr)
                 return r >> 1
-            if r != S.BUSY:
-                raise_status(S.NAMES.get(r, str(r)), f"topic {topic!r}")
-            wait = self._wait_append(t, topic, wait)
+            wait = self._not_appended(t, topic, r, wait)
 
     def skip(self, topic: str, count: int, remote_seq: int) -> None:
         """Number ``count`` messages another host lost before they left it (the cluster bridge
@@ -410,8 +414,8 @@ class PubSub:
         self.system.check_open("pub/sub")
         t = self.topic(topic)
         wait = None
-        while self._skip(t.hdr_addr, self.system.owner, count, remote_seq) == S.BUSY:
-            wait = self._wait_append(t, topic, wait)
+        while (r := self._skip(t.hdr_addr, self.system.owner, count, remote_seq)) != S.OK:
+            wait = self._not_appended(t, topic, r, wait)
 
     def remote_seq(self, topic: str) -> int:
         """The cluster stream sequence of the last message injected into ``topic`` (0: none)."""
