@@ -206,8 +206,8 @@ SPINS = 1 << 14  # spin budget before a reader reports BUSY (about a millisecond
 COARSE_SLACK_NS = 20_000_000
 # Rehash when live + tombstones would pass this fraction of the slots (numerator over 4).
 REHASH_AT_QUARTERS = 3
-# Evictions one insert may make while the table is at max_entries (one, unless a repair found
-# the count short).
+# Evictions a recount may make to bring a table a dead writer left over max_entries back within it
+# (kernels/repair.py, table_recount); a hostile COUNT cannot make it empty the table.
 EVICT_ATTEMPTS = 4
 
 # ``table_put``'s version argument when none applies. Typed int64: a literal 0 would make numba
@@ -660,16 +660,14 @@ def _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b
     Returns (status, found, free) after any eviction (which may have removed our own key)."""
     mask = ctx[CTX_NSLOTS_IDX] - 1
     data_bytes = ctx[CTX_ARENA_BYTES_IDX]
-    # Probe, and probe again after each eviction (which may have removed our own key). A loop,
-    # not copies of the probe: every copy numba inlines is compile time on the first run. Evicting
-    # until the count is below the limit, not just once, brings a table that a repaired count
-    # found over it (a writer killed before counting its insert) back within max_entries; the
-    # bound keeps a hostile COUNT from emptying the table on one put.
-    for attempt in range(EVICT_ATTEMPTS + 1):
+    # Twice at most: probe, and probe again after an eviction. A loop, not two copies of the
+    # probe: every copy numba inlines is compile time on the first run. (A table a repaired count
+    # found over max_entries is trimmed by the repair itself: table_recount.)
+    for attempt in range(2):
         found, free, free_tomb = _find(slots, mask, h, key, data_w, data_b, data_bytes)
         if found >= 0:
             return OK, found, free
-        if attempt == EVICT_ATTEMPTS or hdr[HDR_COUNT_IDX] < hdr[HDR_MAX_ENTRIES_IDX]:
+        if attempt == 1 or hdr[HDR_COUNT_IDX] < hdr[HDR_MAX_ENTRIES_IDX]:
             break
         if evict_one(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, sizes) != OK:
             return FULL, -1, -1
