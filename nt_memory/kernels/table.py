@@ -583,14 +583,17 @@ def evict_one(ctx, hdr, stripes, slots, access, own_stripe, ahdr, data_w, sizes)
     nstripes = ctx[CTX_NSTRIPES_IDX]
     owner = ctx[CTX_OWNER_IDX]
     track = ctx[CTX_TRACK_ACCESS_IDX] != 0
-    for _ in range(2 * (mask + 1) + 64):
+    sweeps = 2 * (mask + 1)
+    for step in range(sweeps + (mask + 1) + 64):
         i = fetch_add(hdr, HDR_CLOCK_HAND_IDX, 1) & mask
         base = i * SLOT_WORDS
         hh = load_acquire(slots, base + SLOT_HASH_IDX)
         if hh < RESERVED_HASHES:
             continue
         was_expired = expired(slots[base + SLOT_EXPIRY_IDX])
-        if track and access[i] != 0 and not was_expired:
+        # After two sweeps every entry had its second chance: readers that keep touching them all
+        # (a table far smaller than what threads read) must not make a put fail with FULL.
+        if track and access[i] != 0 and not was_expired and step < sweeps:
             access[i] = 0
             continue
         st = stripe_of(hh, nstripes)
