@@ -45,9 +45,9 @@ from nt_memory.errors import (
     ValueTooLarge,
 )
 from nt_memory.kernels import status as S
-from nt_memory.kernels.journal import JOURNAL_PAYLOAD_FIXED
-from nt_memory.kernels.ring import RECORD_HDR_BYTES
-from nt_memory.kernels.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE
+from nt_memory.kernels.layout.journal import JOURNAL_PAYLOAD_FIXED
+from nt_memory.kernels.layout.ring import RECORD_HDR_BYTES
+from nt_memory.kernels.layout.table import J_HELD, J_JOURNAL, J_NO_L1, J_PROMOTE
 from nt_memory.shm.forks import forked_error, guard
 from nt_memory.shm.parts import Part
 from nt_memory.shm.system import System, remove_system

@@ -399,3 +399,29 @@ def test_import_ls_and_inspect_load_no_compiled_kernel(name, tmp_path):
         mem.release_lock(token)
         mem.unlink()
     assert done.returncode == 0, done.stderr
+
+
+def _cli_without_numba(argv: list[str]) -> subprocess.CompletedProcess:
+    """``nt-memory ARGV`` in a fresh interpreter where importing numba fails."""
+    code = (
+        "import sys\n"
+        "sys.modules['numba'] = None  # an import of numba now raises ImportError\n"
+        "from nt_memory.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_ls_never_imports_numba(name, tmp_path):
+    """``ls`` reads shared words only: its path imports kernel constants (kernels/layout) and
+    reaches kernels through ``kernels.lazy``, so numba (~150 ms warm, seconds cold) is never
+    imported."""
+    from nt_memory import MemoryConfig, MemorySystem
+
+    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path))) as mem:
+        mem.put("ns", "k", b"v")
+        for argv in (["ls"], ["ls", "--json"]):
+            done = _cli_without_numba(argv)
+            assert done.returncode == 0, done.stderr
+            assert name in done.stdout
+        mem.unlink()

@@ -11,10 +11,6 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 
 from nt_memory.kernels import status as S
 from nt_memory.kernels.arena import (
-    ARENA_BUMP_IDX,
-    ARENA_HDR_WORDS,
-    ARENA_USED_BYTES_IDX,
-    BLOCK_HDR_BYTES,
     arena_alloc,
     arena_block,
     arena_class_for,
@@ -23,16 +19,11 @@ from nt_memory.kernels.arena import (
     class_sizes,
     ref_offset,
 )
-from nt_memory.kernels.locktable import (
-    CTL_FENCE_LIMIT_IDX,
-    LK_HASH_IDX,
-    LOCK_SLOT_WORDS,
-    WAKE_NONE,
-    lock_release,
-    lock_take_over,
-    lock_try_acquire,
-)
-from nt_memory.kernels.ring import RING_HDR_WORDS, record_bytes, ring_init, ring_publish, ring_receive, ring_snapshot
+from nt_memory.kernels.layout.arena import ARENA_BUMP_IDX, ARENA_HDR_WORDS, ARENA_USED_BYTES_IDX, BLOCK_HDR_BYTES
+from nt_memory.kernels.layout.locktable import CTL_FENCE_LIMIT_IDX, LK_HASH_IDX, LOCK_SLOT_WORDS, WAKE_NONE
+from nt_memory.kernels.layout.ring import RING_HDR_WORDS
+from nt_memory.kernels.locktable import lock_release, lock_take_over, lock_try_acquire
+from nt_memory.kernels.ring import record_bytes, ring_init, ring_publish, ring_receive, ring_snapshot
 from tests.naive import NaiveArena, NaiveLock, NaiveRing
 
 SETTINGS = settings(max_examples=60, stateful_step_count=60, deadline=None)

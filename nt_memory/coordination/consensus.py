@@ -34,10 +34,8 @@ from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, ConsensusError, CorruptSegment
 from nt_memory.kernels.words import (
     add_word,
-    float_word,
     store_word,
     store_words,
-    text_words,
     word_fetch_add,
     word_load,
 )
@@ -187,9 +185,9 @@ def init_consensus(seg, store: ColdStore) -> None:
         name = key[len(b"voter/") :]
         weight = float(json.loads(raw))
         i = _voter_slot(words, name, True)
-        store_word(words, VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT, float_word(weight))
+        store_word(words, VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT, L.float_word(weight))
         total += weight
-    store_word(words, C_TOTAL, float_word(total))
+    store_word(words, C_TOTAL, L.float_word(total))
 
 
 def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
@@ -207,7 +205,7 @@ def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
             if not create:
                 return -1
             store_word(words, b + V_NAME_LEN, len(raw))
-            store_words(words, b + V_NAME, text_words(raw, VOTER_NAME_BYTES // 8))
+            store_words(words, b + V_NAME, L.text_words(raw, VOTER_NAME_BYTES // 8))
             store_word(words, b + V_HASH, h)
             add_word(words, C_NVOTERS, 1)
             return i
@@ -290,7 +288,7 @@ class Consensus:
         """Make ``result`` (newly decided) durable in L3, then visible here. If L3 already holds a
         decision for the proposal, that one stands and is what becomes visible."""
         self._stage(
-            [(b + P_TOTAL, float_word(result.total_weight)), (b + P_STATUS, int(result.status))],
+            [(b + P_TOTAL, L.float_word(result.total_weight)), (b + P_STATUS, int(result.status))],
             int(result.proposal_id),
         )
         kept = self._log(result)
@@ -356,7 +354,7 @@ class Consensus:
             b = self._vbase + i * VOTER_WORDS
             self.l3.write([("consensus", b"voter/" + raw, json.dumps(w).encode())])
             total = float(self.f64[C_TOTAL]) + w - float(self.f64[b + V_WEIGHT])
-            self._apply([(C_TOTAL, float_word(total)), (b + V_WEIGHT, float_word(w))])
+            self._apply([(C_TOTAL, L.float_word(total)), (b + V_WEIGHT, L.float_word(w))])
         finally:
             self._unlock(True)
 
@@ -384,7 +382,7 @@ class Consensus:
             b = self._pbase + (pid % MAX_PROPOSALS) * PROPOSAL_WORDS
             row = np.zeros(PROPOSAL_WORDS, np.int64)  # composed here, stored in one call
             row[P_STATUS] = ConsensusStatus.PENDING
-            row[P_QUORUM] = float_word(q)
+            row[P_QUORUM] = L.float_word(q)
             row[P_DEADLINE] = deadline
             row[P_ID] = pid
             store_words(self.words, b, row)
@@ -487,7 +485,7 @@ class Consensus:
                     [
                         (b + P_VOTED + word, bits - (1 << 64) if bits >= 1 << 63 else bits),
                         (b + P_NVOTES, int(self.words[b + P_NVOTES]) + 1),
-                        (tally, float_word(float(self.f64[tally]) + weight)),
+                        (tally, L.float_word(float(self.f64[tally]) + weight)),
                     ]
                 )
                 changed = True

@@ -31,7 +31,7 @@ from nt_memory.errors import CapacityError, ConfigError, LockTimeout, StaleToken
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import INT, Compiled
-from nt_memory.kernels.locktable import (
+from nt_memory.kernels.layout.locktable import (
     CTL_FENCE_LIMIT_IDX,
     FIRST_HASH,
     HASH_FREE,
@@ -49,6 +49,8 @@ from nt_memory.kernels.locktable import (
     LOCK_SLOT_WORDS,
     WAKE_ALL,
     WAKE_ONE,
+)
+from nt_memory.kernels.locktable import (
     lock_extend,
     lock_handoff,
     lock_release,
@@ -57,7 +59,7 @@ from nt_memory.kernels.locktable import (
     lock_try_reclaim,
     lock_wait_count,
 )
-from nt_memory.kernels.words import store_word, store_words, text_words, word_cas, word_load
+from nt_memory.kernels.words import store_word, store_words, word_cas, word_load
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
@@ -239,7 +241,7 @@ class Locks:
         floor = max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), int(self.ctl[CTL_FENCE_BASE_IDX]))
         store_word(self.slots, base + LK_FENCE_IDX, max(floor, int(self.slots[base + LK_FENCE_IDX])))
         store_word(self.slots, base + LK_NAME_LEN_IDX, len(raw))
-        store_words(self.slots, base + LK_NAME_IDX, text_words(raw, LK_NAME_BYTES // 8))
+        store_words(self.slots, base + LK_NAME_IDX, L.text_words(raw, LK_NAME_BYTES // 8))
         word_cas(self._addr(i, LK_HASH_IDX), int(self.slots[base + LK_HASH_IDX]), h)
 
     def _name(self, slot: int) -> bytes:

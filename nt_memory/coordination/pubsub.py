@@ -33,7 +33,7 @@ from nt_memory.errors import (
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, U8_ARRAY, Compiled
-from nt_memory.kernels.ring import (
+from nt_memory.kernels.layout.ring import (
     KIND_MSG,
     LOCAL_SEQ_MASK,
     RING_APPEND_BYTES_IDX,
@@ -52,6 +52,8 @@ from nt_memory.kernels.ring import (
     RING_TAIL_IDX,
     RING_TAIL_INTENT_IDX,
     RING_WAITERS_IDX,
+)
+from nt_memory.kernels.ring import (
     record_bytes,
     ring_inject,
     ring_publish,
@@ -64,7 +66,6 @@ from nt_memory.kernels.ring import (
 from nt_memory.kernels.words import (
     store_word,
     store_words,
-    text_words,
     word_cas,
     word_fetch_add,
     word_load,
@@ -228,7 +229,7 @@ class PubSub:
             e = count * C.TOPIC_ENTRY_WORDS
             store_word(self.entries, e + C.TOPIC_CAPACITY_IDX, self.topic_bytes)
             store_word(self.entries, e + C.TOPIC_NAME_LEN_IDX, len(key))
-            store_words(self.entries, e + C.TOPIC_NAME_IDX, text_words(key, C.TOPIC_NAME_BYTES // 8))
+            store_words(self.entries, e + C.TOPIC_NAME_IDX, L.text_words(key, C.TOPIC_NAME_BYTES // 8))
             store_word(self.entries, e + C.TOPIC_STATE_IDX, 1)  # published: readers match the name now
             store_word(self.ctl, C.CTL_COUNT_IDX, count + 1)
             futex_wake(self.count_addr)  # pattern subscribers sleep on the count: a new topic

@@ -17,20 +17,22 @@ import xxhash
 from numba.core import caching
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LAYOUT = os.path.join(os.sep + "kernels", "layout") + os.sep
 
 
 def _jitted_sources_fingerprint() -> str:
-    """A hash of every nt-memory module that defines compiled code (they import this preset).
+    """A hash of every nt-memory module that defines compiled code (they import this preset) and of
+    the constants they compile in (``kernels/layout``).
 
-    numba stamps a cached function with its own file only, so a kernel whose callee changed (an
-    upgrade, an edit) would load machine code built against the old callee. Every nt-memory
-    function's cache is stamped with this instead, so any change to compiled code invalidates it
-    all."""
+    numba stamps a cached function with its own file only, so a kernel whose callee or constants
+    changed (an upgrade, an edit) would load machine code built against the old ones. Every
+    nt-memory function's cache is stamped with this instead, so any change to compiled code
+    invalidates it all."""
     h = xxhash.xxh3_64()
     for path in sorted(glob.glob(os.path.join(_PACKAGE, "**", "*.py"), recursive=True)):
         with open(path, "rb") as f:
             src = f.read()
-        if path.endswith("_jit.py") or b"kernels._jit import" in src:
+        if path.endswith("_jit.py") or b"kernels._jit import" in src or _LAYOUT in path:
             h.update(path[len(_PACKAGE) :].encode())
             h.update(src)
     return h.hexdigest()

@@ -34,27 +34,23 @@ import numpy as np
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import cas, copy_bytes, fetch_add, load_acquire
+from nt_memory.kernels.layout.arena import (
+    ARENA_ALLOCS_IDX,
+    ARENA_BUMP_IDX,
+    ARENA_CLASS_SIZE_IDX,
+    ARENA_DATA_BYTES_IDX,
+    ARENA_FREE_HEAD_IDX,
+    ARENA_FREE_HEAD_STRIDE,
+    ARENA_FREES_IDX,
+    ARENA_HDR_WORDS,
+    ARENA_MAX_CLASSES,
+    ARENA_NCLASSES_IDX,
+    ARENA_USED_BYTES_IDX,
+    BLOCK_HDR_BYTES,
+    CLASS_FALLBACK,
+    FIRST_BLOCK_OFFSET,
+)
 from nt_memory.kernels.status import CORRUPT, FULL, OK
-
-ARENA_DATA_BYTES_IDX = 0
-ARENA_NCLASSES_IDX = 1
-ARENA_BUMP_IDX = 8
-ARENA_USED_BYTES_IDX = 16
-ARENA_ALLOCS_IDX = 17
-ARENA_FREES_IDX = 18
-ARENA_CLASS_SIZE_IDX = 24
-ARENA_MAX_CLASSES = 64
-ARENA_FREE_HEAD_IDX = 88
-ARENA_FREE_HEAD_STRIDE = 8  # one 64-byte line per head: allocators of different classes do not collide
-ARENA_HDR_WORDS = ARENA_FREE_HEAD_IDX + ARENA_FREE_HEAD_STRIDE * ARENA_MAX_CLASSES
-ARENA_HDR_BYTES = ARENA_HDR_WORDS * 8
-
-BLOCK_HDR_BYTES = 16
-BLOCK_ALIGN_BYTES = 16
-FIRST_BLOCK_OFFSET = 16
-# How far up the classes an allocation may go when its own class has no free block and the bump
-# region is used up: trades internal waste for success once the arena is full of freed blocks.
-CLASS_FALLBACK = 4
 
 _U32 = 0xFFFFFFFF
 _GEN_MASK = 0xFFFFFF

@@ -12,21 +12,11 @@ Who may call what: the same as the kernel each one wraps (see their modules).
 from nt_memory.kernels._jit import CEntry, jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words, clock_ns
 from nt_memory.kernels.embedlog import log_keys
+from nt_memory.kernels.layout.table import CTX_BEAT_IDX, CTX_OPEN_IDX, CTX_OUT_BYTES_IDX, CTX_WORDS, PREFETCH_WRITE
 from nt_memory.kernels.locktable import lock_release, lock_try_acquire
 from nt_memory.kernels.ring import ring_publish, ring_receive
 from nt_memory.kernels.status import CLOSED, OK, OUT_TOO_SMALL
-from nt_memory.kernels.table import (
-    CTX_BEAT_IDX,
-    CTX_OPEN_IDX,
-    CTX_OUT_BYTES_IDX,
-    CTX_WORDS,
-    NO_VERSION,
-    PREFETCH_WRITE,
-    key_hash,
-    table_lookup,
-    table_prefetch,
-    table_put,
-)
+from nt_memory.kernels.table import NO_VERSION, key_hash, table_lookup, table_prefetch, table_put
 
 _SIG5 = "int64(int64, int64, int64, int64, int64)"
 

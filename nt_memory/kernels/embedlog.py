@@ -10,11 +10,8 @@ import numpy as np
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words, copy_bytes, store_release
+from nt_memory.kernels.layout.embedlog import KEY_BUMP_WORD, REC_PUT, RECORD_HDR_BYTES
 from nt_memory.kernels.status import CORRUPT, FULL, OK
-
-RECORD_HDR_BYTES = 32  # shm/embed_layout.py
-FIRST_ID_WORD = 0  # shm/embed_layout.py: FIRST_ID_IDX
-KEY_BUMP_WORD = 1  # shm/embed_layout.py: KEY_BUMP_IDX
 
 
 @jit(allocates=True)  # its record header is composed in a small array
@@ -61,9 +58,6 @@ def log_write(
         copy_bytes(buf, vec_off, vec, 0, len(vec))
     store_release(address_to_words(count_addr, 1), 0, rid + 1)
     return OK
-
-
-REC_PUT = 1  # shm/embed_layout.py
 
 
 @jit

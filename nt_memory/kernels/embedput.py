@@ -21,14 +21,13 @@ by ``tiers/l2.py`` and read here; the kernel writes back only ``LC_LATEST_UPTO``
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import address_to_words, bytes_view, load_acquire
-from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, REC_PUT, RECORD_HDR_BYTES, log_write
+from nt_memory.kernels.embedlog import log_write
 from nt_memory.kernels.idmap import idmap_get, idmap_put
+from nt_memory.kernels.layout.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, REC_PUT, RECORD_HDR_BYTES
+from nt_memory.kernels.layout.table import CTX_NSTRIPES_IDX, CTX_OWNER_IDX, J_HELD
 from nt_memory.kernels.lockword import lockword_release, lockword_try_acquire
 from nt_memory.kernels.status import BUSY, OK
 from nt_memory.kernels.table import (
-    CTX_NSTRIPES_IDX,
-    CTX_OWNER_IDX,
-    J_HELD,
     NO_VERSION,
     stripe_of,
     table_put,

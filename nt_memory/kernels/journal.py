@@ -24,27 +24,18 @@ Record payload (after the ring's 16-byte record header)::
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.arena import write_bytes
 from nt_memory.kernels.atomics import load_acquire, store_release
-from nt_memory.kernels.ring import (
-    KIND_CORRUPT,
-    RECORD_HDR_BYTES,
-    RING_HEAD_IDX,
-    RING_TAIL_IDX,
-    ring_commit,
-    ring_lock,
-    ring_max_records,
-    ring_record_at,
-    ring_reserve,
-    ring_unlock,
+from nt_memory.kernels.layout.journal import (
+    JOURNAL_DELETE,
+    JOURNAL_EXPIRY_OFFSET,
+    JOURNAL_KEY_OFFSET,
+    JOURNAL_LENS_OFFSET,
+    JOURNAL_PAYLOAD_FIXED,
+    JOURNAL_PUT,
+    JOURNAL_PUT_EMB,
 )
+from nt_memory.kernels.layout.ring import KIND_CORRUPT, RECORD_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
+from nt_memory.kernels.ring import ring_commit, ring_lock, ring_max_records, ring_record_at, ring_reserve, ring_unlock
 from nt_memory.kernels.status import BUSY, CORRUPT, FULL, JOURNAL_FULL, NOT_FOUND, OK
-
-JOURNAL_PUT = 1
-JOURNAL_DELETE = 2
-JOURNAL_PUT_EMB = 3  # a put whose record also carries the key's embedding, after the value
-JOURNAL_EXPIRY_OFFSET = 0
-JOURNAL_LENS_OFFSET = JOURNAL_EXPIRY_OFFSET + 8
-JOURNAL_KEY_OFFSET = JOURNAL_LENS_OFFSET + 8
-JOURNAL_PAYLOAD_FIXED = JOURNAL_KEY_OFFSET  # data expiry (8) | key length (4) | value length (4)
 
 
 @jit

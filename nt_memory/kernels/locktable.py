@@ -34,29 +34,23 @@ was reclaimed and reused for another name is reported as NOT_FOUND (resolve the 
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import address_to_words, cas, clock_ns, fetch_add, load_acquire, store_release
+from nt_memory.kernels.layout.locktable import (
+    CTL_FENCE_LIMIT_IDX,
+    HASH_RECLAIMED,
+    LK_FENCE_IDX,
+    LK_HANDOFF_IDX,
+    LK_HASH_IDX,
+    LK_LEASE_IDX,
+    LK_LOCK_IDX,
+    LK_NOTIFY_IDX,
+    LK_WAITERS_IDX,
+    LOCK_SLOT_WORDS,
+    WAKE_ALL,
+    WAKE_NONE,
+    WAKE_ONE,
+)
 from nt_memory.kernels.lockword import lockword_release, lockword_steal, lockword_try_acquire
 from nt_memory.kernels.status import BUSY, NOT_FOUND, OK, RESERVE, STALE
-
-LOCK_SLOT_WORDS = 16
-LK_HASH_IDX = 0
-LK_LOCK_IDX = 1
-LK_FENCE_IDX = 2
-LK_LEASE_IDX = 3
-LK_NOTIFY_IDX = 4
-LK_WAITERS_IDX = 5
-LK_NAME_LEN_IDX = 6
-LK_NAME_IDX = 7
-LK_NAME_BYTES = 64
-LK_HANDOFF_IDX = 15
-
-WAKE_NONE = 0  # lock_release's results (>= 0; STALE < 0)
-WAKE_ONE = 1
-WAKE_ALL = 2
-HASH_FREE = 0
-HASH_RECLAIMED = 1
-FIRST_HASH = 2
-
-CTL_FENCE_LIMIT_IDX = 2
 
 
 @jit

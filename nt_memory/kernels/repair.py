@@ -25,10 +25,8 @@ from nt_memory.kernels._jit import jit
 from nt_memory.kernels.arena import arena_free
 from nt_memory.kernels.atomics import address_to_words, fetch_add, load_acquire, store_release
 from nt_memory.kernels.journal import journal_published
-from nt_memory.kernels.lockword import lockword_steal
-from nt_memory.kernels.ring import RING_LOCK_IDX, ring_lock, ring_unlock
-from nt_memory.kernels.status import BUSY, CLOSED, OK
-from nt_memory.kernels.table import (
+from nt_memory.kernels.layout.ring import RING_LOCK_IDX
+from nt_memory.kernels.layout.table import (
     ALL_STRIPES,
     CTX_ARENA_BYTES_IDX,
     CTX_JOURNAL_IDX,
@@ -64,6 +62,11 @@ from nt_memory.kernels.table import (
     STRIPE_SLOT_IDX,
     STRIPE_VERSION_IDX,
     STRIPE_WORDS,
+)
+from nt_memory.kernels.lockword import lockword_steal
+from nt_memory.kernels.ring import ring_lock, ring_unlock
+from nt_memory.kernels.status import BUSY, CLOSED, OK
+from nt_memory.kernels.table import (
     apply_intent,
     evict_one,
     journal_views,

@@ -5,8 +5,6 @@ call costs one dispatch, so nothing hot uses them. The caller guarantees that ``
 live mapping and is 8-byte aligned.
 """
 
-import numpy as np
-
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import address_to_words, cas, fetch_add, load_acquire, store_release
 
@@ -75,18 +73,3 @@ def add_word(words, idx, delta):
     """Atomically add ``delta`` to ``words[idx]``; returns the previous value."""
     _check_span(words, idx, 1)
     return fetch_add(words, idx, delta)
-
-
-def text_words(raw: bytes, nwords: int | None = None) -> np.ndarray:
-    """``raw`` zero-padded into ``nwords`` little-endian int64 words (as few as hold it by default),
-    for :func:`store_words`."""
-    if nwords is None:
-        nwords = -(-len(raw) // 8)
-    if len(raw) > 8 * nwords:
-        raise ValueError(f"{len(raw)} bytes do not fit in {nwords} words")
-    return np.frombuffer(raw.ljust(8 * nwords, b"\0"), dtype=np.int64)
-
-
-def float_word(x: float) -> int:
-    """The int64 whose bits are the float64 ``x``: how a float goes through :func:`store_word`."""
-    return int(np.float64(x).view(np.int64))

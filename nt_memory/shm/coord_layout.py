@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from nt_memory.kernels.locktable import LOCK_SLOT_WORDS
-from nt_memory.kernels.ring import RING_HDR_BYTES, ring_init
+from nt_memory.kernels.layout.locktable import LOCK_SLOT_WORDS
+from nt_memory.kernels.layout.ring import RING_HDR_BYTES
+from nt_memory.kernels.ring import ring_init
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 

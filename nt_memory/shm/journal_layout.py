@@ -23,9 +23,12 @@ from __future__ import annotations
 import dataclasses
 
 from nt_memory.errors import CorruptSegment
-from nt_memory.kernels.ring import RING_CAPACITY_IDX, RING_CONSUMER_LOCK_IDX, RING_HDR_BYTES, ring_init
+from nt_memory.kernels import lazy
+from nt_memory.kernels.layout.ring import RING_CAPACITY_IDX, RING_CONSUMER_LOCK_IDX, RING_HDR_BYTES
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
+
+R = lazy("ring")
 
 DRAIN_LOCK_IDX = RING_CONSUMER_LOCK_IDX
 ROLE_IDX = DRAIN_LOCK_IDX + 1
@@ -69,4 +72,4 @@ class JournalLayout:
         return expected
 
     def init(self, seg: Segment) -> None:
-        ring_init(seg.region(self.ring_offset, RING_HDR_BYTES, "int64"), self.capacity)
+        R.ring_init(seg.region(self.ring_offset, RING_HDR_BYTES, "int64"), self.capacity)

@@ -24,8 +24,10 @@ from __future__ import annotations
 import dataclasses
 
 from nt_memory.errors import CorruptSegment
-from nt_memory.kernels.arena import ARENA_HDR_BYTES, BLOCK_HDR_BYTES, arena_init, class_sizes
-from nt_memory.kernels.table import SLOT_BYTES, STRIPE_BYTES, TABLE_HDR_BYTES, table_init
+from nt_memory.kernels.arena import arena_init, class_sizes
+from nt_memory.kernels.layout.arena import ARENA_HDR_BYTES, BLOCK_HDR_BYTES
+from nt_memory.kernels.layout.table import SLOT_BYTES, STRIPE_BYTES, TABLE_HDR_BYTES
+from nt_memory.kernels.table import table_init
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 

@@ -69,6 +69,21 @@ KIND_NAMES = {
 }
 
 
+def text_words(raw: bytes, nwords: int | None = None) -> np.ndarray:
+    """``raw`` zero-padded into ``nwords`` little-endian int64 words (as few as hold it by default),
+    for :func:`store_words`."""
+    if nwords is None:
+        nwords = -(-len(raw) // 8)
+    if len(raw) > 8 * nwords:
+        raise ValueError(f"{len(raw)} bytes do not fit in {nwords} words")
+    return np.frombuffer(raw.ljust(8 * nwords, b"\0"), dtype=np.int64)
+
+
+def float_word(x: float) -> int:
+    """The int64 whose bits are the float64 ``x``: how a float goes through :func:`store_word`."""
+    return int(np.float64(x).view(np.int64))
+
+
 def align_up(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 

@@ -50,13 +50,15 @@ from nt_memory.errors import (
     SegmentNotOwned,
     SystemAbandoned,
 )
-from nt_memory.kernels.ring import RING_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
-from nt_memory.kernels.words import store_word, store_words, text_words, word_store
+from nt_memory.kernels import lazy
+from nt_memory.kernels.layout.ring import RING_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
 from nt_memory.shm import layout as L
 from nt_memory.shm.forks import forked_error, guard
 from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
 from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly, acquire_load
+
+W = lazy("words")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PREFIX = "ntm."
@@ -212,8 +214,8 @@ class System:
         made: dict[str, Segment] = {}
         try:
             cfg = root.region(lay.offset("config"), CONFIG_BYTES, np.int64)
-            store_word(cfg, 0, len(blob))
-            store_words(cfg, 1, text_words(blob))
+            W.store_word(cfg, 0, len(blob))
+            W.store_words(cfg, 1, L.text_words(blob))
             dirv = root.region(lay.offset("dir"), DIR_CAPACITY * DIR_ENTRY_BYTES, np.int64)
             for i, spec in enumerate(parts):
                 if not re.match(r"^[a-z0-9_.]{1,39}$", spec.part) or spec.part == "root":
@@ -223,8 +225,8 @@ class System:
                 if spec.init is not None:
                     spec.init(seg)
                 entry = i * DIR_ENTRY_BYTES // 8
-                store_words(dirv, entry, text_words(spec.part.encode(), DIR_NAME_BYTES // 8))
-                store_words(dirv, entry + DIR_NAME_BYTES // 8, np.array([spec.kind, spec.size, 0], np.int64))
+                W.store_words(dirv, entry, L.text_words(spec.part.encode(), DIR_NAME_BYTES // 8))
+                W.store_words(dirv, entry + DIR_NAME_BYTES // 8, np.array([spec.kind, spec.size, 0], np.int64))
             system = cls(name, root, made, register=True, label=label, mode=mode, gid=gid)
         except BaseException:
             for seg in made.values():
@@ -233,7 +235,7 @@ class System:
             root.unlink()
             root.close()
             raise
-        word_store(root.address + L.STATE_IDX * 8, L.STATE_READY)
+        W.word_store(root.address + L.STATE_IDX * 8, L.STATE_READY)
         return system
 
     @classmethod

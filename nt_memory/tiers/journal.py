@@ -32,16 +32,9 @@ from nt_memory.errors import CorruptSegment, TierError, raise_status
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, Compiled, jit
 from nt_memory.kernels.atomics import address_to_bytes, address_to_words
-from nt_memory.kernels.journal import (
-    JOURNAL_DELETE,
-    JOURNAL_PAYLOAD_FIXED,
-    JOURNAL_PUT,
-    JOURNAL_PUT_EMB,
-    journal_find,
-    journal_index,
-)
-from nt_memory.kernels.lockword import lockword_steal, lockword_try_acquire
-from nt_memory.kernels.ring import (
+from nt_memory.kernels.journal import journal_find, journal_index
+from nt_memory.kernels.layout.journal import JOURNAL_DELETE, JOURNAL_PAYLOAD_FIXED, JOURNAL_PUT, JOURNAL_PUT_EMB
+from nt_memory.kernels.layout.ring import (
     RECORD_HDR_BYTES,
     RING_APPEND_BYTES_IDX,
     RING_APPENDS_IDX,
@@ -51,6 +44,7 @@ from nt_memory.kernels.ring import (
     RING_TAIL_IDX,
     RING_WAITERS_IDX,
 )
+from nt_memory.kernels.lockword import lockword_steal, lockword_try_acquire
 from nt_memory.kernels.words import word_cas, word_fetch_add, word_load, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.journal_layout import (

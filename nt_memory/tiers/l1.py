@@ -44,18 +44,16 @@ from nt_memory.errors import ConfigError, CorruptSegment, InvalidKey, SegmentErr
 from nt_memory.kernels import cabi
 from nt_memory.kernels import status as S
 from nt_memory.kernels._jit import BYTES, INT, Compiled, jit
-from nt_memory.kernels.arena import (
+from nt_memory.kernels.arena import arena_block, class_sizes
+from nt_memory.kernels.layout.arena import (
     ARENA_BUMP_IDX,
     ARENA_CLASS_SIZE_IDX,
     ARENA_DATA_BYTES_IDX,
     ARENA_HDR_WORDS,
     ARENA_USED_BYTES_IDX,
     BLOCK_HDR_BYTES,
-    arena_block,
-    class_sizes,
 )
-from nt_memory.kernels.repair import table_lock_owners, table_recount, table_recover, table_rehash
-from nt_memory.kernels.table import (
+from nt_memory.kernels.layout.table import (
     CTX_ACCESS_IDX,
     CTX_ARENA_BYTES_IDX,
     CTX_ARENA_DATA_IDX,
@@ -111,6 +109,9 @@ from nt_memory.kernels.table import (
     SLOT_WORDS,
     TABLE_HDR_BYTES,
     TOMB,
+)
+from nt_memory.kernels.repair import table_lock_owners, table_recount, table_recover, table_rehash
+from nt_memory.kernels.table import (
     table_contains,
     table_delete,
     table_get,

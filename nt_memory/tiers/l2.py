@@ -31,8 +31,9 @@ from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, NtMe
 from nt_memory.kernels import cabi
 from nt_memory.kernels import embedput as P
 from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, Compiled, entry_point
-from nt_memory.kernels.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, RECORD_HDR_BYTES, all_finite, log_keys, log_write
+from nt_memory.kernels.embedlog import all_finite, log_keys, log_write
 from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
+from nt_memory.kernels.layout.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, RECORD_HDR_BYTES
 from nt_memory.kernels.status import FULL, OK
 from nt_memory.kernels.words import store_word, word_store
 from nt_memory.native import fast

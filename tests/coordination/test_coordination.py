@@ -11,7 +11,7 @@ import pytest
 from nt_memory import ConsensusStatus, Proposal, Vote
 from nt_memory.coordination.namespaces import parse_swarm_key, swarm_key
 from nt_memory.errors import ConfigError, ConsensusError, LockTimeout, StaleToken, ValueTooLarge
-from nt_memory.kernels.words import float_word
+from nt_memory.shm.layout import float_word
 
 
 def test_fences_grow_and_stale_tokens_are_refused(mem):

@@ -47,7 +47,7 @@ def test_the_c_defines_match_the_python_constants():
     defines = dict(re.findall(r"^#define (\w+) (-?\d+)\b", src.read_text(), re.M))
     assert int(defines["SPIN_MIN_NS"]) == round(SPIN_MIN_S * 1e9)
     assert int(defines["SPIN_GROW_FACTOR"]) == SPIN_GROW_FACTOR
-    from nt_memory.kernels import ring
+    from nt_memory.kernels.layout import ring
 
     for name in ("TAIL", "NOTIFY", "WAITERS", "SPINNERS"):
         assert int(defines[f"RING_{name}_OFFSET"]) == getattr(ring, f"RING_{name}_IDX") * 8

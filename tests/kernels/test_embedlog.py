@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nt_memory.kernels.embedlog import RECORD_HDR_BYTES, all_finite, log_keys, log_write
+from nt_memory.kernels.embedlog import all_finite, log_keys, log_write
+from nt_memory.kernels.layout.embedlog import RECORD_HDR_BYTES
 from nt_memory.kernels.status import CORRUPT, FULL, OK
 from nt_memory.shm import embed_layout as E
 

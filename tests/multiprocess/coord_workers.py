@@ -126,8 +126,8 @@ def hold_everything_and_stop(name: str, path: str, conn) -> None:
 
     from nt_memory import MemoryConfig, MemorySystem
     from nt_memory.coordination import consensus
+    from nt_memory.kernels.layout.ring import RING_LOCK_IDX
     from nt_memory.kernels.lockword import lockword_acquire
-    from nt_memory.kernels.ring import RING_LOCK_IDX
     from nt_memory.shm import coord_layout as C
     from nt_memory.shm import embed_layout as E
 

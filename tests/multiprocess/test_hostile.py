@@ -15,9 +15,9 @@ import random
 
 import pytest
 
-from nt_memory.kernels import arena as A
-from nt_memory.kernels import ring as R
-from nt_memory.kernels import table as T
+from nt_memory.kernels.layout import arena as A
+from nt_memory.kernels.layout import ring as R
+from nt_memory.kernels.layout import table as T
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm.journal_layout import JournalLayout

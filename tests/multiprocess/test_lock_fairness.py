@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from nt_memory.kernels import status as S
-from nt_memory.kernels.locktable import LK_HANDOFF_IDX, WAKE_NONE
+from nt_memory.kernels.layout.locktable import LK_HANDOFF_IDX, WAKE_NONE
 from nt_memory.kernels.words import word_load, word_store
 from tests.multiprocess import coord_workers as W
 

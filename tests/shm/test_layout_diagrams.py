@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from nt_memory.kernels import table as T
+from nt_memory.kernels.layout import table as T
 from nt_memory.shm import consensus_layout as K
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import l1_layout, layout

@@ -14,7 +14,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from nt_memory.kernels.words import add_word, fill_words, float_word, store_word, store_words, text_words
+from nt_memory.kernels.words import add_word, fill_words, store_word, store_words
+from nt_memory.shm.layout import float_word, text_words
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "nt_memory"
 ABOVE_KERNELS = sorted(p for p in PACKAGE.rglob("*.py") if "kernels" not in p.parts and "benchmarks" not in p.parts)

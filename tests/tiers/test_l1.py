@@ -277,7 +277,8 @@ def test_a_writer_killed_before_counting_its_insert_leaves_capacity_exact(name):
     (as `test_sigkilled_writers_wedge_nobody` caught once in CI: 151 entries in a table of 150):
     the writer that next meets the stripe repairs it, the live count is exact again and the
     table is back within max_entries."""
-    from nt_memory.kernels.table import HDR_COUNT_IDX, STRIPE_LOCK_IDX, STRIPE_WORDS, stripe_of
+    from nt_memory.kernels.layout.table import HDR_COUNT_IDX, STRIPE_LOCK_IDX, STRIPE_WORDS
+    from nt_memory.kernels.table import stripe_of
     from nt_memory.shm.l1_layout import L1Layout
 
     with HotCache.create(name, max_entries=100) as c:
