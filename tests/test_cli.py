@@ -412,16 +412,26 @@ def _cli_without_numba(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def test_ls_never_imports_numba(name, tmp_path):
-    """``ls`` reads shared words only: its path imports kernel constants (kernels/layout) and
-    reaches kernels through ``kernels.lazy``, so numba (~150 ms warm, seconds cold) is never
-    imported."""
+def test_ls_and_inspect_never_import_numba(name, tmp_path):
+    """``ls`` and ``inspect`` read shared words only: their path imports the kernels' constants
+    (kernels/layout) and reaches kernels through ``kernels.lazy`` and ``Compiled``, so numba
+    (~150 ms warm, seconds cold) is never imported, with every part of a system present."""
+    import numpy as np
+
     from nt_memory import MemoryConfig, MemorySystem
 
-    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path))) as mem:
+    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8)) as mem:
         mem.put("ns", "k", b"v")
-        for argv in (["ls"], ["ls", "--json"]):
+        mem.put("docs", "d", 1, embedding=np.ones(8))
+        mem.subscribe("ticks")
+        mem.publish("ticks", 1)
+        token = mem.acquire_lock("book")
+        for argv in (["ls"], ["ls", "--json"], ["inspect", name], ["inspect", name, "--json"]):
             done = _cli_without_numba(argv)
-            assert done.returncode == 0, done.stderr
+            assert done.returncode == 0, (argv, done.stderr)
             assert name in done.stdout
+        inspected = _cli_without_numba(["inspect", name]).stdout
+        assert "l1_entries: 2 / " in inspected and "topic: ticks  messages=1" in inspected
+        assert "locks: 1 held of 1 named" in inspected
+        mem.release_lock(token)
         mem.unlink()

@@ -16,10 +16,15 @@ from nt_memory.kernels.arena import (
     arena_class_for,
     arena_free,
     arena_init,
-    class_sizes,
     ref_offset,
 )
-from nt_memory.kernels.layout.arena import ARENA_BUMP_IDX, ARENA_HDR_WORDS, ARENA_USED_BYTES_IDX, BLOCK_HDR_BYTES
+from nt_memory.kernels.layout.arena import (
+    ARENA_BUMP_IDX,
+    ARENA_HDR_WORDS,
+    ARENA_USED_BYTES_IDX,
+    BLOCK_HDR_BYTES,
+    class_sizes,
+)
 from nt_memory.kernels.layout.locktable import CTL_FENCE_LIMIT_IDX, LK_HASH_IDX, LOCK_SLOT_WORDS, WAKE_NONE
 from nt_memory.kernels.layout.ring import RING_HDR_WORDS
 from nt_memory.kernels.locktable import lock_release, lock_take_over, lock_try_acquire

@@ -32,13 +32,7 @@ import xxhash
 from nt_memory.coordination.locks import remote_scope
 from nt_memory.durations import seconds
 from nt_memory.errors import ConfigError, ConsensusError, CorruptSegment
-from nt_memory.kernels.words import (
-    add_word,
-    store_word,
-    store_words,
-    word_fetch_add,
-    word_load,
-)
+from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 from nt_memory.shm.consensus_layout import (
     C_ID_LIMIT,
@@ -79,6 +73,8 @@ from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.l3 import ColdStore, required
 from nt_memory.values import Duration
+
+KW = lazy("words")
 
 ID_KEY = b"consensus/next_id"  # the high-water mark of proposal ids, in L3's meta database
 ID_BLOCK = 1024
@@ -178,16 +174,16 @@ def init_consensus(seg, store: ColdStore) -> None:
     high-water mark, and the registered voters come back. Creator only, before publishing."""
     words = seg.region(consensus_layout().offset("words"), WORDS * 8, np.int64)
     base = store.high_water(ID_KEY)
-    store_word(words, C_NEXT_ID, base)
-    store_word(words, C_ID_LIMIT, store.reserve(ID_KEY, base, ID_BLOCK))
+    KW.store_word(words, C_NEXT_ID, base)
+    KW.store_word(words, C_ID_LIMIT, store.reserve(ID_KEY, base, ID_BLOCK))
     total = 0.0
     for key, raw in store.items("consensus", b"voter/"):
         name = key[len(b"voter/") :]
         weight = float(json.loads(raw))
         i = _voter_slot(words, name, True)
-        store_word(words, VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT, L.float_word(weight))
+        KW.store_word(words, VOTERS_BASE + i * VOTER_WORDS + V_WEIGHT, L.float_word(weight))
         total += weight
-    store_word(words, C_TOTAL, L.float_word(total))
+    KW.store_word(words, C_TOTAL, L.float_word(total))
 
 
 def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
@@ -204,10 +200,10 @@ def _voter_slot(words: np.ndarray, raw: bytes, create: bool) -> int:
         elif sh == 0:
             if not create:
                 return -1
-            store_word(words, b + V_NAME_LEN, len(raw))
-            store_words(words, b + V_NAME, L.text_words(raw, VOTER_NAME_BYTES // 8))
-            store_word(words, b + V_HASH, h)
-            add_word(words, C_NVOTERS, 1)
+            KW.store_word(words, b + V_NAME_LEN, len(raw))
+            KW.store_words(words, b + V_NAME, L.text_words(raw, VOTER_NAME_BYTES // 8))
+            KW.store_word(words, b + V_HASH, h)
+            KW.add_word(words, C_NVOTERS, 1)
             return i
     if create:
         raise ConsensusError(f"all {MAX_VOTERS} voter slots are in use")
@@ -272,10 +268,10 @@ class Consensus:
         if len(writes) > REDO_MAX:
             raise ConsensusError(f"an update of {len(writes)} words exceeds the redo log's {REDO_MAX}")
         for i, (idx, value) in enumerate(writes):
-            store_word(self.words, C_REDO + 2 * i, idx)
-            store_word(self.words, C_REDO + 2 * i + 1, value)
-        store_word(self.words, C_LOGGING, logging)
-        store_word(self.words, C_REDO_COUNT, len(writes))
+            KW.store_word(self.words, C_REDO + 2 * i, idx)
+            KW.store_word(self.words, C_REDO + 2 * i + 1, value)
+        KW.store_word(self.words, C_LOGGING, logging)
+        KW.store_word(self.words, C_REDO_COUNT, len(writes))
 
     def _apply(self, writes: list[tuple[int, int]]) -> None:
         """Write several words as one crash-safe update: stage them, write them, clear the log. A
@@ -292,7 +288,7 @@ class Consensus:
             int(result.proposal_id),
         )
         kept = self._log(result)
-        store_word(self.words, C_REDO + 3, int(kept.status))  # the STATUS pair's value
+        KW.store_word(self.words, C_REDO + 3, int(kept.status))  # the STATUS pair's value
         self._replay()
         return kept
 
@@ -304,9 +300,9 @@ class Consensus:
             idx = int(self.words[C_REDO + 2 * i])
             if not (VOTERS_BASE <= idx < WORDS or idx in (C_TOTAL, C_NVOTERS, C_NEXT_ID, C_ID_LIMIT)):
                 raise CorruptSegment(f"system {self.system.name!r}: the consensus redo log names word {idx}")
-            store_word(self.words, idx, int(self.words[C_REDO + 2 * i + 1]))
-        store_word(self.words, C_LOGGING, 0)
-        store_word(self.words, C_REDO_COUNT, 0)
+            KW.store_word(self.words, idx, int(self.words[C_REDO + 2 * i + 1]))
+        KW.store_word(self.words, C_LOGGING, 0)
+        KW.store_word(self.words, C_REDO_COUNT, 0)
 
     def _log_staged(self) -> None:
         """Log the decision a dead holder staged (redo pairs 0 and 1: its proposal's TOTAL and
@@ -320,12 +316,12 @@ class Consensus:
         total = float(np.int64(self.words[C_REDO + 1]).view(np.float64))
         status = ConsensusStatus(int(self.words[C_REDO + 3]))
         kept = self._log(self._result_of(pid, b, status, total))
-        store_word(self.words, C_REDO + 3, int(kept.status))
+        KW.store_word(self.words, C_REDO + 3, int(kept.status))
 
     def _unlock(self, changed: bool) -> None:
         self._owned.release()
         if changed:
-            word_fetch_add(self.notify_addr, 1)
+            KW.word_fetch_add(self.notify_addr, 1)
             futex_wake(self.notify_addr)
 
     # ------------------------------------------------------------------------------ voters
@@ -377,7 +373,7 @@ class Consensus:
         try:
             pid = int(self.words[C_NEXT_ID]) + 1
             if pid > int(self.words[C_ID_LIMIT]):
-                store_word(self.words, C_ID_LIMIT, self.l3.reserve(ID_KEY, pid, ID_BLOCK))
+                KW.store_word(self.words, C_ID_LIMIT, self.l3.reserve(ID_KEY, pid, ID_BLOCK))
             self.l3.write([("consensus", f"proposal/{pid}".encode(), blob.encode())])
             b = self._pbase + (pid % MAX_PROPOSALS) * PROPOSAL_WORDS
             row = np.zeros(PROPOSAL_WORDS, np.int64)  # composed here, stored in one call
@@ -385,8 +381,8 @@ class Consensus:
             row[P_QUORUM] = L.float_word(q)
             row[P_DEADLINE] = deadline
             row[P_ID] = pid
-            store_words(self.words, b, row)
-            store_word(self.words, C_NEXT_ID, pid)
+            KW.store_words(self.words, b, row)
+            KW.store_word(self.words, C_NEXT_ID, pid)
         finally:
             self._unlock(True)
         return str(pid)
@@ -595,7 +591,7 @@ class Consensus:
     def _wait_steps(self, proposal_id: str, deadline: float | None) -> WaitSteps[ConsensusResult]:
         """The wait for a decision, as a wait generator (shm/wait.py) on the table's notify word."""
         while True:
-            seen = word_load(self.notify_addr)
+            seen = KW.word_load(self.notify_addr)
             result = self.result(proposal_id)
             if result.decided:
                 return result

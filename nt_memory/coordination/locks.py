@@ -28,9 +28,8 @@ import xxhash
 
 from nt_memory.durations import duration_ns, seconds
 from nt_memory.errors import CapacityError, ConfigError, LockTimeout, StaleToken, TierError
-from nt_memory.kernels import cabi
+from nt_memory.kernels import Compiled, lazy
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import INT, Compiled
 from nt_memory.kernels.layout.locktable import (
     CTL_FENCE_LIMIT_IDX,
     FIRST_HASH,
@@ -50,16 +49,6 @@ from nt_memory.kernels.layout.locktable import (
     WAKE_ALL,
     WAKE_ONE,
 )
-from nt_memory.kernels.locktable import (
-    lock_extend,
-    lock_handoff,
-    lock_release,
-    lock_take_over,
-    lock_try_acquire,
-    lock_try_reclaim,
-    lock_wait_count,
-)
-from nt_memory.kernels.words import store_word, store_words, word_cas, word_load
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
 from nt_memory.shm import layout as L
@@ -67,6 +56,10 @@ from nt_memory.shm.owned import OwnedLock, process_runnable
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.values import Duration
+
+KL = lazy("locktable")
+KW = lazy("words")
+cabi = lazy("cabi")
 
 MAX_LOCKS = 1024
 LIVENESS_CHECK_S = 0.1
@@ -122,9 +115,9 @@ def init_locks(seg, layout: C.LocksLayout, base: int, limit: int) -> None:
     """Lay out a fresh lock table whose fences start above ``base`` and may go up to ``limit``
     (both durable high-water marks from L3). Creator only, before the system is published."""
     ctl = seg.region(layout.ctl_offset, C.CTL_WORDS * 8, np.int64)
-    store_word(ctl, CTL_FENCE_BASE_IDX, base)
-    store_word(ctl, CTL_FENCE_FLOOR_IDX, base)
-    store_word(ctl, CTL_FENCE_LIMIT_IDX, limit)
+    KW.store_word(ctl, CTL_FENCE_BASE_IDX, base)
+    KW.store_word(ctl, CTL_FENCE_FLOOR_IDX, base)
+    KW.store_word(ctl, CTL_FENCE_LIMIT_IDX, limit)
 
 
 class Locks:
@@ -132,10 +125,10 @@ class Locks:
     the fences' high-water mark; without it (an observer) locks cannot be taken."""
 
     PARTS: tuple[str, ...] = ("locks",)
-    _try: Any = Compiled(lock_try_acquire, INT, INT, INT, INT, INT)
-    _handoff: Any = Compiled(lock_handoff, INT, INT, INT)
-    _release: Any = Compiled(lock_release, INT, INT, INT, INT)
-    _extend: Any = Compiled(lock_extend, INT, INT, INT, INT, INT)
+    _try: Any = Compiled("locktable.lock_try_acquire", "INT", "INT", "INT", "INT", "INT")
+    _handoff: Any = Compiled("locktable.lock_handoff", "INT", "INT", "INT")
+    _release: Any = Compiled("locktable.lock_release", "INT", "INT", "INT", "INT")
+    _extend: Any = Compiled("locktable.lock_extend", "INT", "INT", "INT", "INT", "INT")
 
     @classmethod
     def part_specs(cls, config, store) -> list[PartSpec]:
@@ -230,19 +223,19 @@ class Locks:
         n = self.layout.max_locks
         for probe in range(n):
             i = (h + probe) % n
-            fence = lock_try_reclaim(self._addr(i), self.system.owner)
+            fence = KL.lock_try_reclaim(self._addr(i), self.system.owner)
             if fence >= 0:
-                store_word(self.ctl, CTL_FENCE_FLOOR_IDX, max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), fence))
+                KW.store_word(self.ctl, CTL_FENCE_FLOOR_IDX, max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), fence))
                 return i
         raise CapacityError(f"all {n} lock slots of system {self.system.name!r} are held or waited for (MAX_LOCKS={n})")
 
     def _claim(self, i: int, raw: bytes, h: int) -> None:
         base = i * LOCK_SLOT_WORDS
         floor = max(int(self.ctl[CTL_FENCE_FLOOR_IDX]), int(self.ctl[CTL_FENCE_BASE_IDX]))
-        store_word(self.slots, base + LK_FENCE_IDX, max(floor, int(self.slots[base + LK_FENCE_IDX])))
-        store_word(self.slots, base + LK_NAME_LEN_IDX, len(raw))
-        store_words(self.slots, base + LK_NAME_IDX, L.text_words(raw, LK_NAME_BYTES // 8))
-        word_cas(self._addr(i, LK_HASH_IDX), int(self.slots[base + LK_HASH_IDX]), h)
+        KW.store_word(self.slots, base + LK_FENCE_IDX, max(floor, int(self.slots[base + LK_FENCE_IDX])))
+        KW.store_word(self.slots, base + LK_NAME_LEN_IDX, len(raw))
+        KW.store_words(self.slots, base + LK_NAME_IDX, L.text_words(raw, LK_NAME_BYTES // 8))
+        KW.word_cas(self._addr(i, LK_HASH_IDX), int(self.slots[base + LK_HASH_IDX]), h)
 
     def _name(self, slot: int) -> bytes:
         base = slot * LOCK_SLOT_WORDS
@@ -257,8 +250,8 @@ class Locks:
         limit = self.store.reserve(FENCE_KEY, max(need, int(self.ctl[CTL_FENCE_LIMIT_IDX])), FENCE_BLOCK)
         addr = self.ctl_addr + CTL_FENCE_LIMIT_IDX * 8
         while True:
-            cur = word_load(addr)
-            if cur >= limit or word_cas(addr, cur, limit) == cur:
+            cur = KW.word_load(addr)
+            if cur >= limit or KW.word_cas(addr, cur, limit) == cur:
                 return
 
     # ---------------------------------------------------------------------------------- verbs
@@ -327,11 +320,11 @@ class Locks:
         owner = self.system.owner
         claimed = False  # this waiter holds the slot's HANDOFF claim
         next_check = start
-        lock_wait_count(self._addr(slot), 1)
+        KL.lock_wait_count(self._addr(slot), 1)
         try:
             while True:
                 base = slot * LOCK_SLOT_WORDS
-                seen = word_load(self._addr(slot, LK_NOTIFY_IDX))
+                seen = KW.word_load(self._addr(slot, LK_NOTIFY_IDX))
                 fence, slot2, h = self._attempt(name, lease_ns)
                 if fence > 0:
                     claimed = False  # a grant to the claimer clears the claim
@@ -340,8 +333,8 @@ class Locks:
                     if claimed:
                         self._handoff(self._addr(slot), owner, 0)
                         claimed = False
-                    lock_wait_count(self._addr(slot2), 1)
-                    lock_wait_count(self._addr(slot), -1)
+                    KL.lock_wait_count(self._addr(slot2), 1)
+                    KL.lock_wait_count(self._addr(slot), -1)
                     slot = slot2
                     continue
                 holder = int(self.slots[base + LK_LOCK_IDX])
@@ -354,7 +347,7 @@ class Locks:
                     next_check = now + LIVENESS_CHECK_S
                 expired = lease_end and time.time_ns() >= lease_end
                 if holder and (expired or (check and not self.system.owner_alive(holder))):
-                    fence = lock_take_over(self._addr(slot), self.ctl_addr, h, holder, owner, lease_ns)
+                    fence = KL.lock_take_over(self._addr(slot), self.ctl_addr, h, holder, owner, lease_ns)
                     if fence == S.RESERVE:
                         self._reserve(slot)
                     if fence > 0:
@@ -381,7 +374,7 @@ class Locks:
         finally:
             if claimed:
                 self._handoff(self._addr(slot), owner, 0)
-            lock_wait_count(self._addr(slot), -1)
+            KL.lock_wait_count(self._addr(slot), -1)
 
     def _starvation(self, slot: int, waited: float, check: bool) -> bool:
         """The starvation bound: claim the next turn after :data:`STARVATION_S`, and (when

@@ -30,9 +30,8 @@ from nt_memory.errors import (
     ValueTooLarge,
     raise_status,
 )
-from nt_memory.kernels import cabi
+from nt_memory.kernels import Compiled, lazy
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, INT_ARRAY, U8_ARRAY, Compiled
 from nt_memory.kernels.layout.ring import (
     KIND_MSG,
     LOCAL_SEQ_MASK,
@@ -52,24 +51,7 @@ from nt_memory.kernels.layout.ring import (
     RING_TAIL_IDX,
     RING_TAIL_INTENT_IDX,
     RING_WAITERS_IDX,
-)
-from nt_memory.kernels.ring import (
     record_bytes,
-    ring_inject,
-    ring_publish,
-    ring_receive,
-    ring_receive_any,
-    ring_recover,
-    ring_skip,
-    ring_snapshot,
-)
-from nt_memory.kernels.words import (
-    store_word,
-    store_words,
-    word_cas,
-    word_fetch_add,
-    word_load,
-    word_store,
 )
 from nt_memory.native import fast
 from nt_memory.shm import coord_layout as C
@@ -80,6 +62,10 @@ from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wait_any, futex_wake, run_sleeps
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.values import Duration, Value
+
+KR = lazy("ring")
+KW = lazy("words")
+cabi = lazy("cabi")
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-./]{1,40}$")
 DEFAULT_TOPIC_BYTES = 1 << 20
@@ -143,17 +129,16 @@ class _Topic:
         self.notify_addr = self.hdr_addr + RING_NOTIFY_IDX * 8
         self.waiters_addr = self.hdr_addr + RING_WAITERS_IDX * 8
         self.spinners_addr = self.hdr_addr + RING_SPINNERS_IDX * 8
-        # The kernel's own formula, run as Python (a call through numba would load its compiler).
-        self.max_message = capacity // 4 - record_bytes.py_func(8) - 8  # type: ignore[attr-defined]
+        self.max_message = capacity // 4 - record_bytes(8) - 8  # the kernels' own formula
 
 
 class PubSub:
     """The topics of a system, as seen from this process."""
 
     PARTS: tuple[str, ...] = ("topics",)
-    _publish: Any = Compiled(ring_publish, INT, INT, INT, INT, BYTES)  # the pure path's publish
-    _inject: Any = Compiled(ring_inject, INT, INT, INT, INT, BYTES, INT)  # the cluster bridge's
-    _skip: Any = Compiled(ring_skip, INT, INT, INT, INT)
+    _publish: Any = Compiled("ring.ring_publish", "INT", "INT", "INT", "INT", "BYTES")  # the pure path's publish
+    _inject: Any = Compiled("ring.ring_inject", "INT", "INT", "INT", "INT", "BYTES", "INT")  # the cluster bridge's
+    _skip: Any = Compiled("ring.ring_skip", "INT", "INT", "INT", "INT")
 
     @classmethod
     def part_specs(cls, config=None, store=None) -> list[PartSpec]:
@@ -180,7 +165,6 @@ class PubSub:
         self.entries = seg.region(self.layout.entries_offset, max_topics * C.TOPIC_ENTRY_WORDS * 8, np.int64)
         self.board = seg.region(self.layout.subs_offset, max_subs * C.SUB_WORDS * 8, np.int64)
         self._topics: dict[bytes, _Topic] = {}
-        self._receive = ring_receive
         self._dir_lock = OwnedLock(system, self.ctl, C.CTL_LOCK_IDX, "the topic directory")
         self.count_addr = self.ctl.ctypes.data + C.CTL_COUNT_IDX * 8
         self.closed = False
@@ -227,11 +211,11 @@ class PubSub:
             lay.init(seg)
             seg.close()
             e = count * C.TOPIC_ENTRY_WORDS
-            store_word(self.entries, e + C.TOPIC_CAPACITY_IDX, self.topic_bytes)
-            store_word(self.entries, e + C.TOPIC_NAME_LEN_IDX, len(key))
-            store_words(self.entries, e + C.TOPIC_NAME_IDX, L.text_words(key, C.TOPIC_NAME_BYTES // 8))
-            store_word(self.entries, e + C.TOPIC_STATE_IDX, 1)  # published: readers match the name now
-            store_word(self.ctl, C.CTL_COUNT_IDX, count + 1)
+            KW.store_word(self.entries, e + C.TOPIC_CAPACITY_IDX, self.topic_bytes)
+            KW.store_word(self.entries, e + C.TOPIC_NAME_LEN_IDX, len(key))
+            KW.store_words(self.entries, e + C.TOPIC_NAME_IDX, L.text_words(key, C.TOPIC_NAME_BYTES // 8))
+            KW.store_word(self.entries, e + C.TOPIC_STATE_IDX, 1)  # published: readers match the name now
+            KW.store_word(self.ctl, C.CTL_COUNT_IDX, count + 1)
             futex_wake(self.count_addr)  # pattern subscribers sleep on the count: a new topic
             return count
 
@@ -262,18 +246,18 @@ class PubSub:
             cur = int(self.board[i * C.SUB_WORDS + C.SUB_OWNER_IDX])
             if cur != 0 and members.owner_alive(cur):
                 continue
-            if word_cas(base + (i * C.SUB_WORDS + C.SUB_OWNER_IDX) * 8, cur, owner) != cur:
+            if KW.word_cas(base + (i * C.SUB_WORDS + C.SUB_OWNER_IDX) * 8, cur, owner) != cur:
                 continue
             e = i * C.SUB_WORDS
             row = np.array([topic_index, next_msg, 0, 0, time.time_ns()], np.int64)
-            store_words(self.board, e + C.SUB_TOPIC_IDX, row)
+            KW.store_words(self.board, e + C.SUB_TOPIC_IDX, row)
             return self.board[e + C.SUB_NEXT_IDX : e + C.SUB_DROPPED_IDX + 1]
         return None
 
     def release_board_entry(self, counters: np.ndarray) -> None:
         """Give back the entry whose counters :meth:`claim_board_entry` returned."""
         # ``counters`` keeps the mapping alive, so this store is safe even after the system closed.
-        word_cas(counters.ctypes.data - (C.SUB_NEXT_IDX - C.SUB_OWNER_IDX) * 8, self.system.owner, 0)
+        KW.word_cas(counters.ctypes.data - (C.SUB_NEXT_IDX - C.SUB_OWNER_IDX) * 8, self.system.owner, 0)
 
     def subscribers(self) -> list[dict]:
         """Every subscription on the board whose process is alive: its topic, pid, how many
@@ -431,7 +415,7 @@ class PubSub:
         wait = wait or BoundedWait(self.system, f"topic {topic!r}")
         holder = int(t.ring[RING_LOCK_IDX])
         if wait.holder_dead(holder):
-            ring_recover(t.ring, RING_LOCK_IDX, holder)
+            KR.ring_recover(t.ring, RING_LOCK_IDX, holder)
         else:
             wait.pause(holder)
         return wait
@@ -446,7 +430,7 @@ class PubSub:
             return Subscription(self, topic, t, 0, 0, spin_s)
         wait = None
         while True:
-            cursor, first = ring_snapshot(t.hdr_addr, self.system.owner)
+            cursor, first = KR.ring_snapshot(t.hdr_addr, self.system.owner)
             if cursor >= 0:
                 return Subscription(self, topic, t, cursor, first, spin_s)
             wait = self._wait_append(t, topic, wait)
@@ -471,7 +455,7 @@ class BridgeReader:
     :meth:`done` advances once the cluster has a message, so a bridge that takes over resumes
     there). Lapped, it knows how many of this host's messages it lost from their local numbers."""
 
-    _receive: Any = Compiled(ring_receive_any, INT, INT, INT, INT, U8_ARRAY)
+    _receive: Any = Compiled("ring.ring_receive_any", "INT", "INT", "INT", "INT", "U8_ARRAY")
 
     def __init__(self, t: _Topic):
         self.t = t
@@ -481,7 +465,7 @@ class BridgeReader:
         self.expected_local = acquire_load(t.ring, RING_FORWARD_LOCAL_IDX)
         self.bridge_waiters_addr = t.hdr_addr + RING_BRIDGE_WAITERS_IDX * 8
         # Only the role's holder sleeps there: whatever a bridge killed asleep left goes.
-        store_word(t.ring, RING_BRIDGE_WAITERS_IDX, 0)
+        KW.store_word(t.ring, RING_BRIDGE_WAITERS_IDX, 0)
         self.out = np.zeros(t.max_message + 16, np.uint8)
         self.lost = 0  # this host's messages the ring overwrote before they went out (lapped)
 
@@ -506,9 +490,9 @@ class BridgeReader:
 
     def done(self) -> None:
         """The messages read so far are out: a bridge that takes over starts after them."""
-        store_word(self.t.ring, RING_FORWARD_POS_IDX, self.cursor)
-        store_word(self.t.ring, RING_FORWARD_NO_IDX, self.expected)
-        store_word(self.t.ring, RING_FORWARD_LOCAL_IDX, self.expected_local)
+        KW.store_word(self.t.ring, RING_FORWARD_POS_IDX, self.cursor)
+        KW.store_word(self.t.ring, RING_FORWARD_NO_IDX, self.expected)
+        KW.store_word(self.t.ring, RING_FORWARD_LOCAL_IDX, self.expected_local)
 
     def pending(self) -> bool:
         return acquire_load(self.t.ring, RING_TAIL_IDX) > self.cursor
@@ -520,14 +504,14 @@ def wait_for_any(readers: list[BridgeReader], timeout: float) -> None:
     in BRIDGE_WAITERS, not WAITERS: publishers wake it, and the topic's own receivers keep their
     spin window (they spin only while no other receiver sleeps)."""
     for r in readers:
-        word_fetch_add(r.bridge_waiters_addr, 1)
+        KW.word_fetch_add(r.bridge_waiters_addr, 1)
     try:
-        seen = [(r.t.notify_addr, word_load(r.t.notify_addr)) for r in readers]
+        seen = [(r.t.notify_addr, KW.word_load(r.t.notify_addr)) for r in readers]
         if not any(r.pending() for r in readers):
             futex_wait_any(seen, timeout)
     finally:
         for r in readers:
-            word_fetch_add(r.bridge_waiters_addr, -1)
+            KW.word_fetch_add(r.bridge_waiters_addr, -1)
 
 
 def _release_in(pid: int, pubsub: PubSub, counters: np.ndarray) -> None:
@@ -547,7 +531,7 @@ class Subscription:
     """
 
     # The pure path's store of its board counters: one compiled call, no per-call type dispatch.
-    _store_counts: Any = Compiled(store_words, INT_ARRAY, INT, INT_ARRAY)
+    _store_counts: Any = Compiled("words.store_words", "INT_ARRAY", "INT", "INT_ARRAY")
 
     def __init__(self, pubsub: PubSub, topic: str, ring: _Topic, cursor: int, first_msg: int, spin_s: float = SPIN_S):
         self.topic = topic
@@ -621,9 +605,7 @@ class Subscription:
                 raise TierError(f"receive from {self.topic!r} failed: {exc}") from None
         t = self._t
         with self._lock:
-            n, self._cursor, msg_no = self._pubsub._receive(
-                t.hdr_addr, t.data_addr, t.capacity, self._cursor, self._out
-            )
+            n, self._cursor, msg_no = KR.ring_receive(t.hdr_addr, t.data_addr, t.capacity, self._cursor, self._out)
             if n == S.NOT_FOUND:
                 return None
             if n < 0:
@@ -656,7 +638,7 @@ class Subscription:
         # One receiver at a time, and none while others sleep (kernels/ring.py: SPINNERS).
         t = self._t
         start = time.perf_counter()
-        if self._spin > 0 and word_load(t.waiters_addr) == 0 and word_cas(t.spinners_addr, 0, 1) == 0:
+        if self._spin > 0 and KW.word_load(t.waiters_addr) == 0 and KW.word_cas(t.spinners_addr, 0, 1) == 0:
             try:
                 spin_end = start + min(self._spin, timeout if timeout is not None else self._spin)
                 while time.perf_counter() < spin_end:
@@ -664,7 +646,7 @@ class Subscription:
                     if msg is not None:
                         return msg
             finally:
-                word_store(t.spinners_addr, 0)
+                KW.word_store(t.spinners_addr, 0)
         deadline = None if timeout is None else time.monotonic() + timeout
         msg = run_sleeps(self._sleeps(deadline))
         if msg is not None:
@@ -676,10 +658,10 @@ class Subscription:
         ring's sleepers (so publishers wake it), it re-checks the ring after every wake and yields
         the ring's notify word to sleep on; returns the message, or None at ``deadline``."""
         t = self._t
-        word_fetch_add(t.waiters_addr, 1)
+        KW.word_fetch_add(t.waiters_addr, 1)
         try:
             while True:
-                seen = word_load(t.notify_addr)
+                seen = KW.word_load(t.notify_addr)
                 msg = self.try_recv()
                 if msg is not None:
                     return msg
@@ -688,7 +670,7 @@ class Subscription:
                     return None
                 yield ((t.notify_addr, seen),), left if left is not None else 1.0
         finally:
-            word_fetch_add(t.waiters_addr, -1)
+            KW.word_fetch_add(t.waiters_addr, -1)
 
     async def arecv(self, timeout: Duration | None = None) -> Any:
         """``recv`` for coroutines: never blocks the event loop and takes no thread per wait (the
@@ -799,10 +781,10 @@ class PatternSubscription:
         try:
             while True:
                 for sub in self._subs[len(counted) :]:
-                    word_fetch_add(sub._t.waiters_addr, 1)
+                    KW.word_fetch_add(sub._t.waiters_addr, 1)
                     counted.append(sub)
-                words = [(s._t.notify_addr, word_load(s._t.notify_addr)) for s in counted]
-                words.append((self._pubsub.count_addr, word_load(self._pubsub.count_addr)))
+                words = [(s._t.notify_addr, KW.word_load(s._t.notify_addr)) for s in counted]
+                words.append((self._pubsub.count_addr, KW.word_load(self._pubsub.count_addr)))
                 found = self.try_recv()
                 if found is not None:
                     return found
@@ -812,7 +794,7 @@ class PatternSubscription:
                 yield words, left if left is not None else 1.0
         finally:
             for sub in counted:
-                word_fetch_add(sub._t.waiters_addr, -1)
+                KW.word_fetch_add(sub._t.waiters_addr, -1)
 
     def recv(self, timeout: Duration | None = None) -> tuple[str, object] | None:
         """The next ``(topic, message)``; sleeps until one arrives. None when ``timeout`` (seconds

@@ -49,9 +49,11 @@ import numpy as np
 
 from nt_memory.coordination.pubsub import PubSub
 from nt_memory.errors import ConfigError, LockTimeout, NtMemoryError, TierError
-from nt_memory.kernels.words import word_cas, word_load, word_store
+from nt_memory.kernels import lazy
 from nt_memory.shm import embed_layout as E
 from nt_memory.tiers.l2 import VectorTier, check_search_args, hits_from_keys
+
+KW = lazy("words")
 
 MODES = ("shared", "local")
 REQUEST_TOPIC = "_ntm/search/requests"
@@ -111,14 +113,14 @@ class SearchService:
 
     # ------------------------------------------------------------------------------- the role
     def _holder(self) -> int:
-        return word_load(self._role_addr)
+        return KW.word_load(self._role_addr)
 
     def serves(self) -> bool:
         return self._holder() == self.system.owner
 
     def _beat(self) -> int:
         now = time.time_ns()
-        word_store(self._beat_addr, now)
+        KW.word_store(self._beat_addr, now)
         return now
 
     def _beat_if_serving(self) -> None:
@@ -129,7 +131,7 @@ class SearchService:
         """``holder``'s thread went round its loop within STALE_S and (``check_pid``) its process
         is alive. The pid check reads ``/proc``: tens of microseconds, so a search skips it until
         its reply is late."""
-        if not holder or time.time_ns() - word_load(self._beat_addr) > STALE_S * 1e9:
+        if not holder or time.time_ns() - KW.word_load(self._beat_addr) > STALE_S * 1e9:
             return False
         return not check_pid or self.system.owner_alive(holder)
 
@@ -137,7 +139,7 @@ class SearchService:
         """Become the holder in place of ``holder`` (0, dead or stalled). Requests are subscribed
         to first: one published after the role word names us is always heard."""
         requests = self.pubsub.subscribe(REQUEST_TOPIC, spin_s=SERVE_SPIN_S)
-        if word_cas(self._role_addr, holder, self.system.owner) != holder:
+        if KW.word_cas(self._role_addr, holder, self.system.owner) != holder:
             requests.close()
             return False
         self.takeovers += holder != 0
@@ -232,7 +234,7 @@ class SearchService:
                 if now > deadline:
                     pid = self.system.members.owner_pid(holder)
                     raise TierError(f"the search index's holder (pid {pid}) gave no answer in {WAIT_S:.0f} s")
-                idle = word_load(self._idle_addr) > sent_ns  # it polled since, and found nothing
+                idle = KW.word_load(self._idle_addr) > sent_ns  # it polled since, and found nothing
                 if idle:
                     misses += 1
                     if misses >= DEAF_MISSES:
@@ -272,7 +274,7 @@ class SearchService:
                 try:
                     msg = requests.recv(POLL_S)
                     if msg is None:
-                        word_store(self._idle_addr, polled)  # askers tell from this that we miss theirs
+                        KW.word_store(self._idle_addr, polled)  # askers tell from this that we miss theirs
                         self.l2.sync()  # idle: index new vectors now, not inside a search
                         continue
                     self._answer(msg)
@@ -354,7 +356,7 @@ class SearchService:
     def close(self) -> None:
         """Stop serving and give the role up (the caller saves the index first)."""
         self.stop()
-        word_cas(self._role_addr, self.system.owner, 0)
+        KW.word_cas(self._role_addr, self.system.owner, 0)
         if self._replies is not None:
             self._replies.close()
             self._replies = None

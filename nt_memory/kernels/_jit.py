@@ -116,29 +116,6 @@ U8_ARRAY = numba.types.uint8[::1]
 F32_ARRAY = numba.types.float32[::1]
 
 
-class Compiled:
-    """A class attribute holding ``dispatcher``'s compiled entry point for ``arg_types`` (see
-    :func:`entry_point`), compiled or loaded from numba's cache on first access, which then puts
-    the entry in its place. The first kernel a process loads brings in numba's compiler (about half
-    a second), so a process that never calls (an observer: ``nt-memory inspect``, ``top``) never
-    pays; a class that must not pay on a first call reads its entries when an instance is made."""
-
-    def __init__(self, dispatcher, *arg_types):
-        self.dispatcher = dispatcher
-        self.arg_types = arg_types
-        self.name = ""
-
-    def __set_name__(self, owner, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj, owner=None):
-        fn = entry_point(self.dispatcher, *self.arg_types)
-        # A compiled entry is a builtin function: no descriptor, so an instance's lookup finds it
-        # as it is, with no binding step (a staticmethod would add one to every call).
-        setattr(owner, self.name, staticmethod(fn) if hasattr(type(fn), "__get__") else fn)
-        return fn
-
-
 def entry_point(dispatcher, *arg_types):
     """The compiled entry of ``dispatcher`` for exactly ``arg_types``, for Python fast paths.
 

@@ -30,8 +30,6 @@ Block (16-byte aligned, offset 0 is never a block, so a unit index of 0 means "n
 A reference is ``(gen & 0xFFFFFF) << 40 | offset >> 4``; it is never 0 because offset >= 16.
 """
 
-import numpy as np
-
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import cas, copy_bytes, fetch_add, load_acquire
 from nt_memory.kernels.layout.arena import (
@@ -43,34 +41,18 @@ from nt_memory.kernels.layout.arena import (
     ARENA_FREE_HEAD_STRIDE,
     ARENA_FREES_IDX,
     ARENA_HDR_WORDS,
-    ARENA_MAX_CLASSES,
     ARENA_NCLASSES_IDX,
     ARENA_USED_BYTES_IDX,
     BLOCK_HDR_BYTES,
     CLASS_FALLBACK,
     FIRST_BLOCK_OFFSET,
+    class_sizes,
 )
 from nt_memory.kernels.status import CORRUPT, FULL, OK
 
 _U32 = 0xFFFFFFFF
 _GEN_MASK = 0xFFFFFF
 _REF_OFFSET_MASK = (1 << 40) - 1
-
-
-def class_sizes(max_block_bytes):
-    """The block sizes of the classes (ascending, multiples of 16) up to ``max_block_bytes``.
-
-    16-byte steps up to 128, then four classes per doubling, so a block wastes under 25 %.
-    """
-    sizes = list(range(32, 129, 16))
-    step = 32
-    while sizes[-1] < max_block_bytes:
-        for _ in range(4):
-            sizes.append(sizes[-1] + step)
-        step *= 2
-    if len(sizes) > ARENA_MAX_CLASSES:
-        raise ValueError(f"max_block_bytes={max_block_bytes} needs more than {ARENA_MAX_CLASSES} classes")
-    return np.array(sizes, dtype=np.int64)
 
 
 @jit(inline="always")

@@ -24,6 +24,29 @@ from nt_memory.kernels.atomics import address_to_words, bytes_view, load_acquire
 from nt_memory.kernels.embedlog import log_write
 from nt_memory.kernels.idmap import idmap_get, idmap_put
 from nt_memory.kernels.layout.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, REC_PUT, RECORD_HDR_BYTES
+from nt_memory.kernels.layout.embedput import (
+    LC_CHUNK_ADDR,
+    LC_CHUNK_NO,
+    LC_CHUNK_RECORDS,
+    LC_CHUNK_SIZE,
+    LC_COUNT_ADDR,
+    LC_HEADERS_OFF,
+    LC_IDS_HI,
+    LC_IDS_LEN,
+    LC_IDS_LO,
+    LC_IDS_VALS,
+    LC_KEYS_END,
+    LC_KEYS_OFF,
+    LC_LATEST_UPTO,
+    LC_LOCK_ADDR,
+    LC_NCHUNKS_ADDR,
+    LC_OWNER,
+    LC_VEC_BYTES,
+    LC_VECTORS_OFF,
+    LC_WORDS,
+    LC_WORDS_OFF,
+    SLOW_PATH,
+)
 from nt_memory.kernels.layout.table import CTX_NSTRIPES_IDX, CTX_OWNER_IDX, J_HELD
 from nt_memory.kernels.lockword import lockword_release, lockword_try_acquire
 from nt_memory.kernels.status import BUSY, OK
@@ -36,29 +59,6 @@ from nt_memory.kernels.table import (
     unlock_stripe_word,
     write_check,
 )
-
-LC_COUNT_ADDR = 0  # the log's COUNT word
-LC_LOCK_ADDR = 1  # the log's append lock word
-LC_NCHUNKS_ADDR = 2  # the log's NCHUNKS word
-LC_OWNER = 3  # this process's owner id (the lock words' value)
-LC_CHUNK_NO = 4  # the chunk mapped last (-1: none yet)
-LC_CHUNK_ADDR = 5
-LC_CHUNK_SIZE = 6
-LC_WORDS_OFF = 7  # the chunk layout's offsets, and records per chunk
-LC_KEYS_OFF = 8
-LC_KEYS_END = 9
-LC_HEADERS_OFF = 10
-LC_VECTORS_OFF = 11
-LC_VEC_BYTES = 12
-LC_CHUNK_RECORDS = 13
-LC_LATEST_UPTO = 14  # the latest-id map holds every record below this id
-LC_IDS_LO = 15  # the latest-id map's three arrays (kernels/idmap.py) and their length
-LC_IDS_HI = 16
-LC_IDS_VALS = 17
-LC_IDS_LEN = 18
-LC_WORDS = 19
-
-SLOW_PATH = -100  # not the common case (see above): nothing was done
 
 
 @jit

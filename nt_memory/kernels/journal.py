@@ -23,7 +23,7 @@ Record payload (after the ring's 16-byte record header)::
 
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.arena import write_bytes
-from nt_memory.kernels.atomics import load_acquire, store_release
+from nt_memory.kernels.atomics import address_to_bytes, address_to_words, load_acquire, store_release
 from nt_memory.kernels.layout.journal import (
     JOURNAL_DELETE,
     JOURNAL_EXPIRY_OFFSET,
@@ -33,7 +33,7 @@ from nt_memory.kernels.layout.journal import (
     JOURNAL_PUT,
     JOURNAL_PUT_EMB,
 )
-from nt_memory.kernels.layout.ring import KIND_CORRUPT, RECORD_HDR_BYTES, RING_HEAD_IDX, RING_TAIL_IDX
+from nt_memory.kernels.layout.ring import KIND_CORRUPT, RECORD_HDR_BYTES, RING_HDR_WORDS, RING_HEAD_IDX, RING_TAIL_IDX
 from nt_memory.kernels.ring import ring_commit, ring_lock, ring_max_records, ring_record_at, ring_reserve, ring_unlock
 from nt_memory.kernels.status import BUSY, CORRUPT, FULL, JOURNAL_FULL, NOT_FOUND, OK
 
@@ -151,3 +151,18 @@ def journal_payload(jw, off):
     """(data expiry, key length, value length) of the record whose payload starts at ``off``."""
     klen, vlen = _lens(jw, off)
     return jw[(off + JOURNAL_EXPIRY_OFFSET) >> 3], klen, vlen
+
+
+@jit
+def journal_find_at(ring_addr, data_addr, cap, key):
+    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
+    jw = address_to_words(data_addr, cap >> 3)
+    jb = address_to_bytes(data_addr, cap)
+    return journal_find(jhdr, jw, jb, cap, key)
+
+
+@jit
+def journal_index_at(ring_addr, data_addr, cap, pos, tail, out):
+    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
+    jw = address_to_words(data_addr, cap >> 3)
+    return journal_index(jhdr, jw, cap, pos, tail, out)

@@ -91,15 +91,12 @@ from nt_memory.kernels.layout.ring import (
     RING_TAIL_INTENT_IDX,
     RING_WAITERS_IDX,
 )
+from nt_memory.kernels.layout.ring import record_bytes as layout_record_bytes
 from nt_memory.kernels.lockword import lockword_acquire, lockword_release, lockword_steal, lockword_try_acquire
 from nt_memory.kernels.status import BUSY, CORRUPT, FULL, NOT_FOUND, OK, OUT_TOO_SMALL, VALUE_TOO_LARGE
 
-
-@jit
-def record_bytes(payload_len):
-    """Bytes a record of ``payload_len`` takes in the ring, header and padding included: a multiple
-    of 16, so every record (a PAD one included) starts where its header fits before the end."""
-    return RECORD_HDR_BYTES + ((payload_len + 15) & ~15)
+# The formula lives with the layout, where Python code that sizes a ring reads it without numba.
+record_bytes = jit(layout_record_bytes)
 
 
 @jit

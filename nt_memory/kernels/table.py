@@ -350,6 +350,19 @@ def table_lookup(ctx_addr, h, key, out, copy):
     return BUSY
 
 
+@jit(inline="always")  # into the caller's code: no call, no refcounting of the three arrays
+def l1_lookup(handle, h, key, out):
+    """Look a key up from ``@njit`` code (or Python). ``handle`` is :meth:`HotCache.njit_handle`,
+    ``h`` :meth:`HotCache.key_hash`, ``key`` :meth:`HotCache.key_array` (or any uint8 array / bytes
+    holding ``namespace \\0 key``), ``out`` a uint8 array receiving the encoded value.
+
+    Returns ``length << 8 | tag`` (>= 0), or a negative :mod:`nt_memory.kernels.status` code:
+    NOT_FOUND, EXPIRED, BUSY (a writer stalled: retry, or let Python recover a dead one),
+    OUT_TOO_SMALL, CLOSED. No lock is taken; the value is never torn.
+    """
+    return table_lookup(handle.ctypes.data, h, key, out, True)
+
+
 @jit(inline="always")
 def table_prefetch(ctx_addr, h, stage):
     """Warm the caches for a later :func:`table_lookup` of hash ``h``, so a batch of lookups overlaps

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from nt_memory.kernels import lazy
 from nt_memory.kernels.layout.locktable import LOCK_SLOT_WORDS
 from nt_memory.kernels.layout.ring import RING_HDR_BYTES
-from nt_memory.kernels.ring import ring_init
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
+
+KR = lazy("ring")
 
 TOPIC_ENTRY_WORDS = 8
 TOPIC_STATE_IDX = 0
@@ -86,7 +88,7 @@ class TopicRingLayout:
         return cls(capacity, lay.offset("ring"), lay.offset("data"), lay.total_bytes)
 
     def init(self, seg: Segment) -> None:
-        ring_init(seg.region(self.ring_offset, RING_HDR_BYTES, "int64"), self.capacity)
+        KR.ring_init(seg.region(self.ring_offset, RING_HDR_BYTES, "int64"), self.capacity)
 
 
 @dataclasses.dataclass(frozen=True)

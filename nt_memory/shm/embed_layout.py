@@ -41,9 +41,11 @@ import dataclasses
 import numpy as np
 
 from nt_memory.errors import CorruptSegment
-from nt_memory.kernels.words import store_words
+from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
+
+KW = lazy("words")
 
 CTL_WORDS = 64
 LOCK_IDX = 0
@@ -107,7 +109,7 @@ class EmbedLayout:
         ctl[CHUNK_KEY_BYTES_IDX] = self.chunk_key_bytes
         ctl[LOG_ID_IDX] = log_id
         ctl[RECORD_BYTES_IDX] = record_bytes(self.dim)
-        store_words(seg.region(self.ctl_offset, CTL_WORDS * 8, "int64"), 0, ctl)
+        KW.store_words(seg.region(self.ctl_offset, CTL_WORDS * 8, "int64"), 0, ctl)
 
     def chunk_layout(self) -> L.Layout:
         lay = L.Layout()

@@ -28,7 +28,7 @@ from nt_memory.kernels.layout.ring import RING_CAPACITY_IDX, RING_CONSUMER_LOCK_
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 
-R = lazy("ring")
+KR = lazy("ring")
 
 DRAIN_LOCK_IDX = RING_CONSUMER_LOCK_IDX
 ROLE_IDX = DRAIN_LOCK_IDX + 1
@@ -72,4 +72,4 @@ class JournalLayout:
         return expected
 
     def init(self, seg: Segment) -> None:
-        R.ring_init(seg.region(self.ring_offset, RING_HDR_BYTES, "int64"), self.capacity)
+        KR.ring_init(seg.region(self.ring_offset, RING_HDR_BYTES, "int64"), self.capacity)

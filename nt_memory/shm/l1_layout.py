@@ -24,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 
 from nt_memory.errors import CorruptSegment
-from nt_memory.kernels.arena import arena_init, class_sizes
-from nt_memory.kernels.layout.arena import ARENA_HDR_BYTES, BLOCK_HDR_BYTES
+from nt_memory.kernels import lazy
+from nt_memory.kernels.layout.arena import ARENA_HDR_BYTES, BLOCK_HDR_BYTES, class_sizes
 from nt_memory.kernels.layout.table import SLOT_BYTES, STRIPE_BYTES, TABLE_HDR_BYTES
-from nt_memory.kernels.table import table_init
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
+
+KA = lazy("arena")
+KT = lazy("table")
 
 NSTRIPES = 64
 MIN_SLOTS = 64
@@ -97,7 +99,7 @@ class L1Layout:
 
     def init(self, seg: Segment, *, max_entries, max_key, max_value, track_access, hash_mask, default_ttl_ns):
         hdr = seg.region(self.table_offset, TABLE_HDR_BYTES, "int64")
-        table_init(
+        KT.table_init(
             hdr, self.nslots, max_entries, max_key, max_value, self.nstripes, track_access, hash_mask, default_ttl_ns
         )
 
@@ -134,7 +136,7 @@ class ArenaLayout:
 
     def init(self, seg: Segment) -> None:
         hdr = seg.region(self.arena_offset, ARENA_HDR_BYTES, "int64")
-        arena_init(hdr, self.data_bytes, self.max_block_bytes)
+        KA.arena_init(hdr, self.data_bytes, self.max_block_bytes)
 
     def validate_header(self, seg: Segment) -> None:
         hdr = seg.region(self.arena_offset, ARENA_HDR_BYTES, "int64")

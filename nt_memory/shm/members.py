@@ -27,7 +27,7 @@ from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import acquire_load
 
-W = lazy("words")
+KW = lazy("words")
 
 MEMBER_WORDS = 16
 MEMBER_BYTES = MEMBER_WORDS * 8
@@ -111,16 +111,16 @@ class MemberTable:
         for attempt in range(2):
             for slot in range(self.capacity):
                 st_addr = self._addr(slot, M_STATE_IDX)
-                state = W.word_load(st_addr)
+                state = KW.word_load(st_addr)
                 if state & 1:
                     if attempt == 0 or self._slot_alive(slot, state):
                         continue
                     # Dead holder: release its registration first (a lock word naming it stays
                     # recognisably orphaned because the state moves on).
-                    if W.word_cas(st_addr, state, state + 1) != state:
+                    if KW.word_cas(st_addr, state, state + 1) != state:
                         continue
                     state += 1
-                if W.word_cas(st_addr, state, state + 1) != state:
+                if KW.word_cas(st_addr, state, state + 1) != state:
                     continue
                 row = np.zeros(MEMBER_WORDS, np.int64)  # composed here; the state word stays as claimed
                 now = time.time_ns()
@@ -130,7 +130,7 @@ class MemberTable:
                 row[M_ATTACHED_IDX] = now
                 raw = label.encode("utf-8", "replace")[:LABEL_BYTES]
                 row[M_LABEL_IDX:] = L.text_words(raw, MEMBER_WORDS - M_LABEL_IDX)
-                W.store_words(self.words, slot * MEMBER_WORDS + M_PID_IDX, row[M_PID_IDX:])
+                KW.store_words(self.words, slot * MEMBER_WORDS + M_PID_IDX, row[M_PID_IDX:])
                 return slot, ((state + 1) << 16) | (slot + 1)
         raise CapacityError(
             f"all {self.capacity} member slots are held by live processes; raise max_members or close unused handles"
@@ -140,10 +140,10 @@ class MemberTable:
         slot = owner_slot(owner)
         state = owner_state(owner)
         if 0 <= slot < self.capacity:
-            W.word_cas(self._addr(slot, M_STATE_IDX), state, state + 1)
+            KW.word_cas(self._addr(slot, M_STATE_IDX), state, state + 1)
 
     def heartbeat(self, slot: int, now_ns: int) -> None:
-        W.word_store(self._addr(slot, M_HEARTBEAT_IDX), now_ns)
+        KW.word_store(self._addr(slot, M_HEARTBEAT_IDX), now_ns)
 
     def _slot_alive(self, slot: int, state: int) -> bool:
         base = slot * MEMBER_WORDS

@@ -23,9 +23,10 @@ import time
 from typing import Any
 
 from nt_memory.errors import LockTimeout
-from nt_memory.kernels._jit import INT, Compiled
-from nt_memory.kernels.lockword import lockword_acquire, lockword_steal
-from nt_memory.kernels.words import word_cas, word_store
+from nt_memory.kernels import Compiled, lazy
+
+KO = lazy("lockword")
+KW = lazy("words")
 
 STALL_TIMEOUT_S = 2.0
 _YIELDS = 50  # sched_yield()s before the first sleep: most holders are just preempted
@@ -113,8 +114,8 @@ class OwnedLock:
     __slots__ = ("system", "words", "idx", "what", "before_steal", "_addr")
     # The uncontended acquire and the release: compiled entries over the word's address (a
     # dispatch over the numpy array of words took ~1 us of the pair's ~1.3 us).
-    _cas: Any = Compiled(word_cas, INT, INT, INT)
-    _store: Any = Compiled(word_store, INT, INT)
+    _cas: Any = Compiled("words.word_cas", "INT", "INT", "INT")
+    _store: Any = Compiled("words.word_store", "INT", "INT")
 
     def __init__(self, system, words, idx: int, what: str, before_steal=None):
         self.system = system
@@ -131,12 +132,12 @@ class OwnedLock:
         if self._cas(self._addr, 0, owner) == 0:
             return
         wait = BoundedWait(self.system, self.what, timeout)
-        while not lockword_acquire(self.words, self.idx, owner):
+        while not KO.lockword_acquire(self.words, self.idx, owner):
             holder = int(self.words[self.idx])
             if wait.holder_dead(holder):
                 if self.before_steal is not None:
                     self.before_steal(holder)
-                if lockword_steal(self.words, self.idx, holder, owner):
+                if KO.lockword_steal(self.words, self.idx, holder, owner):
                     return
             else:
                 wait.pause(holder)

@@ -31,7 +31,7 @@ from nt_memory.errors import (
 from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 
-W = lazy("words")
+KW = lazy("words")
 
 SHM_DIR = "/dev/shm"
 
@@ -47,7 +47,7 @@ def acquire_load(words: np.ndarray, idx: int) -> int:
     a second of ``nt-memory ls``); elsewhere the kernels' acquire load."""
     if _TSO:
         return int(words[idx])
-    return int(W.word_load(words.ctypes.data + idx * 8))
+    return int(KW.word_load(words.ctypes.data + idx * 8))
 
 
 class Segment:
@@ -130,7 +130,7 @@ class Segment:
         header[L.STATE_IDX] = state
         header[L.PARAMS_IDX : L.PARAMS_IDX + L.N_PARAMS] = params + [0] * (L.N_PARAMS - len(params))
         header[L.CHECKSUM_IDX] = L.header_checksum(header)
-        W.store_words(seg.words, 0, header)
+        KW.store_words(seg.words, 0, header)
         if atomic:
             try:
                 os.link(SHM_DIR + build_name, SHM_DIR + shm_name)

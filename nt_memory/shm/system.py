@@ -58,7 +58,7 @@ from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
 from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly, acquire_load
 
-W = lazy("words")
+KW = lazy("words")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PREFIX = "ntm."
@@ -214,8 +214,8 @@ class System:
         made: dict[str, Segment] = {}
         try:
             cfg = root.region(lay.offset("config"), CONFIG_BYTES, np.int64)
-            W.store_word(cfg, 0, len(blob))
-            W.store_words(cfg, 1, L.text_words(blob))
+            KW.store_word(cfg, 0, len(blob))
+            KW.store_words(cfg, 1, L.text_words(blob))
             dirv = root.region(lay.offset("dir"), DIR_CAPACITY * DIR_ENTRY_BYTES, np.int64)
             for i, spec in enumerate(parts):
                 if not re.match(r"^[a-z0-9_.]{1,39}$", spec.part) or spec.part == "root":
@@ -225,8 +225,8 @@ class System:
                 if spec.init is not None:
                     spec.init(seg)
                 entry = i * DIR_ENTRY_BYTES // 8
-                W.store_words(dirv, entry, L.text_words(spec.part.encode(), DIR_NAME_BYTES // 8))
-                W.store_words(dirv, entry + DIR_NAME_BYTES // 8, np.array([spec.kind, spec.size, 0], np.int64))
+                KW.store_words(dirv, entry, L.text_words(spec.part.encode(), DIR_NAME_BYTES // 8))
+                KW.store_words(dirv, entry + DIR_NAME_BYTES // 8, np.array([spec.kind, spec.size, 0], np.int64))
             system = cls(name, root, made, register=True, label=label, mode=mode, gid=gid)
         except BaseException:
             for seg in made.values():
@@ -235,7 +235,7 @@ class System:
             root.unlink()
             root.close()
             raise
-        W.word_store(root.address + L.STATE_IDX * 8, L.STATE_READY)
+        KW.word_store(root.address + L.STATE_IDX * 8, L.STATE_READY)
         return system
 
     @classmethod

@@ -26,7 +26,7 @@ import threading
 import numpy as np
 
 from nt_memory.errors import CodecError
-from nt_memory.kernels._jit import jit
+from nt_memory.kernels import on_first_use
 from nt_memory.native import fast
 
 TAG_BYTES = 0x01
@@ -173,11 +173,14 @@ def _tuplify(descr):
     return descr
 
 
-@jit
-def array_data_offset(buf):
+def _array_data_offset(buf):
     """In ``@njit`` code: where an encoded array's data starts in ``buf`` (a uint8 array holding
     the encoded value), or -1 if ``buf`` does not hold an array. View it with
     ``buf[off:n].view(np.float64)`` (``n`` the value length)."""
     if len(buf) < _ARRAY_FIXED or buf[0] != TAG_ARRAY:
         return -1
     return np.int64(buf[1]) | (np.int64(buf[2]) << 8)
+
+
+# ``array_data_offset``: compiled on first use, so that importing the codec does not import numba.
+__getattr__ = on_first_use(globals(), array_data_offset=_array_data_offset)

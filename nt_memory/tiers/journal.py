@@ -29,10 +29,8 @@ from typing import Any
 import numpy as np
 
 from nt_memory.errors import CorruptSegment, TierError, raise_status
+from nt_memory.kernels import Compiled, lazy
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, Compiled, jit
-from nt_memory.kernels.atomics import address_to_bytes, address_to_words
-from nt_memory.kernels.journal import journal_find, journal_index
 from nt_memory.kernels.layout.journal import JOURNAL_DELETE, JOURNAL_PAYLOAD_FIXED, JOURNAL_PUT, JOURNAL_PUT_EMB
 from nt_memory.kernels.layout.ring import (
     RECORD_HDR_BYTES,
@@ -44,8 +42,6 @@ from nt_memory.kernels.layout.ring import (
     RING_TAIL_IDX,
     RING_WAITERS_IDX,
 )
-from nt_memory.kernels.lockword import lockword_steal, lockword_try_acquire
-from nt_memory.kernels.words import word_cas, word_fetch_add, word_load, word_store
 from nt_memory.shm import layout as L
 from nt_memory.shm.journal_layout import (
     DRAIN_LOCK_IDX,
@@ -62,6 +58,10 @@ from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.l3 import ColdStore, pack_kv, required
 
+KJ = lazy("journal")
+KO = lazy("lockword")
+KW = lazy("words")
+
 _PAYLOAD_HEAD = struct.Struct("<qII")
 BATCH_RECORDS = 4096
 BATCH_BYTES = 8 << 20
@@ -74,21 +74,6 @@ COALESCE_BYTES = 1 << 20
 ROOM_TIMEOUT_S = 10.0
 
 
-@jit
-def _find_at(ring_addr, data_addr, cap, key):
-    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
-    jw = address_to_words(data_addr, cap >> 3)
-    jb = address_to_bytes(data_addr, cap)
-    return journal_find(jhdr, jw, jb, cap, key)
-
-
-@jit
-def _index_at(ring_addr, data_addr, cap, pos, tail, out):
-    jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
-    jw = address_to_words(data_addr, cap >> 3)
-    return journal_index(jhdr, jw, cap, pos, tail, out)
-
-
 class Journal:
     """This process's view of the system's journal, and its flusher/watcher thread.
 
@@ -96,7 +81,7 @@ class Journal:
     writer's hold on the journal's append lock, after replaying its stripes)."""
 
     PARTS: tuple[str, ...] = ("journal",)
-    _find: Any = Compiled(_find_at, INT, INT, INT, BYTES)  # a key's last record, on an L3 read
+    _find: Any = Compiled("journal.journal_find_at", "INT", "INT", "INT", "BYTES")  # a key's last record, on an L3 read
 
     @classmethod
     def part_specs(cls, config, store=None) -> list[PartSpec]:
@@ -188,7 +173,7 @@ class Journal:
         """Copy the records of [head, tail) (at most one batch) out of the journal: returns
         ([(position, key, packed kv value or None to delete, embedding or None)], end position).
         A delete (or an expired put) removes the key's embedding too; a plain put leaves it."""
-        rows, end = _index_at(self.ring_addr, self.data_addr, self.capacity, head, tail, self._index)
+        rows, end = KJ.journal_index_at(self.ring_addr, self.data_addr, self.capacity, head, tail, self._index)
         if rows < 0:
             raise CorruptSegment(f"system {self.system.name!r}: the journal holds an impossible record at {end}")
         now = time.time_ns()
@@ -218,7 +203,7 @@ class Journal:
 
     def _take_drain_lock(self) -> bool:
         owner = self.system.owner
-        if lockword_try_acquire(self.ring, DRAIN_LOCK_IDX, owner):
+        if KO.lockword_try_acquire(self.ring, DRAIN_LOCK_IDX, owner):
             return True
         holder = int(self.ring[DRAIN_LOCK_IDX])
         if holder == 0 or holder == owner:
@@ -226,7 +211,7 @@ class Journal:
         if self.system.owner_alive(holder) and not self._stalled(holder):
             return False
         # Dead or stalled mid-batch: safe to take over (apply_journal skips what it committed).
-        return bool(lockword_steal(self.ring, DRAIN_LOCK_IDX, holder, owner))
+        return bool(KO.lockword_steal(self.ring, DRAIN_LOCK_IDX, holder, owner))
 
     def _stalled(self, holder: int) -> bool:
         pid = self.system.members.owner_pid(holder)
@@ -250,7 +235,7 @@ class Journal:
                 self.l3.apply_journal(self.position_key, records, end)
                 self._advance_head(end)
             finally:
-                word_cas(self.ring_addr + DRAIN_LOCK_IDX * 8, self.system.owner, 0)
+                KW.word_cas(self.ring_addr + DRAIN_LOCK_IDX * 8, self.system.owner, 0)
             self.drained_records += len(records)
             self.drains += 1
             return max(len(records), 1)
@@ -260,12 +245,12 @@ class Journal:
         older end), note the progress, and wake writers waiting for it."""
         addr = self.ring_addr + RING_HEAD_IDX * 8
         while True:
-            cur = word_load(addr)
-            if cur >= end or word_cas(addr, cur, end) == cur:
+            cur = KW.word_load(addr)
+            if cur >= end or KW.word_cas(addr, cur, end) == cur:
                 break
-        word_store(self.ring_addr + PROGRESS_IDX * 8, time.time_ns())
-        word_fetch_add(self.ring_addr + DRAINS_IDX * 8, 1)
-        word_fetch_add(self.ring_addr + RING_NOTIFY_IDX * 8, 1)
+        KW.word_store(self.ring_addr + PROGRESS_IDX * 8, time.time_ns())
+        KW.word_fetch_add(self.ring_addr + DRAINS_IDX * 8, 1)
+        KW.word_fetch_add(self.ring_addr + RING_NOTIFY_IDX * 8, 1)
         if self._word(RING_WAITERS_IDX) > 0:
             futex_wake(self.ring_addr + RING_NOTIFY_IDX * 8)
 
@@ -275,7 +260,7 @@ class Journal:
         notify = self.ring_addr + RING_NOTIFY_IDX * 8
         waiters = self.ring_addr + RING_WAITERS_IDX * 8
         while self.head < target:
-            seen = word_load(notify)
+            seen = KW.word_load(notify)
             if self.drain():
                 continue
             if self.head >= target:
@@ -283,11 +268,11 @@ class Journal:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            word_fetch_add(waiters, 1)
+            KW.word_fetch_add(waiters, 1)
             try:
                 futex_wait(notify, seen, min(left, 0.002))
             finally:
-                word_fetch_add(waiters, -1)
+                KW.word_fetch_add(waiters, -1)
         return True
 
     def wait_durable(self, target: int, timeout: float, what: str = "flush") -> None:
@@ -324,7 +309,7 @@ class Journal:
             return True
         if holder and self.system.owner_alive(holder) and not self._role_stalled():
             return False
-        if word_cas(self.ring_addr + ROLE_IDX * 8, holder, owner) == holder:
+        if KW.word_cas(self.ring_addr + ROLE_IDX * 8, holder, owner) == holder:
             if holder:
                 self.takeovers += 1
             self._beat()
@@ -340,7 +325,7 @@ class Journal:
         return now - self._word(ROLE_BEAT_IDX) > limit and now - self._word(PROGRESS_IDX) > limit
 
     def _beat(self) -> None:
-        word_store(self.ring_addr + ROLE_BEAT_IDX * 8, time.time_ns())
+        KW.word_store(self.ring_addr + ROLE_BEAT_IDX * 8, time.time_ns())
 
     # ----------------------------------------------------------------------------- the thread
     def start(self) -> None:
@@ -398,7 +383,7 @@ class Journal:
             try:
                 self.flush(timeout)
             finally:
-                word_cas(self.ring_addr + ROLE_IDX * 8, self.system.owner, 0)
+                KW.word_cas(self.ring_addr + ROLE_IDX * 8, self.system.owner, 0)
 
     def verify(self) -> list[str]:
         """The Part protocol's check: positions in order and aligned, the backlog within the ring,

@@ -41,10 +41,8 @@ import xxhash
 
 from nt_memory.durations import duration_ns, expiry_ns
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidKey, SegmentError, raise_status
-from nt_memory.kernels import cabi
+from nt_memory.kernels import Compiled, lazy, on_first_use
 from nt_memory.kernels import status as S
-from nt_memory.kernels._jit import BYTES, INT, Compiled, jit
-from nt_memory.kernels.arena import arena_block, class_sizes
 from nt_memory.kernels.layout.arena import (
     ARENA_BUMP_IDX,
     ARENA_CLASS_SIZE_IDX,
@@ -52,6 +50,7 @@ from nt_memory.kernels.layout.arena import (
     ARENA_HDR_WORDS,
     ARENA_USED_BYTES_IDX,
     BLOCK_HDR_BYTES,
+    class_sizes,
 )
 from nt_memory.kernels.layout.table import (
     CTX_ACCESS_IDX,
@@ -110,18 +109,6 @@ from nt_memory.kernels.layout.table import (
     TABLE_HDR_BYTES,
     TOMB,
 )
-from nt_memory.kernels.repair import table_lock_owners, table_recount, table_recover, table_rehash
-from nt_memory.kernels.table import (
-    table_contains,
-    table_delete,
-    table_get,
-    table_lock_stripe,
-    table_lookup,
-    table_put_bytes,
-    table_stripe_version,
-    table_unlock_stripe,
-)
-from nt_memory.kernels.words import word_fetch_add, word_load
 from nt_memory.native import fast
 from nt_memory.shm import layout as L
 from nt_memory.shm.forks import forked_error, guard
@@ -130,6 +117,16 @@ from nt_memory.shm.l1_layout import MAX_ARENA_BYTES, ArenaLayout, L1Layout
 from nt_memory.shm.owned import BoundedWait
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.tiers.codec import TAG_BYTES, decode, encode
+
+KA = lazy("arena")
+KT = lazy("table")
+KW = lazy("words")
+KX = lazy("repair")
+cabi = lazy("cabi")
+
+# ``l1_lookup``, the kernel @njit callers use, comes from kernels/table.py on first use, so that
+# importing this module (an observer does) does not import numba.
+__getattr__ = on_first_use(globals(), l1_lookup="table.l1_lookup")
 
 MAX_ENTRIES_LIMIT = 1 << 30
 MAX_KEY_BYTES_LIMIT = 64 * 1024
@@ -165,27 +162,14 @@ class _Kernels:
     cache, milliseconds of every process's first call), so a process pays only for the calls
     it makes. ``get`` and ``put`` are bound when a handle opens (every handle reads and writes)."""
 
-    get: Any = Compiled(table_get, INT, INT, BYTES, INT)
-    put: Any = Compiled(table_put_bytes, INT, INT, BYTES, BYTES, INT, INT, INT, INT, BYTES)
-    contains: Any = Compiled(table_contains, INT, INT, BYTES)
-    delete: Any = Compiled(table_delete, INT, INT, BYTES, INT)
-    version: Any = Compiled(table_stripe_version, INT, INT)
-    lock_owners: Any = Compiled(table_lock_owners, INT, INT)
-    lock_stripe: Any = Compiled(table_lock_stripe, INT, INT)
-    unlock_stripe: Any = Compiled(table_unlock_stripe, INT, INT)
-
-
-@jit(inline="always")  # into the caller's code: no call, no refcounting of the three arrays
-def l1_lookup(handle, h, key, out):
-    """Look a key up from ``@njit`` code (or Python). ``handle`` is :meth:`HotCache.njit_handle`,
-    ``h`` :meth:`HotCache.key_hash`, ``key`` :meth:`HotCache.key_array` (or any uint8 array / bytes
-    holding ``namespace \\0 key``), ``out`` a uint8 array receiving the encoded value.
-
-    Returns ``length << 8 | tag`` (>= 0), or a negative :mod:`nt_memory.kernels.status` code:
-    NOT_FOUND, EXPIRED, BUSY (a writer stalled: retry, or let Python recover a dead one),
-    OUT_TOO_SMALL, CLOSED. No lock is taken; the value is never torn.
-    """
-    return table_lookup(handle.ctypes.data, h, key, out, True)
+    get: Any = Compiled("table.table_get", "INT", "INT", "BYTES", "INT")
+    put: Any = Compiled("table.table_put_bytes", "INT", "INT", "BYTES", "BYTES", "INT", "INT", "INT", "INT", "BYTES")
+    contains: Any = Compiled("table.table_contains", "INT", "INT", "BYTES")
+    delete: Any = Compiled("table.table_delete", "INT", "INT", "BYTES", "INT")
+    version: Any = Compiled("table.table_stripe_version", "INT", "INT")
+    lock_owners: Any = Compiled("repair.table_lock_owners", "INT", "INT")
+    lock_stripe: Any = Compiled("table.table_lock_stripe", "INT", "INT")
+    unlock_stripe: Any = Compiled("table.table_unlock_stripe", "INT", "INT")
 
 
 def _positive_int(name: str, value, limit: int) -> int:
@@ -485,7 +469,7 @@ class HotCache:
         live = np.flatnonzero(hashes > TOMB)
         for i in live:
             ref = int(slots[i * SLOT_WORDS + SLOT_REF_IDX])
-            start, vlen, klen = arena_block(data, al.data_bytes, ref)
+            start, vlen, klen = KA.arena_block(data, al.data_bytes, ref)
             if start < 0:
                 problems.append(f"slot {i}: reference {ref:#x} names no live arena block")
                 continue
@@ -854,7 +838,7 @@ class HotCache:
 
     def _rehash(self, wait: BoundedWait, force: bool = False) -> None:
         while True:
-            st = table_rehash(self._ctx_addr, force)
+            st = KX.table_rehash(self._ctx_addr, force)
             if st == S.OK:
                 return
             if st != S.BUSY:
@@ -878,7 +862,7 @@ class HotCache:
         for owner in self.lock_owners():
             if not self.system.owner_alive(owner):
                 for _ in range(1000):
-                    r = table_recover(self._ctx_addr, owner)
+                    r = KX.table_recover(self._ctx_addr, owner)
                     if r != S.BUSY:
                         break
                 repaired += max(0, r)
@@ -887,7 +871,7 @@ class HotCache:
             # count again, once every stripe is free to take. If one stays held, the mark stays
             # for the next recovery or rehash.
             for _ in range(100):
-                if table_recount(self._ctx_addr) != S.BUSY:
+                if KX.table_recount(self._ctx_addr) != S.BUSY:
                     break
         return repaired
 
@@ -976,8 +960,8 @@ class HotCache:
         if self.system.slot >= 0:  # this member's counters retire into the table's
             stats = self.system.members.stats_address(self.system.slot)
             hits_addr = int(self._ctx[CTX_TABLE_IDX]) + HDR_RETIRED_HITS_IDX * 8
-            word_fetch_add(hits_addr, word_load(stats + MEMBER_HITS_IDX * 8))
-            word_fetch_add(hits_addr + 8, word_load(stats + MEMBER_MISSES_IDX * 8))
+            KW.word_fetch_add(hits_addr, KW.word_load(stats + MEMBER_HITS_IDX * 8))
+            KW.word_fetch_add(hits_addr + 8, KW.word_load(stats + MEMBER_MISSES_IDX * 8))
         self._hdr = self._ahdr = self._slot_words = None  # type: ignore[assignment]  # closed: drop the views
         if self._owns_system:
             self.system.close()

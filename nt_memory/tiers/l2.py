@@ -28,20 +28,23 @@ import numpy as np
 import xxhash
 
 from nt_memory.errors import ConfigError, CorruptSegment, InvalidEmbedding, NtMemoryError, TierError
-from nt_memory.kernels import cabi
-from nt_memory.kernels import embedput as P
-from nt_memory.kernels._jit import BYTES, F32_ARRAY, INT, INT_ARRAY, U8_ARRAY, Compiled, entry_point
-from nt_memory.kernels.embedlog import all_finite, log_keys, log_write
-from nt_memory.kernels.idmap import idmap_delete, idmap_get, idmap_move, idmap_put
+from nt_memory.kernels import Compiled, lazy
+from nt_memory.kernels.layout import embedput as PL
 from nt_memory.kernels.layout.embedlog import FIRST_ID_WORD, KEY_BUMP_WORD, RECORD_HDR_BYTES
 from nt_memory.kernels.status import FULL, OK
-from nt_memory.kernels.words import store_word, word_store
 from nt_memory.native import fast
 from nt_memory.shm import embed_layout as E
 from nt_memory.shm import layout as L
 from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.segment import Segment, acquire_load
 from nt_memory.shm.system import PartSpec, System
+
+JIT = lazy("_jit")
+KE = lazy("embedlog")
+KI = lazy("idmap")
+KW = lazy("words")
+P = lazy("embedput")
+cabi = lazy("cabi")
 
 SPACES = ("cosine", "l2", "ip")
 # Measured on 20k clustered 64-d vectors (tests/tiers/test_l2.py), M=16: recall@10 0.83 at ef=100,
@@ -117,7 +120,7 @@ def _float32_block(vecs, dim: int, ndim: int, what: str) -> np.ndarray:
 def _all_finite(vec: np.ndarray) -> bool:
     global _finite_entry
     if _finite_entry is None:
-        _finite_entry = entry_point(all_finite, F32_ARRAY)
+        _finite_entry = JIT.entry_point(KE.all_finite, JIT.F32_ARRAY)
     return _finite_entry(vec)
 
 
@@ -166,8 +169,8 @@ class LatestIds:
     """Each key's latest record id in this process (:mod:`nt_memory.kernels.idmap`): 24 bytes a
     slot, the table doubling at 70% full."""
 
-    _put: Any = Compiled(idmap_put, INT_ARRAY, INT_ARRAY, INT_ARRAY, INT, INT, INT)
-    _get: Any = Compiled(idmap_get, INT_ARRAY, INT_ARRAY, INT_ARRAY, INT, INT)
+    _put: Any = Compiled("idmap.idmap_put", "INT_ARRAY", "INT_ARRAY", "INT_ARRAY", "INT", "INT", "INT")
+    _get: Any = Compiled("idmap.idmap_get", "INT_ARRAY", "INT_ARRAY", "INT_ARRAY", "INT", "INT")
 
     def __init__(self, capacity: int = 1024, context: np.ndarray | None = None):
         self._context = context  # a put context (kernels/embedput.py) that names the arrays
@@ -181,8 +184,8 @@ class LatestIds:
         self.used = 0  # live entries and tombstones
         if self._context is not None:
             c = self._context
-            c[P.LC_IDS_LO], c[P.LC_IDS_HI] = self.lo.ctypes.data, self.hi.ctypes.data
-            c[P.LC_IDS_VALS], c[P.LC_IDS_LEN] = self.vals.ctypes.data, capacity
+            c[PL.LC_IDS_LO], c[PL.LC_IDS_HI] = self.lo.ctypes.data, self.hi.ctypes.data
+            c[PL.LC_IDS_VALS], c[PL.LC_IDS_LEN] = self.vals.ctypes.data, capacity
 
     def get(self, kb: bytes, h: tuple[int, int] | None = None) -> int:
         """``kb``'s id, or -1 (``h``: its :func:`_key_hash`, if the caller has it)."""
@@ -203,11 +206,11 @@ class LatestIds:
         if not self.room():
             old = (self.lo, self.hi, self.vals)
             self._alloc(len(self.vals) * 2 if self.live * 10 > len(self.vals) * 3 else len(self.vals))
-            self.used = self.live = idmap_move(*old, self.lo, self.hi, self.vals)
+            self.used = self.live = KI.idmap_move(*old, self.lo, self.hi, self.vals)
         self.counted(self._put(self.lo, self.hi, self.vals, *(h or _key_hash(kb)), ident))
 
     def pop(self, kb: bytes, h: tuple[int, int] | None = None) -> None:
-        self.live -= idmap_delete(self.lo, self.hi, self.vals, *(h or _key_hash(kb)))
+        self.live -= KI.idmap_delete(self.lo, self.hi, self.vals, *(h or _key_hash(kb)))
 
     @property
     def nbytes(self) -> int:
@@ -287,23 +290,23 @@ class VectorTier:
         self._punched: dict[int, int] = {}  # chunk number -> end of its vector pages released here
         # Writer state: the latest record id of each key, synced from the log, and the context of
         # the one-call put (kernels/embedput.py), which holds the id the map is synced up to.
-        self._lctx = np.zeros(P.LC_WORDS, np.int64)
+        self._lctx = np.zeros(PL.LC_WORDS, np.int64)
         self._lctx_addr = int(self._lctx.ctypes.data)
         self._put_fused: Any = None  # the kernel's compiled entry, bound on the first put
         self.one_call_puts = 0  # puts this process made through it (the rest took the general path)
         for idx, value in (
-            (P.LC_COUNT_ADDR, self.ctl_addr + E.COUNT_IDX * 8),
-            (P.LC_LOCK_ADDR, self.ctl_addr + E.LOCK_IDX * 8),
-            (P.LC_NCHUNKS_ADDR, self.ctl_addr + E.NCHUNKS_IDX * 8),
-            (P.LC_OWNER, system.owner),
-            (P.LC_CHUNK_NO, -1),
-            (P.LC_WORDS_OFF, self._words_offset),
-            (P.LC_KEYS_OFF, self._keys_offset),
-            (P.LC_KEYS_END, self._keys_end),
-            (P.LC_HEADERS_OFF, self._headers_offset),
-            (P.LC_VECTORS_OFF, self._vectors_offset),
-            (P.LC_VEC_BYTES, self.vec_bytes),
-            (P.LC_CHUNK_RECORDS, self.layout.chunk_records),
+            (PL.LC_COUNT_ADDR, self.ctl_addr + E.COUNT_IDX * 8),
+            (PL.LC_LOCK_ADDR, self.ctl_addr + E.LOCK_IDX * 8),
+            (PL.LC_NCHUNKS_ADDR, self.ctl_addr + E.NCHUNKS_IDX * 8),
+            (PL.LC_OWNER, system.owner),
+            (PL.LC_CHUNK_NO, -1),
+            (PL.LC_WORDS_OFF, self._words_offset),
+            (PL.LC_KEYS_OFF, self._keys_offset),
+            (PL.LC_KEYS_END, self._keys_end),
+            (PL.LC_HEADERS_OFF, self._headers_offset),
+            (PL.LC_VECTORS_OFF, self._vectors_offset),
+            (PL.LC_VEC_BYTES, self.vec_bytes),
+            (PL.LC_CHUNK_RECORDS, self.layout.chunk_records),
         ):
             self._lctx[idx] = value
         self._latest = LatestIds(context=self._lctx)
@@ -323,11 +326,11 @@ class VectorTier:
     @property
     def _latest_upto(self) -> int:
         """The latest-id map holds every record below this id."""
-        return int(self._lctx[P.LC_LATEST_UPTO])
+        return int(self._lctx[PL.LC_LATEST_UPTO])
 
     @_latest_upto.setter
     def _latest_upto(self, rid: int) -> None:
-        self._lctx[P.LC_LATEST_UPTO] = rid
+        self._lctx[PL.LC_LATEST_UPTO] = rid
 
     @property
     def count(self) -> int:
@@ -362,9 +365,9 @@ class VectorTier:
         self._chunks.append(seg)
         self._chunk_words.append(cw)
         self._first_ids.append(first)
-        self._lctx[P.LC_CHUNK_ADDR] = seg.address  # the one-call put appends to the last mapped
-        self._lctx[P.LC_CHUNK_SIZE] = seg.size
-        self._lctx[P.LC_CHUNK_NO] = len(self._chunks) - 1
+        self._lctx[PL.LC_CHUNK_ADDR] = seg.address  # the one-call put appends to the last mapped
+        self._lctx[PL.LC_CHUNK_SIZE] = seg.size
+        self._lctx[PL.LC_CHUNK_NO] = len(self._chunks) - 1
         self._chunk_arrays = (
             np.array([c.address for c in self._chunks], np.int64),
             np.array([c.size for c in self._chunks], np.int64),
@@ -460,13 +463,25 @@ class VectorTier:
         stored; otherwise nothing is stored, and the status says why (SLOW_PATH, BUSY,
         JOURNAL_FULL, ...): the caller takes the general path (:meth:`reserve`)."""
         if not self._lock.acquire(False):
-            return P.SLOW_PATH
+            return PL.SLOW_PATH
         try:
             if not self._latest.room():
-                return P.SLOW_PATH  # the general path grows the map
+                return PL.SLOW_PATH  # the general path grows the map
             if self._put_fused is None:
-                types = (INT, INT, BYTES, BYTES, INT, INT, INT, BYTES, INT, INT, INT)
-                self._put_fused = entry_point(P.put_with_embedding, *types)
+                types = (
+                    JIT.INT,
+                    JIT.INT,
+                    JIT.BYTES,
+                    JIT.BYTES,
+                    JIT.INT,
+                    JIT.INT,
+                    JIT.INT,
+                    JIT.BYTES,
+                    JIT.INT,
+                    JIT.INT,
+                    JIT.INT,
+                )
+                self._put_fused = JIT.entry_point(P.put_with_embedding, *types)
             klo, khi = _key_hash(kb)
             st = self._put_fused(l1_context, h, kb, vb, expiry, data_expiry, flags, emb, self._lctx_addr, klo, khi)
             if st < 0:
@@ -492,7 +507,7 @@ class VectorTier:
         if vec is None and prev_id < 0:
             return -1
         if self._log_write is None:
-            self._log_write = entry_point(log_write, *([INT] * 12), BYTES, BYTES)
+            self._log_write = JIT.entry_point(KE.log_write, *([JIT.INT] * 12), JIT.BYTES, JIT.BYTES)
         within = rid - int(cw[E.FIRST_ID_IDX])
         st = self._log_write(
             seg.address,
@@ -542,11 +557,11 @@ class VectorTier:
                 return seg, cw
         seg = self.system.create_segment(f"embed.{nchunks}", L.KIND_EMBED_CHUNK, lay.total_bytes, [self.dim])
         cw = seg.region(lay.offset("chunk"), CHUNK_HEAD_BYTES, np.int64)
-        store_word(cw, E.FIRST_ID_IDX, rid)
-        store_word(cw, E.KEY_BUMP_IDX, lay.offset("keys"))
+        KW.store_word(cw, E.FIRST_ID_IDX, rid)
+        KW.store_word(cw, E.KEY_BUMP_IDX, lay.offset("keys"))
         if len(self._chunks) == nchunks:
             self._note_chunk(seg, cw, rid)
-        word_store(self.ctl_addr + E.NCHUNKS_IDX * 8, nchunks + 1)
+        KW.word_store(self.ctl_addr + E.NCHUNKS_IDX * 8, nchunks + 1)
         return seg, cw
 
     # ------------------------------------------------------------------------------- the index
@@ -862,8 +877,15 @@ class VectorTier:
         if max(rids) >= self._mapped_below:
             self._locate(max(rids))  # maps every published chunk, or raises
         if self._log_keys is None:
-            self._log_keys = entry_point(
-                log_keys, INT_ARRAY, INT_ARRAY, INT_ARRAY, *([INT] * 4), INT_ARRAY, U8_ARRAY, INT_ARRAY
+            self._log_keys = JIT.entry_point(
+                KE.log_keys,
+                JIT.INT_ARRAY,
+                JIT.INT_ARRAY,
+                JIT.INT_ARRAY,
+                *([JIT.INT] * 4),
+                JIT.INT_ARRAY,
+                JIT.U8_ARRAY,
+                JIT.INT_ARRAY,
             )
         bases, sizes, firsts = self._chunk_arrays
         ids = np.asarray(rids, np.int64)
@@ -932,7 +954,7 @@ class VectorTier:
                 self._save_locked()
                 released = self.released
                 if target > released:
-                    word_store(self.ctl_addr + E.RELEASED_IDX * 8, target)
+                    KW.word_store(self.ctl_addr + E.RELEASED_IDX * 8, target)
                     released = target
             self._punch(released)
             return released

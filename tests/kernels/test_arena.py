@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from nt_memory.kernels.arena import arena_alloc, arena_free, arena_init, class_sizes, ref_gen, ref_offset
-from nt_memory.kernels.layout.arena import ARENA_HDR_WORDS, ARENA_USED_BYTES_IDX
+from nt_memory.kernels.arena import arena_alloc, arena_free, arena_init, ref_gen, ref_offset
+from nt_memory.kernels.layout.arena import ARENA_HDR_WORDS, ARENA_USED_BYTES_IDX, class_sizes
 from nt_memory.kernels.status import CORRUPT, FULL, OK
 
 

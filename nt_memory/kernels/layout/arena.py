@@ -2,6 +2,8 @@
 numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
 kernel."""
 
+import numpy as np
+
 ARENA_DATA_BYTES_IDX = 0
 ARENA_NCLASSES_IDX = 1
 ARENA_BUMP_IDX = 8
@@ -21,3 +23,19 @@ FIRST_BLOCK_OFFSET = 16
 # How far up the classes an allocation may go when its own class has no free block and the bump
 # region is used up: trades internal waste for success once the arena is full of freed blocks.
 CLASS_FALLBACK = 4
+
+
+def class_sizes(max_block_bytes):
+    """The block sizes of the classes (ascending, multiples of 16) up to ``max_block_bytes``.
+
+    16-byte steps up to 128, then four classes per doubling, so a block wastes under 25 %.
+    """
+    sizes = list(range(32, 129, 16))
+    step = 32
+    while sizes[-1] < max_block_bytes:
+        for _ in range(4):
+            sizes.append(sizes[-1] + step)
+        step *= 2
+    if len(sizes) > ARENA_MAX_CLASSES:
+        raise ValueError(f"max_block_bytes={max_block_bytes} needs more than {ARENA_MAX_CLASSES} classes")
+    return np.array(sizes, dtype=np.int64)

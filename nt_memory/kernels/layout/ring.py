@@ -31,3 +31,10 @@ KIND_MSG = 1  # a message published on this host
 KIND_REMOTE = 2  # a message from another host, injected by the cluster bridge
 KIND_PAD = 0xFF
 KIND_CORRUPT = 0xFE  # reported by ring_record_at for a record whose length runs past the ring
+
+
+def record_bytes(payload_len):
+    """Bytes a record of ``payload_len`` takes in the ring, header and padding included: a multiple
+    of 16, so every record (a PAD one included) starts where its header fits before the end.
+    Compiled into the kernels by kernels/ring.py."""
+    return RECORD_HDR_BYTES + ((payload_len + 15) & ~15)
