@@ -412,8 +412,8 @@ def _cli_without_numba(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def test_ls_and_inspect_never_import_numba(name, tmp_path):
-    """``ls`` and ``inspect`` read shared words only: their path imports the kernels' constants
+def test_ls_inspect_and_top_never_import_numba(name, tmp_path):
+    """``ls``, ``inspect`` and ``top`` read shared words only: their path imports the kernels' constants
     (kernels/layout) and reaches kernels through ``kernels.lazy`` and ``Compiled``, so numba
     (~150 ms warm, seconds cold) is never imported, with every part of a system present."""
     import numpy as np
@@ -426,7 +426,8 @@ def test_ls_and_inspect_never_import_numba(name, tmp_path):
         mem.subscribe("ticks")
         mem.publish("ticks", 1)
         token = mem.acquire_lock("book")
-        for argv in (["ls"], ["ls", "--json"], ["inspect", name], ["inspect", name, "--json"]):
+        observers = (["ls"], ["ls", "--json"], ["inspect", name], ["inspect", name, "--json"], ["top", "--once", name])
+        for argv in observers:
             done = _cli_without_numba(argv)
             assert done.returncode == 0, (argv, done.stderr)
             assert name in done.stdout
