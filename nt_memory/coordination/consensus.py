@@ -74,7 +74,7 @@ from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.tiers.l3 import ColdStore, required
 from nt_memory.values import Duration
 
-KW = lazy("words")
+KW = lazy("words", globals())
 
 ID_KEY = b"consensus/next_id"  # the high-water mark of proposal ids, in L3's meta database
 ID_BLOCK = 1024

@@ -57,9 +57,9 @@ from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wake, run_sleeps
 from nt_memory.values import Duration
 
-KL = lazy("locktable")
-KW = lazy("words")
-cabi = lazy("cabi")
+KL = lazy("locktable", globals())
+KW = lazy("words", globals())
+cabi = lazy("cabi", globals())
 
 MAX_LOCKS = 1024
 LIVENESS_CHECK_S = 0.1

@@ -63,9 +63,9 @@ from nt_memory.shm.wait import WaitSteps, arun_sleeps, futex_wait_any, futex_wak
 from nt_memory.tiers.codec import decode, encode
 from nt_memory.values import Duration, Value
 
-KR = lazy("ring")
-KW = lazy("words")
-cabi = lazy("cabi")
+KR = lazy("ring", globals())
+KW = lazy("words", globals())
+cabi = lazy("cabi", globals())
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-./]{1,40}$")
 DEFAULT_TOPIC_BYTES = 1 << 20

@@ -53,7 +53,7 @@ from nt_memory.kernels import lazy
 from nt_memory.shm import embed_layout as E
 from nt_memory.tiers.l2 import VectorTier, check_search_args, hits_from_keys
 
-KW = lazy("words")
+KW = lazy("words", globals())
 
 MODES = ("shared", "local")
 REQUEST_TOPIC = "_ntm/search/requests"

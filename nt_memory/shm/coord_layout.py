@@ -29,7 +29,7 @@ from nt_memory.kernels.layout.ring import RING_HDR_BYTES
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 
-KR = lazy("ring")
+KR = lazy("ring", globals())
 
 TOPIC_ENTRY_WORDS = 8
 TOPIC_STATE_IDX = 0

@@ -45,7 +45,7 @@ from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 
-KW = lazy("words")
+KW = lazy("words", globals())
 
 CTL_WORDS = 64
 LOCK_IDX = 0

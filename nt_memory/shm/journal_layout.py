@@ -28,7 +28,7 @@ from nt_memory.kernels.layout.ring import RING_CAPACITY_IDX, RING_CONSUMER_LOCK_
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 
-KR = lazy("ring")
+KR = lazy("ring", globals())
 
 DRAIN_LOCK_IDX = RING_CONSUMER_LOCK_IDX
 ROLE_IDX = DRAIN_LOCK_IDX + 1

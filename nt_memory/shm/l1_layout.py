@@ -30,8 +30,8 @@ from nt_memory.kernels.layout.table import SLOT_BYTES, STRIPE_BYTES, TABLE_HDR_B
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import Segment
 
-KA = lazy("arena")
-KT = lazy("table")
+KA = lazy("arena", globals())
+KT = lazy("table", globals())
 
 NSTRIPES = 64
 MIN_SLOTS = 64

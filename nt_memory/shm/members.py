@@ -27,7 +27,7 @@ from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 from nt_memory.shm.segment import acquire_load
 
-KW = lazy("words")
+KW = lazy("words", globals())
 
 MEMBER_WORDS = 16
 MEMBER_BYTES = MEMBER_WORDS * 8

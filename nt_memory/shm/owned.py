@@ -25,8 +25,8 @@ from typing import Any
 from nt_memory.errors import LockTimeout
 from nt_memory.kernels import Compiled, lazy
 
-KO = lazy("lockword")
-KW = lazy("words")
+KO = lazy("lockword", globals())
+KW = lazy("words", globals())
 
 STALL_TIMEOUT_S = 2.0
 _YIELDS = 50  # sched_yield()s before the first sleep: most holders are just preempted

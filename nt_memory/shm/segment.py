@@ -31,7 +31,7 @@ from nt_memory.errors import (
 from nt_memory.kernels import lazy
 from nt_memory.shm import layout as L
 
-KW = lazy("words")
+KW = lazy("words", globals())
 
 SHM_DIR = "/dev/shm"
 

@@ -58,7 +58,7 @@ from nt_memory.shm.journal_layout import JournalLayout
 from nt_memory.shm.members import MEMBER_BYTES, MemberInfo, MemberTable, pid_alive
 from nt_memory.shm.segment import SHM_DIR, Segment, _unlink_quietly, acquire_load
 
-KW = lazy("words")
+KW = lazy("words", globals())
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PREFIX = "ntm."

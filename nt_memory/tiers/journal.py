@@ -58,9 +58,9 @@ from nt_memory.shm.system import PartSpec, System
 from nt_memory.shm.wait import futex_wait, futex_wake
 from nt_memory.tiers.l3 import ColdStore, pack_kv, required
 
-KJ = lazy("journal")
-KO = lazy("lockword")
-KW = lazy("words")
+KJ = lazy("journal", globals())
+KO = lazy("lockword", globals())
+KW = lazy("words", globals())
 
 _PAYLOAD_HEAD = struct.Struct("<qII")
 BATCH_RECORDS = 4096

@@ -118,11 +118,11 @@ from nt_memory.shm.owned import BoundedWait
 from nt_memory.shm.system import PartSpec, System
 from nt_memory.tiers.codec import TAG_BYTES, decode, encode
 
-KA = lazy("arena")
-KT = lazy("table")
-KW = lazy("words")
-KX = lazy("repair")
-cabi = lazy("cabi")
+KA = lazy("arena", globals())
+KT = lazy("table", globals())
+KW = lazy("words", globals())
+KX = lazy("repair", globals())
+cabi = lazy("cabi", globals())
 
 # ``l1_lookup``, the kernel @njit callers use, comes from kernels/table.py on first use, so that
 # importing this module (an observer does) does not import numba.

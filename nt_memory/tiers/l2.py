@@ -39,12 +39,12 @@ from nt_memory.shm.owned import OwnedLock
 from nt_memory.shm.segment import Segment, acquire_load
 from nt_memory.shm.system import PartSpec, System
 
-JIT = lazy("_jit")
-KE = lazy("embedlog")
-KI = lazy("idmap")
-KW = lazy("words")
-P = lazy("embedput")
-cabi = lazy("cabi")
+JIT = lazy("_jit", globals())
+KE = lazy("embedlog", globals())
+KI = lazy("idmap", globals())
+KW = lazy("words", globals())
+P = lazy("embedput", globals())
+cabi = lazy("cabi", globals())
 
 SPACES = ("cosine", "l2", "ip")
 # Measured on 20k clustered 64-d vectors (tests/tiers/test_l2.py), M=16: recall@10 0.83 at ef=100,
