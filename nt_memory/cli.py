@@ -226,6 +226,7 @@ BENCH_SUITES: dict[str, tuple[str, str]] = {
     "search": ("search", "vector search beside raw hnswlib and brute force (--footprint N)"),
     "reasoningbank": ("reasoningbank", "track throughput, distill time, retrieve latency"),
     "cluster": ("cluster", "replication lag and cluster locks through nats-server, beside nats-py KV and Redis"),
+    "startup": ("startup", "ls, inspect and top --once start to exit, beside python -c pass and import numba"),
 }
 
 

@@ -237,6 +237,26 @@ def test_bench_vectors_measures_every_process_and_segment(tmp_path):
     assert "bytes / observation" in proc.stdout and "raw_hnswlib" in proc.stdout
 
 
+def test_bench_startup_times_every_observer_without_numba(tmp_path):
+    """``nt-memory bench startup``: each observer command really runs (and runs where importing
+    numba fails), and each row carries its measured runs (no timing asserted)."""
+    import json
+
+    out = tmp_path / "startup.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_memory.cli", "bench", "startup", "--runs", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert set(r["commands"]) == {"ls", "inspect", "inspect --json", "top --once"}
+    for row in r["commands"].values():
+        assert row["runs"] == 1 and row["median_s"] > 0 and row["runs_without_numba"]
+    assert set(r["peers"]) == {"python -c pass", "python -c 'import numba'"}
+
+
 def test_top_renders_a_frame_of_a_live_system(name, tmp_path):
     """``top --once`` at 80x24 with more topics, locks and proposals than fit: 24 lines at most,
     none wider than 80, every table's title and header, and a count of the rows left out;

@@ -15,7 +15,9 @@ pair summarised by :func:`nt_memory.timing.percentiles` (one key scheme: ``p50``
 - :mod:`.l1`, :mod:`.memory`, :mod:`.coordination`, :mod:`.search`, :mod:`.reasoningbank`: each
   tier's tails beside the store it replaces;
 - :mod:`.cluster`: replication lag and cluster locks through nats-server, beside nats-py's KV and a
-  Redis lock.
+  Redis lock;
+- :mod:`.startup`: the observer commands (``ls``, ``inspect``, ``top --once``) start to exit, beside
+  the interpreter's start and ``import numba``.
 """
 
 from __future__ import annotations
