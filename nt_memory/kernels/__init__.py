@@ -25,6 +25,8 @@ class lazy:  # noqa: N801  # reads as the module it stands for: ``KW = lazy("wor
         self._namespace = namespace
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # a probe (copy, pickle, introspection) is not a use of a kernel
+            raise AttributeError(name)
         module = importlib.import_module(self._module)
         for key, value in list(self._namespace.items()):
             if value is self:
