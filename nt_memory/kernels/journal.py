@@ -155,6 +155,8 @@ def journal_payload(jw, off):
 
 @jit
 def journal_find_at(ring_addr, data_addr, cap, key):
+    """:func:`journal_find` over the ring header and data at these addresses: Python's entry (any
+    process, no lock; an L3 read asks whether the journal holds a newer record of ``key``)."""
     jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
     jw = address_to_words(data_addr, cap >> 3)
     jb = address_to_bytes(data_addr, cap)
@@ -163,6 +165,8 @@ def journal_find_at(ring_addr, data_addr, cap, key):
 
 @jit
 def journal_index_at(ring_addr, data_addr, cap, pos, tail, out):
+    """:func:`journal_index` over the ring header and data at these addresses: the consumer's
+    (the flusher's) entry."""
     jhdr = address_to_words(ring_addr, RING_HDR_WORDS)
     jw = address_to_words(data_addr, cap >> 3)
     return journal_index(jhdr, jw, cap, pos, tail, out)
