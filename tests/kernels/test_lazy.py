@@ -65,3 +65,20 @@ def test_the_njit_api_is_the_kernel_and_imports_numba_only_when_named():
         """
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_probe_of_a_lazy_module_imports_nothing():
+    """copy, pickle and introspection ask objects for dunder names: a lazy kernel module answers
+    them with AttributeError instead of importing the kernels (and numba) for them."""
+    done = _run(
+        """
+        import copy, sys
+        from nt_memory.kernels import lazy
+        namespace = {}
+        namespace["KW"] = k = lazy("words", namespace)
+        assert not hasattr(k, "__wrapped__") and copy.copy(k) is not None
+        assert "nt_memory.kernels.words" not in sys.modules and "numba" not in sys.modules
+        assert namespace["KW"] is k
+        """
+    )
+    assert done.returncode == 0, done.stderr
