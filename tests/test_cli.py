@@ -384,14 +384,30 @@ def test_a_closed_pipe_ends_quietly(name):
         cache.unlink()
 
 
-def test_import_ls_and_inspect_load_no_compiled_kernel(name, tmp_path):
-    """``import nt_memory`` imports no submodule until a name is used (PEP 562), and ``ls`` and
-    ``inspect`` load no numba-compiled function (the first one a process loads costs about half a
-    second); an observer's L1 view binds its get and put only when asked to read."""
+@pytest.fixture
+def every_part(name, tmp_path):
+    """The name of a live system with every part in use: L1 entries, an embedding, a topic with a
+    subscriber and a message, a held lock (what the observer commands must read)."""
     import numpy as np
 
     from nt_memory import MemoryConfig, MemorySystem
 
+    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8)) as mem:
+        mem.put("ns", "k", b"v")
+        mem.put("docs", "d", 1, embedding=np.ones(8))
+        mem.subscribe("ticks")
+        mem.publish("ticks", 1)
+        token = mem.acquire_lock("book")
+        yield name
+        mem.release_lock(token)
+        mem.unlink()
+
+
+def test_import_ls_and_inspect_load_no_compiled_kernel(every_part):
+    """``import nt_memory`` imports no submodule until a name is used (PEP 562), and ``ls`` and
+    ``inspect`` load no numba-compiled function (the first one a process loads costs about half a
+    second); an observer's L1 view binds its get and put only when asked to read."""
+    name = every_part
     code = (
         "import sys, nt_memory\n"
         "assert 'numba' not in sys.modules and 'nt_memory.memory' not in sys.modules\n"
@@ -409,15 +425,7 @@ def test_import_ls_and_inspect_load_no_compiled_kernel(name, tmp_path):
         "    l1 = parts['l1']\n"
         "    assert '_k_get' not in l1.__dict__ and l1.get('ns', 'k') == b'v' and '_k_get' in l1.__dict__\n"
     )
-    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8)) as mem:
-        mem.put("ns", "k", b"v")
-        mem.put("docs", "d", 1, embedding=np.ones(8))
-        mem.subscribe("ticks")
-        mem.publish("ticks", 1)
-        token = mem.acquire_lock("book")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        mem.release_lock(token)
-        mem.unlink()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
@@ -432,27 +440,16 @@ def _cli_without_numba(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def test_ls_inspect_and_top_never_import_numba(name, tmp_path):
+def test_ls_inspect_and_top_never_import_numba(every_part):
     """``ls``, ``inspect`` and ``top`` read shared words only: their path imports the kernels' constants
     (kernels/layout) and reaches kernels through ``kernels.lazy`` and ``Compiled``, so numba
     (~150 ms warm, seconds cold) is never imported, with every part of a system present."""
-    import numpy as np
-
-    from nt_memory import MemoryConfig, MemorySystem
-
-    with MemorySystem.open(MemoryConfig(name=name, storage_path=str(tmp_path), embedding_dim=8)) as mem:
-        mem.put("ns", "k", b"v")
-        mem.put("docs", "d", 1, embedding=np.ones(8))
-        mem.subscribe("ticks")
-        mem.publish("ticks", 1)
-        token = mem.acquire_lock("book")
-        observers = (["ls"], ["ls", "--json"], ["inspect", name], ["inspect", name, "--json"], ["top", "--once", name])
-        for argv in observers:
-            done = _cli_without_numba(argv)
-            assert done.returncode == 0, (argv, done.stderr)
-            assert name in done.stdout
-        inspected = _cli_without_numba(["inspect", name]).stdout
-        assert "l1_entries: 2 / " in inspected and "topic: ticks  messages=1" in inspected
-        assert "locks: 1 held of 1 named" in inspected
-        mem.release_lock(token)
-        mem.unlink()
+    name = every_part
+    observers = (["ls"], ["ls", "--json"], ["inspect", name], ["inspect", name, "--json"], ["top", "--once", name])
+    for argv in observers:
+        done = _cli_without_numba(argv)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert name in done.stdout
+    inspected = _cli_without_numba(["inspect", name]).stdout
+    assert "l1_entries: 2 / " in inspected and "topic: ticks  messages=1" in inspected
+    assert "locks: 1 held of 1 named" in inspected

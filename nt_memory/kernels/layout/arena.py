@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.arena` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.arena`, whose docstring draws the layout."""
 
 import numpy as np
 

@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.embedlog` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.embedlog`, whose docstring draws the layout."""
 
 RECORD_HDR_BYTES = 32  # shm/embed_layout.py
 FIRST_ID_WORD = 0  # shm/embed_layout.py: FIRST_ID_IDX

@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.embedput` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.embedput`, whose docstring draws the layout."""
 
 LC_COUNT_ADDR = 0  # the log's COUNT word
 LC_LOCK_ADDR = 1  # the log's append lock word

@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.journal` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.journal`, whose docstring draws the layout."""
 
 JOURNAL_PUT = 1
 JOURNAL_DELETE = 2

@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.locktable` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.locktable`, whose docstring draws the layout."""
 
 LOCK_SLOT_WORDS = 16
 LK_HASH_IDX = 0

@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.ring` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.ring`, whose docstring draws the layout."""
 
 RING_CAPACITY_IDX = 0
 RING_LOCK_IDX = 8

@@ -1,6 +1,4 @@
-"""The word indices and sizes of :mod:`nt_memory.kernels.table` (its docstring draws the layout), without
-numba: code that only reads shared words (``nt-memory ls`` and ``inspect``) imports these and never loads a
-kernel."""
+"""The word indices and sizes of :mod:`nt_memory.kernels.table`, whose docstring draws the layout."""
 
 CTX_OPEN_IDX = 0
 CTX_TABLE_IDX = 1
