@@ -77,8 +77,9 @@ def kc_parse(v: bytes) -> tuple[int, int] | None:
 
 def kill_consistency_writer(name: str, path: str, conn, seed: int, start: int) -> None:
     """Overwrite a few keys with large values (long copies: kills land inside writes), some with
-    embeddings (the stripe is held across Python code), acknowledging each returned put, until
-    SIGKILLed. Write numbers start at ``start`` so rounds never reuse one."""
+    embeddings (the stripe is held across Python code), some in batches (``put_many``: one
+    compiled call for several keys), acknowledging each returned put, until SIGKILLed. Write
+    numbers start at ``start`` so rounds never reuse one."""
     import numpy as np
 
     mem = MemorySystem.open(kc_config(name, path), label="kc-writer")
@@ -86,20 +87,29 @@ def kill_consistency_writer(name: str, path: str, conn, seed: int, start: int) -
     n = start
     conn.send(("ready", 0, 0))
     while True:
+        op = rnd.random()
+        if op >= 0.85:  # a batch of distinct keys, announced and acknowledged together
+            batch = []
+            for k in rnd.sample(range(KC_KEYS), rnd.randint(2, 6)):
+                n += 1
+                batch.append((k, n))
+            conn.send(("will", batch))
+            mem.put_many("kc", [(f"k{k}", kc_value(k, m, rnd.choice((8_000, 20_000)))) for k, m in batch])
+            conn.send(("ack", batch))
+            continue
         k = rnd.randrange(KC_KEYS)
         n += 1
         value = kc_value(k, n, rnd.choice((20_000, 40_000, 60_000)))
-        op = rnd.random()
         done = -n if 0.5 <= op < 0.525 else n  # a negative number: a delete
         # Announced first: after a kill, only the announced operation may have run unacknowledged.
-        conn.send(("will", k, done))
+        conn.send(("will", [(k, done)]))
         if op < 0.5:
             mem.put("kc", f"k{k}", value, embedding=np.full(KC_DIM, float(n % 97) + 1.0))
         elif done < 0:
             mem.delete("kc", f"k{k}")
         else:
             mem.put("kc", f"k{k}", value)
-        conn.send(("ack", k, done))
+        conn.send(("ack", [(k, done)]))
 
 
 def open_and_idle(name: str, path: str, conn, durability: str = "write-behind") -> None:

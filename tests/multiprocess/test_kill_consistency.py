@@ -3,7 +3,8 @@ no value changes later without a write (not when L1 evicts it, not across a rebo
 key holds exactly its last acknowledged write. The writer announces each operation first, so the
 one it may have been killed in is known: that key may hold either outcome. The test stops the
 writer at random moments until it is caught inside a write (holding a stripe) and kills it there;
-`repairs` counts the locks recovery found held by the dead writer."""
+`repairs` counts the locks recovery found held by the dead writer. A batch (``put_many``) is
+announced whole: a kill inside it may leave each of its keys with either outcome."""
 
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ CTX = mp.get_context("spawn")
 
 def _receive(parent, acked, pending):
     while parent.poll():
-        kind, k, n = parent.recv()
+        kind, writes = parent.recv()
         if kind == "will":
-            pending[:] = [(k, n)]
+            pending[:] = writes
         elif kind == "ack":
-            acked[k] = n
+            acked.update(writes)
             pending.clear()
 
 
