@@ -501,7 +501,15 @@ class MemorySystem:
             # every pair before it stores any; the rest (all of them if it took none) go below.
             self._check_open()
             stored = self.l1.put_batch(self.put, namespace, pairs, duration_ns(ttl, "ttl"))
-        pairs = checked_pairs(pairs[stored:])
+        if stored < len(pairs) or embeddings is not None:  # (an empty batch's embeddings are checked too)
+            stored += self._put_prepared(namespace, checked_pairs(pairs[stored:]), ttl, embeddings)
+        if sync and stored:
+            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put_many")
+        return stored
+
+    def _put_prepared(self, namespace: str, pairs: list[tuple], ttl, embeddings) -> int:
+        """``put_many``'s pairs that its compiled batch did not store, each checked and encoded
+        before the first is stored."""
         vecs = None
         if embeddings is not None:
             vecs = validate_embeddings(embeddings, self.embedding_dim)
@@ -512,9 +520,7 @@ class MemorySystem:
         self._beat(now)
         for i, prepared in enumerate(ready):
             self._store(*prepared, vecs[i] if vecs is not None else None, True)
-        if sync and (ready or stored):
-            self.journal.wait_durable(self.journal.tail, WRITE_TIMEOUT_S * 3, "a durability='sync' put_many")
-        return stored + len(ready)
+        return len(ready)
 
     def _put(self, namespace, key, value, ttl, embedding, may_block: bool, durability) -> bool:
         self._check_open()
