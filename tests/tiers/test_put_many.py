@@ -29,9 +29,16 @@ def test_put_many_stores_values_and_embeddings_in_order(mem):
     assert mem.store.kv_get(mem.l1.key_bytes("obs", "k299")) is not None
 
 
-def test_a_sync_batch_is_in_lmdb_when_it_returns(mem):
-    mem.put_many("obs", [(f"s{i}", i) for i in range(50)], durability="sync")
+@pytest.mark.parametrize("value", [7, b"bytes: the compiled batch stores them all"])
+def test_a_sync_batch_is_in_lmdb_when_it_returns(mem, value):
+    assert mem.put_many("obs", [(f"s{i}", value) for i in range(50)], durability="sync") == 50
     assert all(mem.store.kv_get(mem.l1.key_bytes("obs", f"s{i}")) is not None for i in range(50))
+
+
+def test_an_empty_batch_still_checks_its_embeddings(mem):
+    with pytest.raises(InvalidEmbedding, match="3 rows for 0 items"):
+        mem.put_many("obs", [], embeddings=np.ones((3, DIM)))
+    assert mem.put_many("obs", []) == 0
 
 
 @pytest.mark.parametrize(
