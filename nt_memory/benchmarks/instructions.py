@@ -10,7 +10,9 @@ Python loop (``for a in args: fn(*a)``). Callgrind dumps its counters each time 
 ``os.getppid()`` (``--dump-before=getppid``), so every row is one dump of the main thread
 (``--separate-threads=yes``: the flusher and heartbeat threads are counted apart). Each row prints the
 instructions per call (the loop's own share included, as it is for the peer) and the ratio to its
-peer.
+peer. The last two rows count ``get_many`` / ``put_many`` of BATCH keys per key, beside a Python
+loop of single calls over the same keys: how much of a batch's gain in throughput (timed by
+``nt-memory bench hot``) is fewer instructions rather than memory misses overlapped.
 
 numba kernels are compiled once natively for a fixed CPU model (``NUMBA_CPU_NAME=haswell``, which
 valgrind emulates) into a cache of their own, so the run under valgrind loads them instead of
@@ -36,6 +38,8 @@ CPU_NAME = "haswell"
 CPU_FEATURES = "+avx,+avx2,+bmi,+bmi2,+fma,+popcnt,+lzcnt,+movbe,+f16c,+sse4.2"
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "nt-memory", "callgrind-numba")
 
+BATCH = 100  # keys per get_many / put_many, as in the hot-path timings (benchmarks/hot_paths.py)
+
 # (label, peer label): the rows the report pairs; a peer of None is printed alone.
 PAIRS = [
     ("HotCache.get, 64 B bytes", "dict.get"),
@@ -48,6 +52,8 @@ PAIRS = [
     ("acquire_lock + release_lock", "multiprocessing.Lock acquire + release"),
     ("publish + try_recv, 64 B", "MessageQueue send + receive, 64 B"),
     ("l1_lookup in @njit code, per lookup", None),
+    (f"MemorySystem.get_many, {BATCH} keys, per key", "a loop of MemorySystem.get, per key"),
+    (f"MemorySystem.put_many, {BATCH} keys, per key", "a loop of MemorySystem.put, per key"),
 ]
 EMPTY = "empty loop (lambda: None)"
 
@@ -134,12 +140,33 @@ def worker(calls: int, rows_path: str) -> None:
             ("MessageQueue send + receive, 64 B", mq_pair, [()] * calls),
             ("publish + try_recv, 64 B", pubsub, [()] * calls),
         ]
+        get, put = mem.get, mem.put
+
+        def get_loop(ns, keys):
+            return [get(ns, k) for k in keys]
+
+        def put_loop(ns, pairs):
+            for k, v in pairs:
+                put(ns, k, v)
+
+        keys = [f"key{i}" for i in order]
+        batches = [keys[i : i + BATCH] for i in range(0, len(keys) - BATCH + 1, BATCH)]
+        gets = [("b", ks) for ks in batches]
+        puts = [("b", [(k, value) for k in ks]) for ks in batches]
+        # A batch row (and its loop) is counted per key: its calls times BATCH.
+        cases += [
+            (f"MemorySystem.get_many, {BATCH} keys, per key", mem.get_many, gets),
+            ("a loop of MemorySystem.get, per key", get_loop, gets),
+            (f"MemorySystem.put_many, {BATCH} keys, per key", mem.put_many, puts),
+            ("a loop of MemorySystem.put, per key", put_loop, puts),
+        ]
         for label, fn, args in cases:
-            _loop(fn, args[:warm])
+            per = BATCH if label.endswith(", per key") else 1
+            _loop(fn, args[: max(1, warm // per)])
             mark()
             _loop(fn, args)
             mark()
-            rows.append((label, len(args)))
+            rows.append((label, len(args) * per))
         hashes, karr, klen = key_arrays(cache, "b", [f"key{i}" for i in range(16)])
         handle, hot = cache.njit_handle(), (np.arange(calls) % 16).astype(np.int64)
         njit_lookup_batch(handle, hashes, karr, klen, hot[:warm])
