@@ -162,7 +162,7 @@ def arena_alloc(hdr, data, nbytes, data_bytes, sizes):
     return FULL
 
 
-@jit(inline="always")  # five call sites, one per put: a call with three arrays cost ~30 instructions
+@jit(inline="always")  # as a call (three arrays passed): 58 more instructions per put under callgrind
 def arena_free(hdr, data, ref, data_bytes, sizes):
     """Return the block of ``ref`` to its class's free list. Many callers, lock-free, idempotent.
 

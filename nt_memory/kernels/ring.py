@@ -109,7 +109,7 @@ def ring_unlock(hdr):
     lockword_release(hdr, RING_LOCK_IDX)
 
 
-@jit(inline="always")  # into the two appenders (journal, publish): a call cost ~60 instructions
+@jit(inline="always")  # as a call: 49 more instructions per put under callgrind
 def ring_reserve(hdr, data_w, cap, payload_len, kind, respect_head):
     """Reserve room for a record (the caller holds the lock); returns its position, or FULL /
     VALUE_TOO_LARGE / CORRUPT (a negative TAIL). Writes a PAD record first when the record would
