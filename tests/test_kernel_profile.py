@@ -3,7 +3,9 @@ hand: python -m nt_memory.benchmarks.kernel_profile)."""
 
 from __future__ import annotations
 
-from nt_memory.benchmarks.kernel_profile import _counts, _demangle
+import pytest
+
+from nt_memory.benchmarks.kernel_profile import _counts, _demangle, main
 
 # Two dumps of one run: names defined in the first are used by number only in the second; a
 # calls= line is followed by the call's inclusive cost, which is not the caller's own.
@@ -42,3 +44,9 @@ def test_numba_symbols_read_as_their_python_names():
     sym = "_ZN9nt_memory7kernels5table9table_putB3v24B48c8tJTIeFIjxB2IKSgI4CrvSCKg1MMYiAhicRsBpNAA_3d_3dExx"
     assert _demangle(sym) == "table::table_put"
     assert _demangle("cfunc." + sym) == "cfunc table::table_put"
+
+
+def test_a_key_count_outside_the_system_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["put", "--keys", "20001"])
+    assert "--keys must be between 1 and 20,000 (the system's keys), got 20,001" in capsys.readouterr().err

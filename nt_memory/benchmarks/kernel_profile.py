@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--annotate", metavar="FUNCTION", help="a JIT function's machine code with counts per key")
     ap.add_argument("--worker", nargs=2, metavar=("PHASE", "WORKDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not 1 <= args.keys <= KEYS:
+        ap.error(f"--keys must be between 1 and {KEYS:,} (the system's keys), got {args.keys:,}")
     if args.worker:
         worker(args.case, args.worker[0], args.worker[1], args.keys)
         return 0
