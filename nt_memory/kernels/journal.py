@@ -66,7 +66,8 @@ def journal_append(jhdr, jw, jb, cap, owner, kind, key, value, data_expiry, emb,
     jw[(off + JOURNAL_LENS_OFFSET) >> 3] = klen | (vlen << 32)
     dst = write_bytes(jb, off + JOURNAL_KEY_OFFSET, key)
     dst = write_bytes(jb, dst, value)
-    write_bytes(jb, dst, emb)
+    if len(emb) > 0:  # most records carry none: no memcpy call for nothing
+        write_bytes(jb, dst, emb)
     ring_commit(jhdr, jw, cap, pos, n)
     ring_unlock(jhdr)
     return OK
