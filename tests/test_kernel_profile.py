@@ -48,5 +48,7 @@ def test_numba_symbols_read_as_their_python_names():
 
 def test_a_key_count_outside_the_system_is_refused(capsys):
     with pytest.raises(SystemExit):
-        main(["put", "--keys", "20001"])
-    assert "--keys must be between 1 and 20,000 (the system's keys), got 20,001" in capsys.readouterr().err
+        main(["put", "--keys", "20100"])
+    assert "--keys must be a multiple of 100 up to 20,000 (the system's keys), got 20,100" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["put", "--keys", "150"])

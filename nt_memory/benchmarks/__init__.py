@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
+
+BATCH = 100  # keys per get_many / put_many in every suite that sets a batch beside a loop of single calls
 
 
 def suite_parser(suite: str, doc: str | None, quick_help: str) -> argparse.ArgumentParser:
@@ -43,3 +47,20 @@ def finish(results: dict, text: str, json_path: str | None) -> int:
         with open(json_path, "w") as f:
             json.dump(results, f, indent=2)
     return 0
+
+
+def batch_calls(mem: Any, ns: str, keys: list[str], value: bytes) -> tuple[list, list, Callable, Callable]:
+    """A batch suite's calls over ``keys`` in runs of BATCH (a last short run dropped): the
+    argument tuples of ``mem.get_many`` and ``mem.put_many`` (``value`` under every key), and the
+    Python loops of single ``get`` / ``put`` calls that take the same arguments, their peer."""
+    runs = [keys[i : i + BATCH] for i in range(0, len(keys) - BATCH + 1, BATCH)]
+    get, put = mem.get, mem.put
+
+    def get_loop(ns, ks):
+        return [get(ns, k) for k in ks]
+
+    def put_loop(ns, pairs):
+        for k, v in pairs:
+            put(ns, k, v)
+
+    return [(ns, ks) for ks in runs], [(ns, [(k, value) for k in ks]) for ks in runs], get_loop, put_loop

@@ -37,7 +37,7 @@ import lmdb
 import numpy as np
 
 from nt_memory import CacheConfig, MemoryConfig, MemorySystem
-from nt_memory.benchmarks import finish, suite_parser
+from nt_memory.benchmarks import BATCH, batch_calls, finish, suite_parser
 from nt_memory.timing import percentiles, time_calls
 
 CTX = mp.get_context("spawn")
@@ -47,7 +47,6 @@ JSON_VALUE = {"qty": 10, "px": 101.25, "side": "buy"}
 PUBSUB_ROUNDS = 5  # paced pub/sub runs of each kind, interleaved
 WARMUP_S = 0.2  # paced messages not measured at the start of each pub/sub run
 WARMUP_MESSAGES = 2000  # and unpaced ones
-BATCH = 100  # keys per get_many / put_many
 
 
 def _config(name: str, path: str, nkeys: int) -> MemoryConfig:
@@ -143,19 +142,8 @@ def _reads(name: str, path: str, nkeys: int, calls: int, out) -> None:
 def _batches(mem: MemorySystem, order: np.ndarray, calls: int) -> dict:
     """``get_many`` / ``put_many`` of BATCH keys beside a Python loop of single calls over the
     same keys, each batch timed whole (per key: the batch's time / BATCH)."""
-    keys = [f"key{i}" for i in order]
-    batches = [keys[i : i + BATCH] for i in range(0, len(keys) - BATCH + 1, BATCH)]
-    get, put = mem.get, mem.put
-
-    def get_loop(ns, ks):
-        return [get(ns, k) for k in ks]
-
-    def put_loop(ns, pairs):
-        for k, v in pairs:
-            put(ns, k, v)
-
-    gets = [("b", ks) for ks in batches]
-    pairs = [("b", [(k, VALUE) for k in ks]) for ks in batches[: max(1, len(batches) // 2)]]
+    gets, puts, get_loop, put_loop = batch_calls(mem, "b", [f"key{i}" for i in order], VALUE)
+    pairs = puts[: max(1, len(puts) // 2)]
     r: dict = {"batch": BATCH}
     for label, fn, args in (
         ("get_many", mem.get_many, gets),

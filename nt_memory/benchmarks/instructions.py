@@ -32,13 +32,11 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from nt_memory.benchmarks import finish, suite_parser
+from nt_memory.benchmarks import BATCH, batch_calls, finish, suite_parser
 
 CPU_NAME = "haswell"
 CPU_FEATURES = "+avx,+avx2,+bmi,+bmi2,+fma,+popcnt,+lzcnt,+movbe,+f16c,+sse4.2"
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "nt-memory", "callgrind-numba")
-
-BATCH = 100  # keys per get_many / put_many, as in the hot-path timings (benchmarks/hot_paths.py)
 
 # (label, peer label): the rows the report pairs; a peer of None is printed alone.
 PAIRS = [
@@ -140,19 +138,7 @@ def worker(calls: int, rows_path: str) -> None:
             ("MessageQueue send + receive, 64 B", mq_pair, [()] * calls),
             ("publish + try_recv, 64 B", pubsub, [()] * calls),
         ]
-        get, put = mem.get, mem.put
-
-        def get_loop(ns, keys):
-            return [get(ns, k) for k in keys]
-
-        def put_loop(ns, pairs):
-            for k, v in pairs:
-                put(ns, k, v)
-
-        keys = [f"key{i}" for i in order]
-        batches = [keys[i : i + BATCH] for i in range(0, len(keys) - BATCH + 1, BATCH)]
-        gets = [("b", ks) for ks in batches]
-        puts = [("b", [(k, value) for k in ks]) for ks in batches]
+        gets, puts, get_loop, put_loop = batch_calls(mem, "b", [f"key{i}" for i in order], value)
         # A batch row (and its loop) is counted per key: its calls times BATCH.
         cases += [
             (f"MemorySystem.get_many, {BATCH} keys, per key", mem.get_many, gets),

@@ -32,11 +32,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
+from nt_memory.benchmarks import BATCH, batch_calls
 from nt_memory.benchmarks.instructions import CPU_FEATURES, CPU_NAME
 
 CASES = ("put_many", "put", "get_many", "get")
-BATCH = 100
 KEYS = 20_000
 
 
@@ -93,24 +95,17 @@ def worker(case: str, phase: str, work: str, nkeys: int) -> None:
             mem.put("b", k, value)
         mem.flush()
         order = [keys[i] for i in np.random.default_rng(1).permutation(KEYS)[:nkeys]]
-        batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
-        pairs = [[(k, value) for k in b] for b in batches]
-        get, put = mem.get, mem.put
+        gets, puts, get_loop, put_loop = batch_calls(mem, "b", order, value)
+        calls: dict[str, tuple[Callable[..., Any], list]] = {
+            "put_many": (mem.put_many, puts),
+            "put": (put_loop, puts),
+            "get_many": (mem.get_many, gets),
+        }
+        fn, args = calls.get(case, (get_loop, gets))
 
         def run() -> None:
-            if case == "put_many":
-                for p in pairs:
-                    mem.put_many("b", p)
-            elif case == "put":
-                for p in pairs:
-                    for k, v in p:
-                        put("b", k, v)
-            elif case == "get_many":
-                for b in batches:
-                    mem.get_many("b", b)
-            else:
-                for b in batches:
-                    [get("b", k) for k in b]
+            for a in args:
+                fn(*a)
 
         run()  # compiles (natively) or loads, and warms
         mem.flush()
@@ -240,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--annotate", metavar="FUNCTION", help="a JIT function's machine code with counts per key")
     ap.add_argument("--worker", nargs=2, metavar=("PHASE", "WORKDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not 1 <= args.keys <= KEYS:
-        ap.error(f"--keys must be between 1 and {KEYS:,} (the system's keys), got {args.keys:,}")
+    if not BATCH <= args.keys <= KEYS or args.keys % BATCH:
+        ap.error(f"--keys must be a multiple of {BATCH} up to {KEYS:,} (the system's keys), got {args.keys:,}")
     if args.worker:
         worker(args.case, args.worker[0], args.worker[1], args.keys)
         return 0
