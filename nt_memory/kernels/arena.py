@@ -11,8 +11,8 @@ Arena header (int64 words; hot words on their own 64-byte lines)::
     word  1  NCLASSES        number of size classes in use (<= 64)
     word  8  BUMP            next never-used byte offset (fetch-add)
     word 16  USED_BYTES      bytes held by live blocks (statistics)
-    word 17  ALLOCS          allocations (statistics)
-    word 18  FREES           frees (statistics)
+    word 17, 18              unused (allocation and free counts that nothing read: two locked
+                             instructions in every put)
     word 24  CLASS_SIZE[64]  block size of each class, ascending, header included
     word 88  FREE_HEAD[c]    at 88 + 8*c: tag << 32 | (offset >> 4) of the top free block, 0 = empty
 
@@ -33,13 +33,11 @@ A reference is ``(gen & 0xFFFFFF) << 40 | offset >> 4``; it is never 0 because o
 from nt_memory.kernels._jit import jit
 from nt_memory.kernels.atomics import cas, copy_bytes, fetch_add, load_acquire
 from nt_memory.kernels.layout.arena import (
-    ARENA_ALLOCS_IDX,
     ARENA_BUMP_IDX,
     ARENA_CLASS_SIZE_IDX,
     ARENA_DATA_BYTES_IDX,
     ARENA_FREE_HEAD_IDX,
     ARENA_FREE_HEAD_STRIDE,
-    ARENA_FREES_IDX,
     ARENA_HDR_WORDS,
     ARENA_NCLASSES_IDX,
     ARENA_USED_BYTES_IDX,
@@ -145,7 +143,6 @@ def arena_alloc(hdr, data, nbytes, data_bytes, sizes):
                 if off + sizes[cc] > data_bytes:
                     return CORRUPT
                 fetch_add(hdr, ARENA_USED_BYTES_IDX, sizes[cc])
-                fetch_add(hdr, ARENA_ALLOCS_IDX, 1)
                 # The block keeps its class: a free list of one class holds only blocks of it,
                 # unless the shared words were rewritten, which the class check below refuses.
                 if ((data[off >> 3] >> 32) & 0xFFFF) != cc:
@@ -157,7 +154,6 @@ def arena_alloc(hdr, data, nbytes, data_bytes, sizes):
             if off >= FIRST_BLOCK_OFFSET and off + size <= data_bytes:
                 data[off >> 3] = 1 | (c << 32)
                 fetch_add(hdr, ARENA_USED_BYTES_IDX, size)
-                fetch_add(hdr, ARENA_ALLOCS_IDX, 1)
                 return make_ref(1, off)
     return FULL
 
@@ -192,7 +188,6 @@ def arena_free(hdr, data, ref, data_bytes, sizes):
         if cas(hdr, head_idx, head, new_head) == head:
             break
     fetch_add(hdr, ARENA_USED_BYTES_IDX, -sizes[c])
-    fetch_add(hdr, ARENA_FREES_IDX, 1)
     return OK
 
 
