@@ -59,12 +59,11 @@ def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, fl
     ctx = address_to_words(ctx_addr, CTX_WORDS)
     if ctx[CTX_OPEN_IDX] != 1:
         return CLOSED  # before the heartbeat: a closed handle's member words may be unmapped
-    key = address_to_bytes(key_addr, klen)
-    value = address_to_bytes(val_addr, vlen)
     now = clock_ns()
     expiry, data_expiry = _expiries(now, l1_ttl_ns, data_ttl_ns)
     _beat(ctx, now)
-    return table_put(ctx_addr, key_hash(ctx, key), key, value, expiry, data_expiry, flags, NO_VERSION, value[:0])
+    h = key_hash(ctx, address_to_bytes(key_addr, klen))
+    return table_put(ctx_addr, h, key_addr, klen, val_addr, vlen, expiry, data_expiry, flags, NO_VERSION, 0, 0)
 
 
 PREFETCH_AHEAD = 8  # a batch get fetches this many keys ahead: its slot, then its block halfway
@@ -150,9 +149,21 @@ def _l1_put_many(
         _ahead(ctx_addr, ctx, keys_addr, key_ends, hashes, i, n, PREFETCH_WRITE)
         kstart = 0 if i == 0 else key_ends[i - 1]
         vstart = 0 if i == 0 else val_ends[i - 1]
-        key = address_to_bytes(keys_addr + kstart, key_ends[i] - kstart)
-        value = address_to_bytes(vals_addr + vstart, val_ends[i] - vstart)
-        if table_put(ctx_addr, hashes[i], key, value, expiry, data_expiry, flags, NO_VERSION, value[:0]) != OK:
+        st = table_put(
+            ctx_addr,
+            hashes[i],
+            keys_addr + kstart,
+            key_ends[i] - kstart,
+            vals_addr + vstart,
+            val_ends[i] - vstart,
+            expiry,
+            data_expiry,
+            flags,
+            NO_VERSION,
+            0,
+            0,
+        )
+        if st != OK:
             return i
     return n
 

@@ -63,7 +63,7 @@ from nt_memory.kernels.table import (
 
 @jit
 def put_with_embedding(tctx_addr, h, key, value, expiry, data_expiry, flags, emb, lctx_addr, klo, khi):
-    """``table_put(tctx_addr, h, key, value, expiry, data_expiry, flags, 0, emb)`` and the log's PUT
+    """:func:`table_put` of ``key`` -> ``value`` with embedding ``emb`` (bytes) and the log's PUT
     record of ``key`` with vector bytes ``emb`` (``klo``/``khi``: the key's 128-bit hash in the
     latest-id map), under the stripe and the log lock. Returns 1 + idmap_put's answer (1: the key
     was known, 2: a new slot, 3: a reused tombstone; 0: the map was full, which its owner's load
@@ -98,7 +98,20 @@ def put_with_embedding(tctx_addr, h, key, value, expiry, data_expiry, flags, emb
         st = SLOW_PATH  # another process appended, or the chunk is full (or damaged): sync or map
     else:
         # The one compiled table_put, as its stripe's holder (J_HELD).
-        st = table_put(tctx_addr, h, key, value, expiry, data_expiry, flags | J_HELD, NO_VERSION, emb)
+        st = table_put(
+            tctx_addr,
+            h,
+            key.ctypes.data,
+            len(key),
+            value.ctypes.data,
+            len(value),
+            expiry,
+            data_expiry,
+            flags | J_HELD,
+            NO_VERSION,
+            emb.ctypes.data,
+            len(emb),
+        )
     if st == OK:
         n = lctx[LC_IDS_LEN]
         lo = address_to_words(lctx[LC_IDS_LO], n)

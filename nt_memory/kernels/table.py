@@ -655,16 +655,18 @@ def _room_for_new(ctx, hdr, stripes, slots, access, stripe, ahdr, data_w, data_b
 
 
 @jit
-def _put_block(ctx_addr, stripe, h, key, value):
-    """Room and a filled block for a value L1 will cache: (status, reference, slot of the key or
-    -1, first free slot or -1). On a status other than OK nothing is allocated.
+def _put_block(ctx_addr, stripe, h, key_addr, klen, val_addr, vlen):
+    """Room and a filled block for the value at ``val_addr`` (``vlen`` bytes) that L1 will cache
+    under the key at ``key_addr``: (status, reference, slot of the key or -1, first free slot or
+    -1). On a status other than OK nothing is allocated.
 
-    Not inlined, and so given the context's address rather than its views: its body (probing,
-    eviction, allocation) is most of a put's code, and numba's inlining of it into each writer
-    (two signatures of ``table_put``, the embedding put) made the first run compile for over a
-    minute. A call with five arguments costs a few instructions; one with the eleven views
-    passed as arrays cost ~100."""
+    Not inlined, and so given addresses rather than views: its body (probing, eviction,
+    allocation) is most of a put's code, and numba's inlining of it into each writer made the
+    first run compile for over a minute. numba passes an array as seven words, so the two arrays
+    it took cost 14 words of arguments per call; two addresses and lengths cost four."""
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
+    key = address_to_bytes(key_addr, klen)
+    value = address_to_bytes(val_addr, vlen)
     ref = 0
     # Room first, then the block; if allocating evicted entries (our own key's among them,
     # perhaps), room once more. One inlined copy of each step, as in _room_for_new.
@@ -726,7 +728,9 @@ def put_locked(
     cache = (flags & J_NO_L1) == 0
     mask = ctx[CTX_NSLOTS_IDX] - 1
     if cache:
-        st, ref, found, free = _put_block(ctx.ctypes.data, stripe, h, key, value)
+        st, ref, found, free = _put_block(
+            ctx.ctypes.data, stripe, h, key.ctypes.data, len(key), value.ctypes.data, len(value)
+        )
         if st != OK:
             return st
     else:
@@ -772,11 +776,13 @@ def write_check(ctx, key, vlen, flags):
 
 
 @jit
-def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb):
-    """Insert or replace ``key`` -> ``value`` (encoded bytes, tag first). ``expiry`` bounds the stay
-    in L1 and ``data_expiry`` the data's life (journal record); wall ns, 0 = never. ``flags``: J_*.
-    ``emb``: the key's embedding as float32 bytes, journaled with the value (empty: none).
-    Many writers; exclusive per stripe.
+def table_put(ctx_addr, h, key_addr, klen, val_addr, vlen, expiry, data_expiry, flags, version, emb_addr, elen):
+    """Insert or replace the key at ``key_addr`` (``klen`` bytes) -> the value at ``val_addr``
+    (``vlen`` encoded bytes, tag first). ``expiry`` bounds the stay in L1 and ``data_expiry`` the
+    data's life (journal record); wall ns, 0 = never. ``flags``: J_*. ``emb_addr``/``elen``: the
+    key's embedding as float32 bytes, journaled with the value (``elen`` 0: none). Many writers;
+    exclusive per stripe. Addresses, not arrays: numba passes an array as seven words, and the
+    three arrays this took were 21 words of arguments on every put.
 
     Returns OK, KEY_TOO_LARGE / VALUE_TOO_LARGE (nothing stored), FULL (no room even after
     eviction), NEEDS_REHASH (nothing stored: rehash, then retry), JOURNAL_FULL (nothing stored: let
@@ -785,7 +791,10 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb)
     CORRUPT.
     """
     ctx, hdr, stripes, slots, access, ahdr, data_w, data_b, sizes = table_views(ctx_addr)
-    st = write_check(ctx, key, len(value), flags)
+    key = address_to_bytes(key_addr, klen)
+    value = address_to_bytes(val_addr, vlen)
+    emb = address_to_bytes(emb_addr, elen)
+    st = write_check(ctx, key, vlen, flags)
     if st != OK:
         return st
     stripe = stripe_of(h, ctx[CTX_NSTRIPES_IDX])
@@ -819,11 +828,22 @@ def table_put(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb)
 
 @jit
 def table_put_bytes(ctx_addr, h, key, value, expiry, data_expiry, flags, version, emb):
-    """:func:`table_put` for Python's ``bytes`` arguments: it runs the one ``table_put`` that the
-    C entries (views over addresses) run, instead of a second copy compiled for ``bytes`` (most of
-    the first run's compile time)."""
+    """:func:`table_put` for Python's ``bytes`` arguments (held by the caller for the call)."""
     k, v, e = bytes_view(key), bytes_view(value), bytes_view(emb)
-    return table_put(ctx_addr, h, k, v, expiry, data_expiry, flags, version, e)
+    return table_put(
+        ctx_addr,
+        h,
+        k.ctypes.data,
+        len(k),
+        v.ctypes.data,
+        len(v),
+        expiry,
+        data_expiry,
+        flags,
+        version,
+        e.ctypes.data,
+        len(e),
+    )
 
 
 @jit
