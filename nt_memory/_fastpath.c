@@ -365,42 +365,55 @@ static PyObject *Getter_call(PyObject *op, PyObject *const *args, size_t nargsf,
 }
 
 /* The stored keys of a batch, back to back, and where each ends. 0 (nothing allocated) when the
-   namespace or a key needs the slow path, which reports it; -1 with an exception set. */
+   namespace or a key needs the slow path, which reports it; -1 with an exception set. The first
+   pass checks each key and keeps where its contents are (and, in *ends, its length) for the
+   second, which composes them: each key is looked up once. */
 static int batch_keys(NsCache *c, PyObject *ns, PyObject *const *items, Py_ssize_t n, Py_ssize_t max_key,
                       int pairs, char **keys, int64_t **ends) {
-    const char *np, *kp;
+    const char *np, **parts;
     Py_ssize_t nn, kn, total = 0, i;
     *keys = NULL;
     *ends = NULL;
     if (!namespace_of(c, ns, &np, &nn))
         return 0;
+    parts = PyMem_Malloc(sizeof(char *) * ((size_t)n + 1)); /* + 1: never a zero-byte request */
+    *ends = PyMem_Malloc(sizeof(int64_t) * ((size_t)n + 1));
+    if (parts == NULL || *ends == NULL) {
+        PyMem_Free(parts);
+        PyMem_Free(*ends);
+        *ends = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
     for (i = 0; i < n; i++) {
         PyObject *k = items[i];
         if (pairs) {
             if (!PyTuple_CheckExact(k) || PyTuple_GET_SIZE(k) != 2)
-                return 0;
+                break;
             k = PyTuple_GET_ITEM(k, 0);
         }
-        if (!key_part(k, &kp, &kn) || kn == 0 || nn + 1 + kn > max_key)
-            return 0;
+        if (!key_part(k, &parts[i], &kn) || kn == 0 || nn + 1 + kn > max_key)
+            break;
+        (*ends)[i] = kn;
         total += nn + 1 + kn;
     }
-    *keys = PyMem_Malloc((size_t)total + 1);
-    *ends = PyMem_Malloc(sizeof(int64_t) * ((size_t)n + 1)); /* + 1: never a zero-byte request */
-    if (*keys == NULL || *ends == NULL) {
-        PyMem_Free(*keys);
+    if (i < n || (*keys = PyMem_Malloc((size_t)total + 1)) == NULL) {
+        PyMem_Free(parts);
         PyMem_Free(*ends);
+        *ends = NULL;
+        if (i < n)
+            return 0;
         PyErr_NoMemory();
         return -1;
     }
     total = 0;
     for (i = 0; i < n; i++) {
-        PyObject *k = pairs ? PyTuple_GET_ITEM(items[i], 0) : items[i];
-        key_part(k, &kp, &kn); /* succeeded above, and no Python code ran since */
-        compose_key(*keys + total, np, nn, kp, kn);
+        kn = (Py_ssize_t)(*ends)[i];
+        compose_key(*keys + total, np, nn, parts[i], kn);
         total += nn + 1 + kn;
         (*ends)[i] = total;
     }
+    PyMem_Free(parts);
     return 1;
 }
 
