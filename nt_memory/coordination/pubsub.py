@@ -130,6 +130,7 @@ class _Topic:
         self.waiters_addr = self.hdr_addr + RING_WAITERS_IDX * 8
         self.spinners_addr = self.hdr_addr + RING_SPINNERS_IDX * 8
         self.max_message = capacity // 4 - record_bytes(8) - 8  # the kernels' own formula
+        seg.populate(lay.data_offset, capacity)  # publishers write through it, receivers read
 
 
 class PubSub:

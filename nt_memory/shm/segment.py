@@ -50,6 +50,11 @@ def acquire_load(words: np.ndarray, idx: int) -> int:
     return int(KW.word_load(words.ctypes.data + idx * 8))
 
 
+# madvise advice that faults a range in, writable, without writing it (Linux 5.14; the mmap module
+# of Python 3.11 does not name it).
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+
 class Segment:
     """A mapped segment. ``buf`` (uint8) and ``words`` (int64) view all of it; ``address`` is the
     base address kernels receive."""
@@ -226,6 +231,24 @@ class Segment:
             raise CorruptSegment(f"segment {self.shm_name!r}: [{offset}, {offset + nbytes}) is no page range of it")
         if nbytes:
             self._mm.madvise(mmap.MADV_REMOVE, offset, nbytes)
+
+    def populate(self, offset: int, nbytes: int) -> bool:
+        """Map the pages of ``[offset, offset + nbytes)`` into this process now, writable
+        (``MADV_POPULATE_WRITE``), for a ring that this process will write through: otherwise its
+        first lap here takes a page fault every 4 KiB (a fresh process writing the journal took
+        1,367 faults per 50,000 puts, about 55 ns a put). The pages become memory of the segment
+        (they would on the first lap anyway). False, with nothing done, on a kernel before Linux
+        5.14 or when the system has no memory for them: the pages then fault in on first use, as
+        before, and a full ``/dev/shm`` is reported by the write that needs the page."""
+        start = offset - offset % L.PAGE_BYTES
+        end = min(self.size, offset + nbytes)
+        if offset < 0 or nbytes < 0 or end <= start:
+            return False
+        try:
+            self._mm.madvise(MADV_POPULATE_WRITE, start, end - start)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         """Unmap. Safe to call twice. If a caller still holds a zero-copy view, the mapping stays

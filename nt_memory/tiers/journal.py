@@ -103,6 +103,8 @@ class Journal:
         self.recover = recover
         self.ring = seg.region(lay.ring_offset, RING_HDR_WORDS * 8, np.int64)
         self.data = seg.region(lay.data_offset, lay.capacity)
+        if store is not None:  # a member, which appends (an observer's view only reads)
+            seg.populate(lay.data_offset, lay.capacity)
         self.ring_addr = seg.address + lay.ring_offset
         self.data_addr = seg.address + lay.data_offset
         self.capacity = lay.capacity
