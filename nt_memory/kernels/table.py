@@ -370,7 +370,7 @@ def table_prefetch(ctx_addr, h, stage):
     nothing read is trusted: stage 0 fetches ``h``'s home slot and its access byte (a writer's
     stage 0 also fetches its stripe); stage 1 (issued once stage 0's lines had time to arrive)
     reads the home slot's hash and reference without the seqlock and, when the hash is ``h``'s,
-    fetches the first two lines of the block it names. Every address is bounded by the private
+    fetches the lines of the first 128 bytes of the block it names. Every address is bounded by the private
     sizes, so a stale or hostile word costs a useless prefetch, never a wrong answer."""
     ctx = address_to_words(ctx_addr, CTX_WORDS)
     nslots = ctx[CTX_NSLOTS_IDX]
@@ -391,8 +391,11 @@ def table_prefetch(ctx_addr, h, stage):
     data_bytes = ctx[CTX_ARENA_BYTES_IDX]
     if off >= 0 and off + 128 <= data_bytes:
         data_b = address_to_bytes(ctx[CTX_ARENA_DATA_IDX], data_bytes)
+        # Its first 128 bytes, which lie on three lines when the block starts past the middle of
+        # one (a 96-byte block at offset 48 in its line: the key, compared first, is on the third).
         prefetch(data_b, off)
         prefetch(data_b, off + 64)
+        prefetch(data_b, off + 127)
 
 
 @jit
