@@ -370,8 +370,8 @@ def table_prefetch(ctx_addr, h, stage):
     nothing read is trusted: stage 0 fetches ``h``'s home slot and its access byte (a writer's
     stage 0 also fetches its stripe); stage 1 (issued once stage 0's lines had time to arrive)
     reads the home slot's hash and reference without the seqlock and, when the hash is ``h``'s,
-    fetches the lines of the first 128 bytes of the block it names. Every address is bounded by the private
-    sizes, so a stale or hostile word costs a useless prefetch, never a wrong answer."""
+    fetches the lines of the first 128 bytes of the block it names. Every address is bounded by
+    the private sizes, so a stale or hostile word costs a useless prefetch, never a wrong answer."""
     ctx = address_to_words(ctx_addr, CTX_WORDS)
     nslots = ctx[CTX_NSLOTS_IDX]
     i = h & (nslots - 1)
