@@ -16,7 +16,7 @@ from nt_memory.kernels.layout.table import CTX_BEAT_IDX, CTX_OPEN_IDX, CTX_OUT_B
 from nt_memory.kernels.locktable import lock_release, lock_try_acquire
 from nt_memory.kernels.ring import ring_publish, ring_receive
 from nt_memory.kernels.status import CLOSED, OK, OUT_TOO_SMALL
-from nt_memory.kernels.table import NO_VERSION, key_hash, table_lookup, table_prefetch, table_put
+from nt_memory.kernels.table import NO_EMBEDDING, NO_VERSION, key_hash, table_lookup, table_prefetch, table_put
 
 _SIG5 = "int64(int64, int64, int64, int64, int64)"
 
@@ -63,7 +63,9 @@ def _l1_put(ctx_addr, key_addr, klen, val_addr, vlen, l1_ttl_ns, data_ttl_ns, fl
     expiry, data_expiry = _expiries(now, l1_ttl_ns, data_ttl_ns)
     _beat(ctx, now)
     h = key_hash(ctx, address_to_bytes(key_addr, klen))
-    return table_put(ctx_addr, h, key_addr, klen, val_addr, vlen, expiry, data_expiry, flags, NO_VERSION, 0, 0)
+    return table_put(
+        ctx_addr, h, key_addr, klen, val_addr, vlen, expiry, data_expiry, flags, NO_VERSION, NO_EMBEDDING, NO_EMBEDDING
+    )
 
 
 PREFETCH_AHEAD = 8  # a batch get fetches this many keys ahead: its slot, then its block halfway
@@ -160,8 +162,8 @@ def _l1_put_many(
             data_expiry,
             flags,
             NO_VERSION,
-            0,
-            0,
+            NO_EMBEDDING,
+            NO_EMBEDDING,
         )
         if st != OK:
             return i

@@ -52,6 +52,7 @@ from nt_memory.kernels.lockword import lockword_release, lockword_try_acquire
 from nt_memory.kernels.status import BUSY, OK
 from nt_memory.kernels.table import (
     NO_VERSION,
+    address_of,
     stripe_of,
     table_put,
     table_views,
@@ -101,15 +102,15 @@ def put_with_embedding(tctx_addr, h, key, value, expiry, data_expiry, flags, emb
         st = table_put(
             tctx_addr,
             h,
-            key.ctypes.data,
+            address_of(key),
             len(key),
-            value.ctypes.data,
+            address_of(value),
             len(value),
             expiry,
             data_expiry,
             flags | J_HELD,
             NO_VERSION,
-            emb.ctypes.data,
+            address_of(emb),
             len(emb),
         )
     if st == OK:

@@ -181,9 +181,18 @@ from nt_memory.kernels.status import (
 )
 from nt_memory.kernels.xxh3 import xxh3_64
 
-# ``table_put``'s version argument when none applies. Typed int64: a literal 0 would make numba
-# compile a second ``table_put``, specialised for the constant.
+# ``table_put``'s version argument when none applies, and its embedding address and length when
+# the put has none. Typed int64: a literal 0 would make numba compile a second ``table_put``,
+# specialised for the constant.
 NO_VERSION = np.int64(0)
+NO_EMBEDDING = np.int64(0)
+
+
+@jit(inline="always")
+def address_of(ary):
+    """The address of ``ary``'s data as an int64, the type ``table_put`` is compiled for: numba
+    types ``.ctypes.data`` as uint64, and callers passing both types compiled it twice."""
+    return np.int64(ary.ctypes.data)
 
 
 @jit(inline="always")
@@ -732,7 +741,7 @@ def put_locked(
     mask = ctx[CTX_NSLOTS_IDX] - 1
     if cache:
         st, ref, found, free = _put_block(
-            ctx.ctypes.data, stripe, h, key.ctypes.data, len(key), value.ctypes.data, len(value)
+            address_of(ctx), stripe, h, address_of(key), len(key), address_of(value), len(value)
         )
         if st != OK:
             return st
@@ -836,15 +845,15 @@ def table_put_bytes(ctx_addr, h, key, value, expiry, data_expiry, flags, version
     return table_put(
         ctx_addr,
         h,
-        k.ctypes.data,
+        address_of(k),
         len(k),
-        v.ctypes.data,
+        address_of(v),
         len(v),
         expiry,
         data_expiry,
         flags,
         version,
-        e.ctypes.data,
+        address_of(e),
         len(e),
     )
 
